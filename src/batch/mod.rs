@@ -1,0 +1,72 @@
+//! Dynamic batching: a bounded queue of prepared requests and the worker that turns it into
+//! batches.
+//!
+//! A batch closes when it holds [`BatchPolicy::max_batch_size`] requests, when the requests
+//! waiting reach [`BatchPolicy::max_batch_tokens`], or when its first request has waited
+//! [`BatchPolicy::max_delay`] — whichever comes first. A request whose caller has gone is
+//! skipped; one past its deadline is answered with
+//! [`CapacityError::DeadlineExceeded`](crate::CapacityError::DeadlineExceeded) and not
+//! computed. Past [`BatchPolicy::queue_capacity`] the queue refuses new requests with
+//! [`CapacityError::QueueFull`](crate::CapacityError::QueueFull) instead of blocking.
+
+mod queue;
+mod worker;
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+pub(crate) use queue::{Queue, Request};
+pub(crate) use worker::run_worker;
+
+/// How requests are grouped into batches and how many may wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// The most requests in one batch (≥ 1).
+    pub max_batch_size: usize,
+    /// The most cost units ([`Model::cost`](crate::Model::cost), tokens for text models) in
+    /// one batch; a single request over the budget runs alone. `None`: no token budget.
+    pub max_batch_tokens: Option<usize>,
+    /// How long the first request of a batch may wait for others to join it.
+    pub max_delay: Duration,
+    /// The most requests waiting in the queue (≥ 1).
+    pub queue_capacity: usize,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy {
+            max_batch_size: 32,
+            max_batch_tokens: None,
+            max_delay: Duration::from_millis(2),
+            queue_capacity: 1024,
+        }
+    }
+}
+
+impl BatchPolicy {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_batch_size == 0 {
+            return Err(ConfigError::InvalidSetting {
+                name: "max_batch_size",
+                value: "0".into(),
+                allowed: "at least 1",
+            });
+        }
+        if self.max_batch_tokens == Some(0) {
+            return Err(ConfigError::InvalidSetting {
+                name: "max_batch_tokens",
+                value: "0".into(),
+                allowed: "at least 1, or None for no token budget",
+            });
+        }
+        if self.queue_capacity == 0 {
+            return Err(ConfigError::InvalidSetting {
+                name: "queue_capacity",
+                value: "0".into(),
+                allowed: "at least 1",
+            });
+        }
+        Ok(())
+    }
+}

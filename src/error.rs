@@ -1,0 +1,260 @@
+//! One error type per boundary.
+//!
+//! | boundary | type | raised by |
+//! |---|---|---|
+//! | the caller's input | [`InputError`] | [`Model::prepare`](crate::Model::prepare), on the caller's thread |
+//! | loading a model | [`LoadError`] | `load` functions of the concrete models |
+//! | running a batch | [`RuntimeError`] | [`Model::run_batch`](crate::Model::run_batch) and the worker |
+//! | the queue | [`CapacityError`] | the predictor when it sheds load or shuts down |
+//! | configuring a predictor | [`ConfigError`] | [`PredictorBuilder::build`](crate::PredictorBuilder::build) |
+//!
+//! [`PredictError`] is what a prediction returns: one of the first four. Every error that a
+//! request can receive is `Clone`, so one failure can be handed to every caller it concerns.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The caller's input was rejected before it reached the model. Nothing was queued.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// A text is longer than the model accepts and truncation is off.
+    #[error(
+        "input is {tokens} tokens long; the model accepts at most {max} tokens (shorten it or enable truncation)"
+    )]
+    TooLong {
+        /// Tokens in the input, special tokens included.
+        tokens: usize,
+        /// The most the model accepts.
+        max: usize,
+    },
+    /// A vector input has the wrong number of values.
+    #[error("`{field}` has {got} values; the model expects exactly {expected}")]
+    WrongLength {
+        /// The input's name in the model's signature.
+        field: String,
+        /// The length the model expects.
+        expected: usize,
+        /// The length that was given.
+        got: usize,
+    },
+    /// A value is NaN or infinite.
+    #[error("`{field}`[{index}] is {value}; only finite numbers are allowed")]
+    NotFinite {
+        /// The input's name in the model's signature.
+        field: String,
+        /// Position of the value.
+        index: usize,
+        /// The offending value.
+        value: f32,
+    },
+    /// A value lies outside the range the model was trained on.
+    #[error("`{field}`[{index}] is {value}; allowed values lie in [{min}, {max}]")]
+    OutOfRange {
+        /// The input's name in the model's signature.
+        field: String,
+        /// Position of the value.
+        index: usize,
+        /// The offending value.
+        value: f32,
+        /// Smallest allowed value.
+        min: f32,
+        /// Largest allowed value.
+        max: f32,
+    },
+    /// The tokenizer could not encode the text.
+    #[error("the tokenizer could not encode the input: {message}")]
+    Tokenize {
+        /// The tokenizer's own message.
+        message: String,
+    },
+    /// Any other rule of a model's own; `reason` says what is allowed.
+    #[error("`{field}` is invalid: {reason}")]
+    Invalid {
+        /// The input's name in the model's signature.
+        field: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+}
+
+/// A model could not be loaded from its files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file the model needs is not there.
+    #[error("{path} is missing: {what}")]
+    MissingFile {
+        /// The file that was looked for.
+        path: PathBuf,
+        /// What the file is for.
+        what: &'static str,
+    },
+    /// A configuration file is malformed or holds a value the loader cannot use.
+    #[error("invalid configuration in {path}: {message}")]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// The model asks for something this crate does not implement.
+    #[error("unsupported model in {path}: {what}")]
+    Unsupported {
+        /// The file that asks for it.
+        path: PathBuf,
+        /// What is not supported, and what is.
+        what: String,
+    },
+    /// The weights could not be read or do not match the configuration.
+    #[error("cannot load weights from {path}: {message}")]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor library's message (names the tensor and shape where it can).
+        message: String,
+    },
+    /// The tokenizer file could not be read.
+    #[error("cannot load tokenizer {path}: {message}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// The tokenizer library's message.
+        message: String,
+    },
+}
+
+impl LoadError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        LoadError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        LoadError::Config {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn weights(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        LoadError::Weights {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A batch failed while the model ran it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The tensor backend reported an error.
+    #[error("model execution failed: {message}")]
+    Backend {
+        /// The backend's message.
+        message: String,
+    },
+    /// The model panicked while running the batch this request was in.
+    #[error("the model panicked while running a batch of {batch_size}: {message}")]
+    Panicked {
+        /// Size of the batch that was running.
+        batch_size: usize,
+        /// The panic's message.
+        message: String,
+    },
+    /// The model returned a different number of outputs than it was given inputs.
+    #[error("the model returned {got} outputs for a batch of {expected} inputs")]
+    OutputCount {
+        /// Inputs in the batch.
+        expected: usize,
+        /// Outputs returned.
+        got: usize,
+    },
+}
+
+impl From<candle_core::Error> for RuntimeError {
+    fn from(e: candle_core::Error) -> Self {
+        RuntimeError::Backend {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The predictor did not take or could not finish a request for reasons of capacity or
+/// lifecycle. The request was not computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapacityError {
+    /// The queue is at capacity: the predictor sheds load instead of blocking.
+    #[error("the queue is full ({capacity} requests waiting); retry later or raise queue_capacity")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// The request waited past its deadline and was dropped before it was computed.
+    #[error(
+        "the request waited {waited:?}, past its deadline of {deadline:?}; it was not computed"
+    )]
+    DeadlineExceeded {
+        /// How long the request had waited.
+        waited: Duration,
+        /// The deadline it was given.
+        deadline: Duration,
+    },
+    /// The predictor is shutting down and takes no new requests.
+    #[error("the predictor is shutting down and takes no new requests")]
+    ShuttingDown,
+    /// The worker stopped without answering (it should never happen; it is reported rather
+    /// than leaving the caller waiting).
+    #[error("the worker stopped before it answered this request")]
+    WorkerGone,
+}
+
+/// Why a prediction failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PredictError {
+    /// The input was rejected; see [`InputError`].
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The model failed; see [`RuntimeError`].
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The request was shed or dropped; see [`CapacityError`].
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
+}
+
+/// A predictor's settings are out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A setting has a value that is not allowed.
+    #[error("`{name}` = {value} is not allowed: {allowed}")]
+    InvalidSetting {
+        /// The setting's name.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// The worker thread could not be started.
+    #[error("cannot start the worker thread: {message}")]
+    Spawn {
+        /// The operating system's message.
+        message: String,
+    },
+}

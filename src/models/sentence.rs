@@ -1,0 +1,489 @@
+//! Sentence embeddings from a sentence-transformers directory (BERT family).
+//!
+//! [`SentenceEmbedder::load`] reads the directory as sentence-transformers writes it:
+//!
+//! | file | used for |
+//! |---|---|
+//! | `modules.json` | the pipeline: `Transformer` → `Pooling` → optional `Normalize` |
+//! | `config.json` | the BERT configuration |
+//! | `model.safetensors` | the weights (memory-mapped) |
+//! | `tokenizer.json` | the tokenizer (its own padding and truncation are replaced) |
+//! | `sentence_bert_config.json` | `max_seq_length`, `do_lower_case` |
+//! | `1_Pooling/config.json` | CLS / mean / max / mean-sqrt-len pooling |
+//!
+//! A directory without `modules.json` is read as a plain Hugging Face BERT model with mean
+//! pooling and no normalisation, as sentence-transformers itself does.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use serde::Deserialize;
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::error::{InputError, LoadError, RuntimeError};
+use crate::load::{read_json, require};
+use crate::model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
+
+/// A sentence embedding: one vector per text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding(pub Vec<f32>);
+
+impl Embedding {
+    /// Number of dimensions.
+    pub fn dim(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Cosine similarity with another embedding, in [-1, 1]; 0 when either is all zeros or
+    /// the dimensions differ.
+    pub fn cosine(&self, other: &Embedding) -> f32 {
+        if self.dim() != other.dim() {
+            return 0.0;
+        }
+        let (mut dot, mut a2, mut b2) = (0f64, 0f64, 0f64);
+        for (a, b) in self.0.iter().zip(&other.0) {
+            let (a, b) = (f64::from(*a), f64::from(*b));
+            dot += a * b;
+            a2 += a * a;
+            b2 += b * b;
+        }
+        if a2 == 0.0 || b2 == 0.0 {
+            0.0
+        } else {
+            (dot / (a2.sqrt() * b2.sqrt())) as f32
+        }
+    }
+
+    /// The values.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.0
+    }
+
+    /// The values, owned.
+    pub fn into_vec(self) -> Vec<f32> {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Embedding {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+/// How token vectors become one sentence vector (sentence-transformers' `Pooling` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Pooling {
+    /// The first token's (`[CLS]`) vector.
+    Cls,
+    /// The element-wise maximum over the tokens.
+    Max,
+    /// The mean over the tokens.
+    Mean,
+    /// The sum over the tokens divided by the square root of their number.
+    MeanSqrtLen,
+}
+
+/// A text after tokenization: what the embedder queues and batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedText {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// Token type (segment) ids, one per token.
+    pub type_ids: Vec<u32>,
+}
+
+/// Options for [`SentenceEmbedder::load_with`].
+#[derive(Debug, Clone)]
+pub struct EmbedderOptions {
+    /// Cut texts longer than the maximum sequence length (as sentence-transformers does).
+    /// When `false`, such a text is refused with [`InputError::TooLong`]. Default `true`.
+    pub truncate: bool,
+    /// Override `max_seq_length` from `sentence_bert_config.json`; it is always capped at the
+    /// model's `max_position_embeddings`.
+    pub max_seq_length: Option<usize>,
+    /// The device to run on (default: CPU).
+    pub device: Device,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        EmbedderOptions {
+            truncate: true,
+            max_seq_length: None,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// A BERT-family sentence embedder loaded from a sentence-transformers directory.
+///
+/// `Input` is a `String`, `Output` an [`Embedding`]. Serve it with a
+/// [`Predictor`](crate::Predictor) to batch concurrent requests.
+pub struct SentenceEmbedder {
+    name: String,
+    tokenizer: Tokenizer,
+    bert: BertModel,
+    pad_id: u32,
+    pooling: Vec<Pooling>,
+    normalize: bool,
+    lowercase: bool,
+    max_len: usize,
+    truncate: bool,
+    dim: usize,
+    device: Device,
+}
+
+impl std::fmt::Debug for SentenceEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEmbedder")
+            .field("name", &self.name)
+            .field("dim", &self.dim)
+            .field("max_len", &self.max_len)
+            .field("pooling", &self.pooling)
+            .field("normalize", &self.normalize)
+            .field("truncate", &self.truncate)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize, Default)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+    #[serde(default)]
+    do_lower_case: bool,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_weightedmean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
+}
+
+/// The pipeline read from `modules.json`.
+struct Pipeline {
+    transformer_dir: PathBuf,
+    pooling: Vec<Pooling>,
+    normalize: bool,
+}
+
+fn read_pipeline(dir: &Path) -> Result<Pipeline, LoadError> {
+    let modules_path = dir.join("modules.json");
+    if !modules_path.is_file() {
+        return Ok(Pipeline {
+            transformer_dir: dir.to_path_buf(),
+            pooling: vec![Pooling::Mean],
+            normalize: false,
+        });
+    }
+    let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
+    let mut transformer_dir = None;
+    let mut pooling = None;
+    let mut normalize = false;
+    for module in &modules {
+        let kind = module.kind.rsplit('.').next().unwrap_or(&module.kind);
+        let module_dir = dir.join(&module.path);
+        match kind {
+            "Transformer" if transformer_dir.is_none() => transformer_dir = Some(module_dir),
+            "Pooling" if pooling.is_none() => pooling = Some(read_pooling(&module_dir)?),
+            "Normalize" => normalize = true,
+            _ => {
+                return Err(LoadError::Unsupported {
+                    path: modules_path,
+                    what: format!(
+                        "module `{}`; supported pipelines are Transformer, Pooling and an optional Normalize",
+                        module.kind
+                    ),
+                });
+            }
+        }
+    }
+    let transformer_dir = transformer_dir.ok_or_else(|| {
+        LoadError::config(
+            &modules_path,
+            "no sentence_transformers.models.Transformer module",
+        )
+    })?;
+    Ok(Pipeline {
+        transformer_dir,
+        pooling: pooling.unwrap_or_else(|| vec![Pooling::Mean]),
+        normalize,
+    })
+}
+
+fn read_pooling(module_dir: &Path) -> Result<Vec<Pooling>, LoadError> {
+    let path = require(
+        module_dir.join("config.json"),
+        "the Pooling module's configuration",
+    )?;
+    let cfg: PoolingConfig = read_json(&path)?;
+    if cfg.pooling_mode_weightedmean_tokens || cfg.pooling_mode_lasttoken {
+        return Err(LoadError::Unsupported {
+            path,
+            what: "weighted-mean and last-token pooling; supported modes are cls, max, mean and mean_sqrt_len".into(),
+        });
+    }
+    // sentence-transformers concatenates the enabled modes in this order.
+    let modes: Vec<Pooling> = [
+        (cfg.pooling_mode_cls_token, Pooling::Cls),
+        (cfg.pooling_mode_max_tokens, Pooling::Max),
+        (cfg.pooling_mode_mean_tokens, Pooling::Mean),
+        (cfg.pooling_mode_mean_sqrt_len_tokens, Pooling::MeanSqrtLen),
+    ]
+    .into_iter()
+    .filter_map(|(on, mode)| on.then_some(mode))
+    .collect();
+    if modes.is_empty() {
+        return Err(LoadError::config(
+            &path,
+            "no pooling mode is enabled; enable one of pooling_mode_cls_token, pooling_mode_mean_tokens, pooling_mode_max_tokens, pooling_mode_mean_sqrt_len_tokens",
+        ));
+    }
+    Ok(modes)
+}
+
+impl SentenceEmbedder {
+    /// Loads a sentence-transformers directory with default options (truncation on, CPU).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, LoadError> {
+        Self::load_with(dir, EmbedderOptions::default())
+    }
+
+    /// Loads a sentence-transformers directory.
+    pub fn load_with(dir: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self, LoadError> {
+        let dir = dir.as_ref();
+        let pipeline = read_pipeline(dir)?;
+        let tdir = &pipeline.transformer_dir;
+
+        let config_path = require(tdir.join("config.json"), "the model configuration")?;
+        let config: BertConfig = read_json(&config_path)?;
+        let st_config: SentenceBertConfig = match tdir.join("sentence_bert_config.json") {
+            p if p.is_file() => read_json(&p)?,
+            _ => SentenceBertConfig::default(),
+        };
+        let max_len = options
+            .max_seq_length
+            .or(st_config.max_seq_length)
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+        if max_len < 2 {
+            return Err(LoadError::config(
+                &config_path,
+                format!(
+                    "max sequence length {max_len} leaves no room for a token; it must be at least 2"
+                ),
+            ));
+        }
+
+        let tokenizer_path = require(tdir.join("tokenizer.json"), "the tokenizer")?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| LoadError::Tokenizer {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+        tokenizer.with_padding(None);
+        let truncation = options.truncate.then(|| TruncationParams {
+            max_length: max_len,
+            ..TruncationParams::default()
+        });
+        tokenizer
+            .with_truncation(truncation)
+            .map_err(|e| LoadError::Tokenizer {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+
+        let weights = require(tdir.join("model.safetensors"), "the model weights")?;
+        // SAFETY: the file is memory-mapped read-only; candle copies what it needs into its
+        // own tensors, and a file changed underneath us is the caller's to avoid.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(
+                std::slice::from_ref(&weights),
+                DType::F32,
+                &options.device,
+            )
+        }
+        .map_err(|e| LoadError::weights(&weights, e))?;
+        let bert = BertModel::load(vb, &config).map_err(|e| LoadError::weights(&weights, e))?;
+
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "sentence-embedder".into());
+        Ok(SentenceEmbedder {
+            name,
+            tokenizer,
+            bert,
+            pad_id: config.pad_token_id as u32,
+            dim: config.hidden_size * pipeline.pooling.len(),
+            pooling: pipeline.pooling,
+            normalize: pipeline.normalize,
+            lowercase: st_config.do_lower_case,
+            max_len,
+            truncate: options.truncate,
+            device: options.device,
+        })
+    }
+
+    /// Dimensions of the embeddings.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The most tokens (special tokens included) a text may have.
+    pub fn max_seq_length(&self) -> usize {
+        self.max_len
+    }
+
+    /// The pooling modes, in the order their vectors are concatenated.
+    pub fn pooling(&self) -> &[Pooling] {
+        &self.pooling
+    }
+
+    /// Whether embeddings are L2-normalised.
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    /// Tokenizes one text as the embedder will see it.
+    pub fn tokenize(&self, text: &str) -> Result<TokenizedText, InputError> {
+        let lowered;
+        let text = if self.lowercase {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| InputError::Tokenize {
+                message: e.to_string(),
+            })?;
+        let tokens = encoding.len();
+        if tokens > self.max_len {
+            return Err(InputError::TooLong {
+                tokens,
+                max: self.max_len,
+            });
+        }
+        Ok(TokenizedText {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+        })
+    }
+
+    /// Embeds a batch of tokenized texts, padded to the longest one.
+    fn embed_padded(&self, batch: &[TokenizedText]) -> candle_core::Result<Vec<Embedding>> {
+        let n = batch.len();
+        let len = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![self.pad_id; n * len];
+        let mut type_ids = vec![0u32; n * len];
+        let mut mask = vec![0u32; n * len];
+        for (row, text) in batch.iter().enumerate() {
+            let start = row * len;
+            ids[start..start + text.ids.len()].copy_from_slice(&text.ids);
+            type_ids[start..start + text.type_ids.len()].copy_from_slice(&text.type_ids);
+            mask[start..start + text.ids.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
+        let type_ids = Tensor::from_vec(type_ids, (n, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?;
+        let pooled = pool(&hidden, &mask, &self.pooling)?;
+        let pooled = if self.normalize {
+            l2_normalize(&pooled)?
+        } else {
+            pooled
+        };
+        Ok(pooled
+            .to_vec2::<f32>()?
+            .into_iter()
+            .map(Embedding)
+            .collect())
+    }
+}
+
+/// Pools `[batch, len, hidden]` token vectors under a `[batch, len]` 0/1 mask into
+/// `[batch, hidden × modes]`.
+fn pool(hidden: &Tensor, mask: &Tensor, modes: &[Pooling]) -> candle_core::Result<Tensor> {
+    let mask = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?; // [b, len, 1]
+    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]
+    let mut parts = Vec::with_capacity(modes.len());
+    for mode in modes {
+        let part = match mode {
+            Pooling::Cls => hidden.i((.., 0))?,
+            Pooling::Max => {
+                // Padding positions get -1e9 so they never win (as sentence-transformers does).
+                let fill = ((mask.ones_like()? - &mask)? * -1e9)?;
+                hidden.broadcast_mul(&mask)?.broadcast_add(&fill)?.max(1)?
+            }
+            Pooling::Mean => hidden
+                .broadcast_mul(&mask)?
+                .sum(1)?
+                .broadcast_div(&counts)?,
+            Pooling::MeanSqrtLen => hidden
+                .broadcast_mul(&mask)?
+                .sum(1)?
+                .broadcast_div(&counts.sqrt()?)?,
+        };
+        parts.push(part);
+    }
+    Tensor::cat(&parts, D::Minus1)
+}
+
+/// Divides each row by its L2 norm (at least 1e-12, as `torch.nn.functional.normalize`).
+fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
+    let norms = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    x.broadcast_div(&norms)
+}
+
+impl Model for SentenceEmbedder {
+    type Input = String;
+    type Prepared = TokenizedText;
+    type Output = Embedding;
+
+    fn signature(&self) -> Signature {
+        Signature::new(self.name.clone())
+            .input(TensorSpec::new("text", DataType::Bytes, [1]))
+            .output(TensorSpec::new(
+                "embedding",
+                DataType::F32,
+                [self.dim as i64],
+            ))
+    }
+
+    fn prepare(&self, text: String) -> Result<TokenizedText, InputError> {
+        self.tokenize(&text)
+    }
+
+    fn cost(&self, prepared: &TokenizedText) -> usize {
+        prepared.ids.len()
+    }
+
+    fn run_batch(&self, batch: &[TokenizedText]) -> Result<BatchOutputs<Embedding>, RuntimeError> {
+        Ok(self.embed_padded(batch)?.into_iter().map(Ok).collect())
+    }
+}

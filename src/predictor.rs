@@ -1,0 +1,446 @@
+//! [`Predictor`]: prepare on the caller's thread → bounded queue → batched worker → reply.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::batch::{BatchPolicy, Queue, Request, run_worker};
+use crate::error::{CapacityError, ConfigError, PredictError};
+use crate::model::{Model, Signature};
+use crate::oneshot;
+
+/// Serves one [`Model`]: validates and preprocesses inputs on the caller's thread, batches
+/// them dynamically on a worker thread, and hands each caller its own output.
+///
+/// A `Predictor` is a cheap handle: clone it into every thread that predicts. The worker
+/// stops when the last handle is dropped or [`shutdown`](Predictor::shutdown) is called, and
+/// in both cases every request accepted before then is answered.
+pub struct Predictor<M: Model> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: Model> Clone for Predictor<M> {
+    fn clone(&self) -> Self {
+        Predictor {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M: Model> fmt::Debug for Predictor<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Predictor")
+            .field("model", &self.shared.signature.name)
+            .field("policy", &self.shared.policy)
+            .field("queued", &self.shared.queue.len())
+            .finish()
+    }
+}
+
+struct Shared<M: Model> {
+    model: Arc<M>,
+    signature: Signature,
+    queue: Arc<Queue<M::Prepared, M::Output>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    stats: Arc<StatsRecorder>,
+    policy: BatchPolicy,
+    deadline: Option<Duration>,
+}
+
+impl<M: Model> Shared<M> {
+    fn shutdown(&self) {
+        self.queue.close();
+        let workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        let current = std::thread::current().id();
+        for worker in workers {
+            // A model that drops the last handle from inside `run_batch` must not join itself.
+            if worker.thread().id() != current {
+                let _ = worker.join();
+            }
+        }
+    }
+}
+
+impl<M: Model> Drop for Shared<M> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl<M: Model> Predictor<M> {
+    /// Starts configuring a predictor for `model`.
+    pub fn builder(model: M) -> PredictorBuilder<M> {
+        PredictorBuilder {
+            model: Arc::new(model),
+            policy: BatchPolicy::default(),
+            deadline: None,
+            workers: 1,
+        }
+    }
+
+    /// Predicts one input, blocking the calling thread until the answer is there.
+    pub fn predict(&self, input: M::Input) -> Result<M::Output, PredictError> {
+        self.submit(input)?.recv().unwrap_or_else(worker_gone)
+    }
+
+    /// Predicts one input as a `Future` that any executor (or none: it is a plain oneshot)
+    /// can drive. Validation and preprocessing run now, on the calling thread; dropping the
+    /// future cancels the request if it has not been computed yet.
+    pub fn predict_async(&self, input: M::Input) -> PredictFuture<M::Output> {
+        PredictFuture {
+            state: match self.submit(input) {
+                Ok(receiver) => FutureState::Waiting(receiver),
+                Err(error) => FutureState::Failed(Some(error)),
+            },
+        }
+    }
+
+    /// Predicts many inputs: preprocesses them in parallel (rayon), submits them as one
+    /// group and returns one result per input, in input order. A bad input fails alone.
+    /// When the group is larger than the free room in the queue, submission waits for room
+    /// rather than shedding the caller's own inputs.
+    pub fn predict_many(
+        &self,
+        inputs: impl IntoIterator<Item = M::Input>,
+    ) -> Vec<Result<M::Output, PredictError>> {
+        let inputs: Vec<M::Input> = inputs.into_iter().collect();
+        let model = &self.shared.model;
+        let prepared: Vec<_> = inputs
+            .into_par_iter()
+            .map(|input| model.prepare(input))
+            .collect();
+        let pending: Vec<_> = prepared
+            .into_iter()
+            .map(|prepared| {
+                let (request, receiver) = self.request(prepared?);
+                self.shared.queue.push_wait(request)?;
+                self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                Ok(receiver)
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|receiver: Result<_, PredictError>| {
+                receiver.and_then(|r| r.recv().unwrap_or_else(worker_gone))
+            })
+            .collect()
+    }
+
+    /// The model being served.
+    pub fn model(&self) -> &M {
+        &self.shared.model
+    }
+
+    /// The model's signature.
+    pub fn signature(&self) -> &Signature {
+        &self.shared.signature
+    }
+
+    /// The batching policy in force.
+    pub fn policy(&self) -> &BatchPolicy {
+        &self.shared.policy
+    }
+
+    /// Requests waiting in the queue now.
+    pub fn queue_len(&self) -> usize {
+        self.shared.queue.len()
+    }
+
+    /// Counters since the predictor started.
+    pub fn stats(&self) -> PredictorStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops taking requests, answers every request already accepted, and joins the
+    /// workers. Later calls on any handle fail with
+    /// [`CapacityError::ShuttingDown`](crate::CapacityError::ShuttingDown).
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    fn request(
+        &self,
+        prepared: M::Prepared,
+    ) -> (Request<M::Prepared, M::Output>, Reply<M::Output>) {
+        let (reply, receiver) = oneshot::channel();
+        let request = Request {
+            cost: self.shared.model.cost(&prepared),
+            prepared,
+            enqueued_at: Instant::now(),
+            deadline: self.shared.deadline,
+            reply,
+        };
+        (request, receiver)
+    }
+
+    fn submit(&self, input: M::Input) -> Result<Reply<M::Output>, PredictError> {
+        let stats = &self.shared.stats;
+        let prepared = self.shared.model.prepare(input).inspect_err(|_| {
+            stats.input_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let (request, receiver) = self.request(prepared);
+        self.shared.queue.push(request).inspect_err(|_| {
+            stats.shed.fetch_add(1, Ordering::Relaxed);
+        })?;
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        Ok(receiver)
+    }
+}
+
+/// The caller's end of a request's reply channel.
+type Reply<O> = oneshot::Receiver<Result<O, PredictError>>;
+
+fn worker_gone<O>() -> Result<O, PredictError> {
+    Err(CapacityError::WorkerGone.into())
+}
+
+/// Configures a [`Predictor`]. Every setting has a sensible default.
+pub struct PredictorBuilder<M: Model> {
+    model: Arc<M>,
+    policy: BatchPolicy,
+    deadline: Option<Duration>,
+    workers: usize,
+}
+
+impl<M: Model> fmt::Debug for PredictorBuilder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PredictorBuilder")
+            .field("policy", &self.policy)
+            .field("deadline", &self.deadline)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+impl<M: Model> PredictorBuilder<M> {
+    /// The most requests in one batch (default 32).
+    pub fn max_batch_size(mut self, n: usize) -> Self {
+        self.policy.max_batch_size = n;
+        self
+    }
+
+    /// The most cost units (tokens, for text models) in one batch (default: no budget).
+    pub fn max_batch_tokens(mut self, n: usize) -> Self {
+        self.policy.max_batch_tokens = Some(n);
+        self
+    }
+
+    /// How long a batch's first request may wait for others (default 2 ms).
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.policy.max_delay = delay;
+        self
+    }
+
+    /// The most requests waiting; past it `predict` fails fast with `QueueFull`
+    /// (default 1024).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.policy.queue_capacity = n;
+        self
+    }
+
+    /// The whole batching policy at once.
+    pub fn policy(mut self, policy: BatchPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Drop requests that waited longer than this in the queue, answering them with
+    /// `DeadlineExceeded` (default: no deadline).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Number of worker threads sharing the model (default 1). More than one helps only when
+    /// the model itself is single-threaded.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Predictor<M>, ConfigError> {
+        self.policy.validate()?;
+        if self.workers == 0 {
+            return Err(ConfigError::InvalidSetting {
+                name: "workers",
+                value: "0".into(),
+                allowed: "at least 1",
+            });
+        }
+        let queue = Arc::new(Queue::new(self.policy.clone()));
+        let stats = Arc::new(StatsRecorder::new(self.policy.max_batch_size));
+        let signature = self.model.signature();
+        let shared = Arc::new(Shared {
+            model: self.model,
+            signature,
+            queue,
+            workers: Mutex::new(Vec::new()),
+            stats,
+            policy: self.policy,
+            deadline: self.deadline,
+        });
+        for i in 0..self.workers {
+            let (model, queue, stats) = (
+                shared.model.clone(),
+                shared.queue.clone(),
+                shared.stats.clone(),
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("modelhost-worker-{i}"))
+                .spawn(move || run_worker(model, queue, stats))
+                .map_err(|e| ConfigError::Spawn {
+                    message: e.to_string(),
+                })?;
+            shared
+                .workers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(handle);
+        }
+        Ok(Predictor { shared })
+    }
+}
+
+/// The answer to [`Predictor::predict_async`]; resolves to the prediction or its error.
+#[must_use = "a prediction future does nothing unless awaited, and dropping it cancels the request"]
+pub struct PredictFuture<O> {
+    state: FutureState<O>,
+}
+
+enum FutureState<O> {
+    Waiting(Reply<O>),
+    Failed(Option<PredictError>),
+}
+
+impl<O> fmt::Debug for PredictFuture<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            FutureState::Waiting(_) => "waiting",
+            FutureState::Failed(_) => "failed",
+        };
+        f.debug_struct("PredictFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<O> Future for PredictFuture<O> {
+    type Output = Result<O, PredictError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            FutureState::Waiting(receiver) => Pin::new(receiver)
+                .poll(cx)
+                .map(|answer| answer.unwrap_or_else(worker_gone)),
+            FutureState::Failed(error) => Poll::Ready(Err(error
+                .take()
+                .unwrap_or(PredictError::Capacity(CapacityError::WorkerGone)))),
+        }
+    }
+}
+
+/// Counters of a predictor since it started.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PredictorStats {
+    /// Requests accepted into the queue.
+    pub accepted: u64,
+    /// Requests refused by validation (`InputError`).
+    pub input_errors: u64,
+    /// Requests refused because the queue was full or closed.
+    pub shed: u64,
+    /// Requests the model answered with an output.
+    pub succeeded: u64,
+    /// Requests the model failed (a runtime error or a panic).
+    pub failed: u64,
+    /// Batches run.
+    pub batches: u64,
+    /// How many batches of each size ran.
+    pub batch_sizes: BTreeMap<usize, u64>,
+}
+
+impl PredictorStats {
+    /// The mean number of requests per batch (0 before the first batch).
+    pub fn mean_batch_size(&self) -> f64 {
+        let items: u64 = self
+            .batch_sizes
+            .iter()
+            .map(|(size, n)| *size as u64 * n)
+            .sum();
+        if self.batches == 0 {
+            0.0
+        } else {
+            items as f64 / self.batches as f64
+        }
+    }
+}
+
+/// Lock-free counters, shared by the handles and the workers.
+pub(crate) struct StatsRecorder {
+    accepted: AtomicU64,
+    input_errors: AtomicU64,
+    shed: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    batches: AtomicU64,
+    /// Index = batch size.
+    batch_sizes: Vec<AtomicU64>,
+}
+
+impl StatsRecorder {
+    fn new(max_batch_size: usize) -> Self {
+        StatsRecorder {
+            accepted: AtomicU64::new(0),
+            input_errors: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_sizes: (0..=max_batch_size).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub(crate) fn record_batch(&self, size: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.batch_sizes.get(size) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_outcome(&self, ok: bool) {
+        if ok {
+            self.succeeded.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> PredictorStats {
+        PredictorStats {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            input_errors: self.input_errors.load(Ordering::Relaxed),
+            shed: self.shed.load(Ordering::Relaxed),
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            batch_sizes: self
+                .batch_sizes
+                .iter()
+                .enumerate()
+                .filter_map(|(size, n)| {
+                    let n = n.load(Ordering::Relaxed);
+                    (n > 0).then_some((size, n))
+                })
+                .collect(),
+        }
+    }
+}
