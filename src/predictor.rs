@@ -167,10 +167,7 @@ impl<M: Model> Predictor<M> {
         self.shared.shutdown();
     }
 
-    fn request(
-        &self,
-        prepared: M::Prepared,
-    ) -> (Request<M::Prepared, M::Output>, Reply<M::Output>) {
+    fn request(&self, prepared: M::Prepared) -> (Job<M>, Reply<M::Output>) {
         let (reply, receiver) = oneshot::channel();
         let request = Request {
             cost: self.shared.model.cost(&prepared),
@@ -195,6 +192,9 @@ impl<M: Model> Predictor<M> {
         Ok(receiver)
     }
 }
+
+/// A request as the queue of a predictor of `M` holds it.
+type Job<M> = Request<<M as Model>::Prepared, <M as Model>::Output>;
 
 /// The caller's end of a request's reply channel.
 type Reply<O> = oneshot::Receiver<Result<O, PredictError>>;

@@ -1,0 +1,37 @@
+//! Shared test helpers: where the reference model and data are.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The MiniLM reference model directory: `$MODELHOST_MINILM_DIR`, else
+/// `models/all-MiniLM-L6-v2` as `scripts/fetch-models.sh` leaves it.
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("MODELHOST_MINILM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the reference model is not at {}: run scripts/fetch-models.sh first",
+        dir.display()
+    );
+    dir
+}
+
+/// One reference text and the embedding sentence-transformers computed for it.
+#[derive(serde::Deserialize)]
+pub struct Reference {
+    pub text: String,
+    pub embedding: Vec<f32>,
+}
+
+/// The 200 references in `tests/data/minilm-reference.jsonl`.
+pub fn references() -> Vec<Reference> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/minilm-reference.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}

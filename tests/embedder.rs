@@ -1,0 +1,221 @@
+//! The sentence embedder on the real reference model (sentence-transformers/all-MiniLM-L6-v2,
+//! fetched by `scripts/fetch-models.sh`), against embeddings sentence-transformers produced.
+
+mod common;
+
+use modelhost::{
+    EmbedderOptions, Embedding, InputError, LoadError, PredictError, Predictor, SentenceEmbedder,
+};
+
+#[test]
+fn minilm_matches_sentence_transformers_on_all_200_references() {
+    let embedder = SentenceEmbedder::load(common::minilm_dir()).unwrap();
+    assert_eq!(embedder.dim(), 384);
+    assert_eq!(embedder.max_seq_length(), 256);
+    assert!(embedder.normalizes());
+    let predictor = Predictor::builder(embedder)
+        .max_batch_size(32)
+        .build()
+        .unwrap();
+
+    let refs = common::references();
+    assert_eq!(refs.len(), 200);
+    let answers = predictor.predict_many(refs.iter().map(|r| r.text.clone()));
+    let mut worst = (f32::INFINITY, String::new());
+    for (r, answer) in refs.iter().zip(answers) {
+        let ours = answer.unwrap();
+        assert_eq!(ours.dim(), 384);
+        let cos = ours.cosine(&Embedding(r.embedding.clone()));
+        if cos < worst.0 {
+            worst = (cos, r.text.chars().take(60).collect());
+        }
+    }
+    println!(
+        "min cosine over 200 references: {:.7} ({:?})",
+        worst.0, worst.1
+    );
+    assert!(worst.0 >= 0.9999, "min cosine {} on {:?}", worst.0, worst.1);
+}
+
+#[test]
+fn long_texts_are_truncated_to_max_seq_length_like_the_reference() {
+    let embedder = SentenceEmbedder::load(common::minilm_dir()).unwrap();
+    let refs = common::references();
+    let long: Vec<_> = refs
+        .iter()
+        .filter(|r| embedder.tokenize(&r.text).unwrap().ids.len() == 256)
+        .collect();
+    assert!(
+        long.len() >= 3,
+        "the references should hold texts that need truncation"
+    );
+    let predictor = Predictor::builder(embedder).build().unwrap();
+    for r in long {
+        let ours = predictor.predict(r.text.clone()).unwrap();
+        assert!(ours.cosine(&Embedding(r.embedding.clone())) >= 0.9999);
+    }
+}
+
+#[test]
+fn batched_and_single_embeddings_agree() {
+    let predictor = Predictor::builder(SentenceEmbedder::load(common::minilm_dir()).unwrap())
+        .max_batch_size(16)
+        .build()
+        .unwrap();
+    let texts: Vec<String> = common::references()
+        .into_iter()
+        .take(16)
+        .map(|r| r.text)
+        .collect();
+    let batched = predictor.predict_many(texts.clone());
+    for (text, batched) in texts.into_iter().zip(batched) {
+        let single = predictor.predict(text).unwrap();
+        let batched = batched.unwrap();
+        let max_diff = single
+            .iter()
+            .zip(batched.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff < 1e-5,
+            "padding changed an embedding by {max_diff}"
+        );
+    }
+}
+
+#[test]
+fn empty_text_is_embedded_like_any_text() {
+    let predictor = Predictor::builder(SentenceEmbedder::load(common::minilm_dir()).unwrap())
+        .build()
+        .unwrap();
+    let e = predictor.predict(String::new()).unwrap();
+    assert_eq!(e.dim(), 384);
+    let norm: f32 = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+}
+
+#[test]
+fn a_text_over_the_limit_without_truncation_gets_too_long_naming_the_limit() {
+    let options = EmbedderOptions {
+        truncate: false,
+        ..EmbedderOptions::default()
+    };
+    let embedder = SentenceEmbedder::load_with(common::minilm_dir(), options).unwrap();
+    let predictor = Predictor::builder(embedder).build().unwrap();
+    let text = "word ".repeat(300);
+    let err = predictor.predict(text).unwrap_err();
+    assert_eq!(
+        err,
+        PredictError::Input(InputError::TooLong {
+            tokens: 302,
+            max: 256
+        })
+    );
+    assert_eq!(
+        err.to_string(),
+        "input is 302 tokens long; the model accepts at most 256 tokens (shorten it or enable truncation)"
+    );
+    // A text within the limit still works.
+    assert_eq!(predictor.predict("short".into()).unwrap().dim(), 384);
+}
+
+#[test]
+fn a_directory_without_weights_is_a_typed_load_error() {
+    let dir = std::env::temp_dir().join(format!("modelhost-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = SentenceEmbedder::load(&dir).unwrap_err();
+    match err {
+        LoadError::MissingFile { path, what } => {
+            assert_eq!(path, dir.join("config.json"));
+            assert_eq!(what, "the model configuration");
+        }
+        other => panic!("expected MissingFile, got {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The `embed` example binary, built by `cargo test` beside the test binaries.
+fn embed_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile_dir.join("examples").join("embed");
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test --release` builds it (a filtered `--test` run does not; then run `cargo build --release --examples` first)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn embed_cli_reproduces_the_reference_vectors_in_input_order() {
+    let refs = common::references();
+    let dir = std::env::temp_dir().join(format!("modelhost-embed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join("texts.txt"), dir.join("out.jsonl"));
+    let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
+    std::fs::write(&input, texts.join("\n") + "\n").unwrap();
+
+    let status = std::process::Command::new(embed_binary())
+        .arg("--model")
+        .arg(common::minilm_dir())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), refs.len());
+    for (r, line) in refs.iter().zip(&lines) {
+        let ours: Vec<f32> = serde_json::from_value(line["embedding"].clone()).unwrap();
+        let cos = Embedding(ours).cosine(&Embedding(r.embedding.clone()));
+        assert!(cos >= 0.9999, "cosine {cos} for {:?}", r.text);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn embed_cli_reports_a_failing_line_and_goes_on() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(embed_binary())
+        .arg("--model")
+        .arg(common::minilm_dir())
+        .arg("--no-truncate")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let long = "word ".repeat(300);
+    let input = format!("first\n{long}\n\nlast\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 384);
+    assert_eq!(
+        lines[1]["error"],
+        "input is 302 tokens long; the model accepts at most 256 tokens (shorten it or enable truncation)"
+    );
+    assert_eq!(
+        lines[2]["embedding"].as_array().unwrap().len(),
+        384,
+        "an empty line is embedded"
+    );
+    assert_eq!(lines[3]["embedding"].as_array().unwrap().len(), 384);
+}

@@ -1,0 +1,393 @@
+//! The predictor and its batcher against mock models: bounds, exactly-once answers, load
+//! shedding, panics, shutdown and the async API.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use modelhost::{
+    BatchOutputs, CapacityError, ConfigError, DataType, InputError, Model, PredictError, Predictor,
+    RuntimeError, Signature, TensorSpec,
+};
+
+/// Echoes its input back (so crossed answers show), records every batch's size, and can be
+/// told to panic on an input, fail one item, or hold a batch until released.
+#[derive(Default)]
+struct Echo {
+    batches: Mutex<Vec<usize>>,
+    computed: AtomicUsize,
+    /// While set, `run_batch` waits for a message on this channel before it computes.
+    gate: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+const PANIC_ON: u64 = 666;
+const FAIL_ON: u64 = 13;
+
+impl Model for Echo {
+    type Input = u64;
+    type Prepared = u64;
+    type Output = u64;
+
+    fn signature(&self) -> Signature {
+        Signature::new("echo")
+            .input(TensorSpec::new("x", DataType::I64, [1]))
+            .output(TensorSpec::new("y", DataType::I64, [1]))
+    }
+
+    fn prepare(&self, x: u64) -> Result<u64, InputError> {
+        if x > 1_000_000 {
+            return Err(InputError::Invalid {
+                field: "x".into(),
+                reason: format!("{x} is above the maximum of 1000000"),
+            });
+        }
+        Ok(x)
+    }
+
+    fn cost(&self, x: &u64) -> usize {
+        // Inputs 100..200 cost their value minus 100 tokens; the rest cost 1.
+        if (100..200).contains(x) {
+            (*x - 100) as usize
+        } else {
+            1
+        }
+    }
+
+    fn run_batch(&self, batch: &[u64]) -> Result<BatchOutputs<u64>, RuntimeError> {
+        if let Some(gate) = self.gate.lock().unwrap().as_ref() {
+            gate.recv().unwrap();
+        }
+        self.batches.lock().unwrap().push(batch.len());
+        if batch.contains(&PANIC_ON) {
+            panic!("input {PANIC_ON} is cursed");
+        }
+        self.computed.fetch_add(batch.len(), Ordering::SeqCst);
+        Ok(batch
+            .iter()
+            .map(|&x| {
+                if x == FAIL_ON {
+                    Err(RuntimeError::Backend {
+                        message: format!("cannot compute {x}"),
+                    })
+                } else {
+                    Ok(x)
+                }
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn every_request_gets_its_own_answer_under_concurrency() {
+    let predictor = Predictor::builder(Echo::default())
+        .max_batch_size(16)
+        .max_delay(Duration::from_micros(200))
+        .build()
+        .unwrap();
+    let threads = 32;
+    let per_thread = 300u64;
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        for t in 0..threads as u64 {
+            let (predictor, barrier) = (&predictor, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    let x = 1000 + t * per_thread + i;
+                    assert_eq!(predictor.predict(x).unwrap(), x);
+                }
+            });
+        }
+    });
+    let total = threads as u64 * per_thread;
+    let stats = predictor.stats();
+    assert_eq!(stats.accepted, total);
+    assert_eq!(stats.succeeded, total);
+    assert_eq!(stats.failed, 0);
+    assert_eq!(
+        predictor.model().computed.load(Ordering::SeqCst) as u64,
+        total
+    );
+    let sizes = predictor.model().batches.lock().unwrap().clone();
+    assert!(sizes.iter().all(|&n| (1..=16).contains(&n)), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>() as u64, total);
+    assert!(
+        sizes.iter().any(|&n| n > 1),
+        "32 concurrent callers never shared a batch: {sizes:?}"
+    );
+}
+
+#[test]
+fn batches_respect_the_token_budget_and_an_oversized_request_runs_alone() {
+    let (open, gate) = mpsc::channel();
+    let model = Echo {
+        gate: Mutex::new(Some(gate)),
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(model)
+        .max_batch_size(64)
+        .max_batch_tokens(40)
+        .max_delay(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    // Costs: 150 → 50 tokens (over the budget), 110..=119 → 10..=19 tokens.
+    let inputs: Vec<u64> = std::iter::once(150).chain(110..120).collect();
+    let pending: Vec<_> = inputs.iter().map(|&x| predictor.predict_async(x)).collect();
+    for _ in 0..inputs.len() {
+        open.send(()).unwrap();
+    }
+    for (x, future) in inputs.iter().zip(pending) {
+        assert_eq!(block_on(future).unwrap(), *x);
+    }
+    let sizes = predictor.model().batches.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), inputs.len());
+    // Re-run the batch formation on the recorded sizes: each batch's cost is within budget
+    // unless it is a single request.
+    let mut next = inputs.iter();
+    for size in sizes {
+        let cost: usize = next
+            .by_ref()
+            .take(size)
+            .map(|x| predictor.model().cost(x))
+            .sum();
+        assert!(size == 1 || cost <= 40, "batch of {size} cost {cost}");
+    }
+}
+
+#[test]
+fn a_panic_fails_only_its_batch_and_the_worker_keeps_serving() {
+    let predictor = Predictor::builder(Echo::default())
+        .max_batch_size(1)
+        .build()
+        .unwrap();
+    match predictor.predict(PANIC_ON) {
+        Err(PredictError::Runtime(RuntimeError::Panicked {
+            batch_size,
+            message,
+        })) => {
+            assert_eq!(batch_size, 1);
+            assert_eq!(message, "input 666 is cursed");
+        }
+        other => panic!("expected a Panicked error, got {other:?}"),
+    }
+    assert_eq!(predictor.predict(7).unwrap(), 7);
+    let stats = predictor.stats();
+    assert_eq!((stats.succeeded, stats.failed), (1, 1));
+}
+
+#[test]
+fn one_failing_item_fails_alone() {
+    let predictor = Predictor::builder(Echo::default())
+        .max_batch_size(8)
+        .max_delay(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let answers = predictor.predict_many([1, FAIL_ON, 3]);
+    assert_eq!(answers[0], Ok(1));
+    assert_eq!(
+        answers[1],
+        Err(PredictError::Runtime(RuntimeError::Backend {
+            message: "cannot compute 13".into()
+        }))
+    );
+    assert_eq!(answers[2], Ok(3));
+}
+
+#[test]
+fn bad_input_is_refused_before_it_is_queued() {
+    let predictor = Predictor::builder(Echo::default()).build().unwrap();
+    let err = predictor.predict(5_000_000).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`x` is invalid: 5000000 is above the maximum of 1000000"
+    );
+    assert_eq!(predictor.model().computed.load(Ordering::SeqCst), 0);
+    let stats = predictor.stats();
+    assert_eq!((stats.input_errors, stats.accepted), (1, 0));
+}
+
+#[test]
+fn a_full_queue_sheds_load_with_queue_full() {
+    let (open, gate) = mpsc::channel();
+    let model = Echo {
+        gate: Mutex::new(Some(gate)),
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(model)
+        .max_batch_size(1)
+        .max_delay(Duration::ZERO)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    // The first request is taken by the worker, which then waits at the gate.
+    let first = predictor.predict_async(1);
+    while predictor.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let queued = [predictor.predict_async(2), predictor.predict_async(3)];
+    assert_eq!(
+        predictor.predict(4),
+        Err(PredictError::Capacity(CapacityError::QueueFull {
+            capacity: 2
+        }))
+    );
+    for _ in 0..3 {
+        open.send(()).unwrap();
+    }
+    assert_eq!(block_on(first), Ok(1));
+    let [a, b] = queued;
+    assert_eq!((block_on(a), block_on(b)), (Ok(2), Ok(3)));
+    assert_eq!(predictor.stats().shed, 1);
+}
+
+#[test]
+fn expired_requests_are_answered_without_being_computed() {
+    let (open, gate) = mpsc::channel();
+    let model = Echo {
+        gate: Mutex::new(Some(gate)),
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(model)
+        .max_batch_size(1)
+        .max_delay(Duration::ZERO)
+        .deadline(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let first = predictor.predict_async(1);
+    while predictor.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let late = predictor.predict_async(2);
+    std::thread::sleep(Duration::from_millis(40));
+    open.send(()).unwrap();
+    assert_eq!(block_on(first), Ok(1));
+    match block_on(late) {
+        Err(PredictError::Capacity(CapacityError::DeadlineExceeded { waited, deadline })) => {
+            assert_eq!(deadline, Duration::from_millis(20));
+            assert!(waited > deadline);
+        }
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert_eq!(predictor.model().computed.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn dropping_the_future_cancels_the_request() {
+    let (open, gate) = mpsc::channel();
+    let model = Echo {
+        gate: Mutex::new(Some(gate)),
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(model)
+        .max_batch_size(1)
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap();
+    let first = predictor.predict_async(1);
+    while predictor.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    drop(predictor.predict_async(2));
+    let third = predictor.predict_async(3);
+    open.send(()).unwrap();
+    open.send(()).unwrap();
+    assert_eq!(block_on(first), Ok(1));
+    assert_eq!(block_on(third), Ok(3));
+    // Input 2 was never computed.
+    assert_eq!(*predictor.model().batches.lock().unwrap(), vec![1, 1]);
+}
+
+#[test]
+fn shutdown_answers_every_accepted_request() {
+    let (open, gate) = mpsc::sync_channel(0);
+    let model = Echo {
+        gate: Mutex::new(Some(gate)),
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(model)
+        .max_batch_size(4)
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap();
+    let inputs: Vec<u64> = (1000..1020).collect();
+    let pending: Vec<_> = inputs.iter().map(|&x| predictor.predict_async(x)).collect();
+    let opener = std::thread::spawn(move || while open.send(()).is_ok() {});
+    predictor.shutdown();
+    for (x, future) in inputs.into_iter().zip(pending) {
+        assert_eq!(block_on(future), Ok(x));
+    }
+    assert_eq!(
+        predictor.predict(1),
+        Err(PredictError::Capacity(CapacityError::ShuttingDown))
+    );
+    drop(predictor);
+    opener.join().unwrap();
+}
+
+#[test]
+fn predict_many_keeps_input_order_and_fails_bad_items_alone() {
+    let predictor = Predictor::builder(Echo::default())
+        .max_batch_size(8)
+        .queue_capacity(4)
+        .build()
+        .unwrap();
+    let inputs: Vec<u64> = (1000..1100).chain([2_000_000]).collect();
+    let answers = predictor.predict_many(inputs.clone());
+    assert_eq!(answers.len(), 101);
+    for (x, answer) in inputs.iter().zip(&answers).take(100) {
+        assert_eq!(answer, &Ok(*x));
+    }
+    assert!(matches!(
+        answers[100],
+        Err(PredictError::Input(InputError::Invalid { .. }))
+    ));
+}
+
+#[test]
+fn invalid_settings_are_refused_with_what_is_allowed() {
+    let err = Predictor::builder(Echo::default())
+        .max_batch_size(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::InvalidSetting {
+            name: "max_batch_size",
+            value: "0".into(),
+            allowed: "at least 1"
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "`max_batch_size` = 0 is not allowed: at least 1"
+    );
+}
+
+#[test]
+fn predictor_is_send_sync_and_clone() {
+    fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+    assert_traits::<Predictor<Echo>>();
+}
+
+/// Drives a future to completion on the current thread (no runtime needed).
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
