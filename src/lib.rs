@@ -36,6 +36,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 mod batch;
+mod encoder;
 mod error;
 mod load;
 mod model;
@@ -49,5 +50,7 @@ pub use error::{CapacityError, ConfigError, InputError, LoadError, PredictError,
 pub use model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
 pub use models::Classification;
 pub use models::mlp::{Mlp, MlpClassifier, MlpConfig};
-pub use models::sentence::{EmbedderOptions, Embedding, Pooling, SentenceEmbedder, TokenizedText};
+pub use models::sentence::{
+    EmbedderOptions, Embedding, Engine, Pooling, SentenceEmbedder, TokenizedText,
+};
 pub use predictor::{PredictFuture, Predictor, PredictorBuilder, PredictorStats};

@@ -4,12 +4,55 @@
 mod common;
 
 use modelhost::{
-    EmbedderOptions, Embedding, InputError, LoadError, PredictError, Predictor, SentenceEmbedder,
+    EmbedderOptions, Embedding, Engine, InputError, LoadError, PredictError, Predictor,
+    SentenceEmbedder,
 };
 
+fn load(engine: Engine) -> SentenceEmbedder {
+    let options = EmbedderOptions {
+        engine,
+        ..EmbedderOptions::default()
+    };
+    SentenceEmbedder::load_with(common::minilm_dir(), options).unwrap()
+}
+
 #[test]
-fn minilm_matches_sentence_transformers_on_all_200_references() {
+fn packed_engine_matches_sentence_transformers_on_all_200_references() {
     let embedder = SentenceEmbedder::load(common::minilm_dir()).unwrap();
+    assert_eq!(
+        embedder.engine(),
+        Engine::Packed,
+        "the packed engine is the CPU default"
+    );
+    parity(embedder);
+}
+
+#[test]
+fn candle_engine_matches_sentence_transformers_on_all_200_references() {
+    parity(load(Engine::Candle));
+}
+
+#[test]
+fn packed_and_padded_engines_agree_within_1e_5_per_component() {
+    let texts: Vec<String> = common::references().into_iter().map(|r| r.text).collect();
+    let (packed, padded) = (load(Engine::Packed), load(Engine::Candle));
+    let mut worst = 0f32;
+    // Batches of mixed lengths, so the padded engine really pads.
+    for chunk in texts.chunks(25) {
+        let batch: Vec<_> = chunk.iter().map(|t| packed.tokenize(t).unwrap()).collect();
+        let a = packed.embed_batch(&batch).unwrap();
+        let b = padded.embed_batch(&batch).unwrap();
+        for (a, b) in a.iter().zip(&b) {
+            for (x, y) in a.iter().zip(b.iter()) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+    }
+    println!("max |packed - padded| over 200 texts: {worst:e}");
+    assert!(worst <= 1e-5, "max component difference {worst}");
+}
+
+fn parity(embedder: SentenceEmbedder) {
     assert_eq!(embedder.dim(), 384);
     assert_eq!(embedder.max_seq_length(), 256);
     assert!(embedder.normalizes());

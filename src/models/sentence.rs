@@ -16,12 +16,13 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{D, DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
+use crate::encoder::{BertShape, PackedBert, Segment};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};
 use crate::model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
@@ -109,6 +110,25 @@ pub struct EmbedderOptions {
     pub max_seq_length: Option<usize>,
     /// The device to run on (default: CPU).
     pub device: Device,
+    /// The forward pass (default [`Engine::Auto`]).
+    pub engine: Engine,
+    /// Threads for the CPU forward pass. `None`: rayon's global pool, which honours
+    /// `RAYON_NUM_THREADS` and otherwise uses every core.
+    pub threads: Option<usize>,
+}
+
+/// Which forward pass computes the embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Engine {
+    /// [`Engine::Packed`] on the CPU, [`Engine::Candle`] on other devices.
+    #[default]
+    Auto,
+    /// modelhost's padding-free encoder (CPU): the tokens of a batch are packed into one
+    /// matrix and attention runs per text over its own length, so no padding is computed.
+    Packed,
+    /// candle-transformers' stock `BertModel` on padded batches (any device).
+    Candle,
 }
 
 impl Default for EmbedderOptions {
@@ -117,6 +137,8 @@ impl Default for EmbedderOptions {
             truncate: true,
             max_seq_length: None,
             device: Device::Cpu,
+            engine: Engine::Auto,
+            threads: None,
         }
     }
 }
@@ -128,7 +150,7 @@ impl Default for EmbedderOptions {
 pub struct SentenceEmbedder {
     name: String,
     tokenizer: Tokenizer,
-    bert: BertModel,
+    backend: Backend,
     pad_id: u32,
     pooling: Vec<Pooling>,
     normalize: bool,
@@ -136,7 +158,19 @@ pub struct SentenceEmbedder {
     max_len: usize,
     truncate: bool,
     dim: usize,
-    device: Device,
+}
+
+/// The loaded forward pass.
+enum Backend {
+    Packed {
+        bert: PackedBert,
+        /// A dedicated pool when the caller set `threads`; else rayon's global pool.
+        pool: Option<rayon::ThreadPool>,
+    },
+    Candle {
+        bert: BertModel,
+        device: Device,
+    },
 }
 
 impl std::fmt::Debug for SentenceEmbedder {
@@ -148,6 +182,7 @@ impl std::fmt::Debug for SentenceEmbedder {
             .field("pooling", &self.pooling)
             .field("normalize", &self.normalize)
             .field("truncate", &self.truncate)
+            .field("engine", &self.engine())
             .finish()
     }
 }
@@ -316,17 +351,57 @@ impl SentenceEmbedder {
             })?;
 
         let weights = require(tdir.join("model.safetensors"), "the model weights")?;
-        // SAFETY: the file is memory-mapped read-only; candle copies what it needs into its
-        // own tensors, and a file changed underneath us is the caller's to avoid.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                std::slice::from_ref(&weights),
-                DType::F32,
-                &options.device,
-            )
-        }
-        .map_err(|e| LoadError::weights(&weights, e))?;
-        let bert = BertModel::load(vb, &config).map_err(|e| LoadError::weights(&weights, e))?;
+        let engine = match options.engine {
+            Engine::Auto if options.device.is_cpu() => Engine::Packed,
+            Engine::Auto => Engine::Candle,
+            other => other,
+        };
+        let backend = match engine {
+            Engine::Packed => {
+                if !options.device.is_cpu() {
+                    return Err(LoadError::Unsupported {
+                        path: weights,
+                        what: format!(
+                            "the packed engine runs on the CPU, not {:?}; use Engine::Candle or Engine::Auto there",
+                            options.device
+                        ),
+                    });
+                }
+                let shape: BertShape = read_json(&config_path)?;
+                let pool = match options.threads {
+                    Some(n) => Some(
+                        rayon::ThreadPoolBuilder::new()
+                            .num_threads(n)
+                            .thread_name(|i| format!("modelhost-encoder-{i}"))
+                            .build()
+                            .map_err(|e| LoadError::config(&config_path, e))?,
+                    ),
+                    None => None,
+                };
+                Backend::Packed {
+                    bert: PackedBert::load(&weights, &shape)?,
+                    pool,
+                }
+            }
+            _ => {
+                // SAFETY: the file is memory-mapped read-only; candle copies what it needs
+                // into its own tensors, and a file changed underneath us is the caller's to
+                // avoid.
+                let vb = unsafe {
+                    VarBuilder::from_mmaped_safetensors(
+                        std::slice::from_ref(&weights),
+                        DType::F32,
+                        &options.device,
+                    )
+                }
+                .map_err(|e| LoadError::weights(&weights, e))?;
+                Backend::Candle {
+                    bert: BertModel::load(vb, &config)
+                        .map_err(|e| LoadError::weights(&weights, e))?,
+                    device: options.device.clone(),
+                }
+            }
+        };
 
         let name = dir
             .file_name()
@@ -335,7 +410,7 @@ impl SentenceEmbedder {
         Ok(SentenceEmbedder {
             name,
             tokenizer,
-            bert,
+            backend,
             pad_id: config.pad_token_id as u32,
             dim: config.hidden_size * pipeline.pooling.len(),
             pooling: pipeline.pooling,
@@ -343,7 +418,6 @@ impl SentenceEmbedder {
             lowercase: st_config.do_lower_case,
             max_len,
             truncate: options.truncate,
-            device: options.device,
         })
     }
 
@@ -360,6 +434,14 @@ impl SentenceEmbedder {
     /// The pooling modes, in the order their vectors are concatenated.
     pub fn pooling(&self) -> &[Pooling] {
         &self.pooling
+    }
+
+    /// The forward pass in use ([`Engine::Packed`] or [`Engine::Candle`]).
+    pub fn engine(&self) -> Engine {
+        match self.backend {
+            Backend::Packed { .. } => Engine::Packed,
+            Backend::Candle { .. } => Engine::Candle,
+        }
     }
 
     /// Whether embeddings are L2-normalised.
@@ -395,8 +477,55 @@ impl SentenceEmbedder {
         })
     }
 
-    /// Embeds a batch of tokenized texts, padded to the longest one.
-    fn embed_padded(&self, batch: &[TokenizedText]) -> candle_core::Result<Vec<Embedding>> {
+    /// Embeds a batch of tokenized texts with the loaded engine.
+    pub fn embed_batch(&self, batch: &[TokenizedText]) -> Result<Vec<Embedding>, RuntimeError> {
+        let h = self.dim / self.pooling.len();
+        let mut pooled = Vec::with_capacity(batch.len());
+        match &self.backend {
+            Backend::Packed { bert, pool } => {
+                let segments: Vec<Segment<'_>> = batch
+                    .iter()
+                    .map(|t| Segment {
+                        ids: &t.ids,
+                        type_ids: &t.type_ids,
+                    })
+                    .collect();
+                let run = || {
+                    let threads = rayon::current_num_threads();
+                    bert.forward(&segments, threads)
+                };
+                let (hidden, offsets) = match pool {
+                    Some(pool) => pool.install(run),
+                    None => run(),
+                };
+                debug_assert_eq!(bert.hidden(), h);
+                for w in offsets.windows(2) {
+                    pooled.push(pool_rows(&hidden[w[0] * h..w[1] * h], h, &self.pooling));
+                }
+            }
+            Backend::Candle { bert, device } => {
+                let (hidden, len) = self.forward_padded(bert, device, batch)?;
+                for (row, text) in batch.iter().enumerate() {
+                    let start = row * len * h;
+                    let rows = &hidden[start..start + text.ids.len() * h];
+                    pooled.push(pool_rows(rows, h, &self.pooling));
+                }
+            }
+        }
+        if self.normalize {
+            pooled.iter_mut().for_each(|v| l2_normalize(v));
+        }
+        Ok(pooled.into_iter().map(Embedding).collect())
+    }
+
+    /// The stock candle forward pass on a batch padded to its longest text; returns the
+    /// hidden states flattened `[batch, len, hidden]` and `len`.
+    fn forward_padded(
+        &self,
+        bert: &BertModel,
+        device: &Device,
+        batch: &[TokenizedText],
+    ) -> candle_core::Result<(Vec<f32>, usize)> {
         let n = batch.len();
         let len = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![self.pad_id; n * len];
@@ -408,56 +537,54 @@ impl SentenceEmbedder {
             type_ids[start..start + text.type_ids.len()].copy_from_slice(&text.type_ids);
             mask[start..start + text.ids.len()].fill(1);
         }
-        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
-        let type_ids = Tensor::from_vec(type_ids, (n, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?;
-        let pooled = pool(&hidden, &mask, &self.pooling)?;
-        let pooled = if self.normalize {
-            l2_normalize(&pooled)?
-        } else {
-            pooled
-        };
-        Ok(pooled
-            .to_vec2::<f32>()?
-            .into_iter()
-            .map(Embedding)
-            .collect())
+        let ids = Tensor::from_vec(ids, (n, len), device)?;
+        let type_ids = Tensor::from_vec(type_ids, (n, len), device)?;
+        let mask = Tensor::from_vec(mask, (n, len), device)?;
+        let hidden = bert.forward(&ids, &type_ids, Some(&mask))?;
+        Ok((hidden.flatten_all()?.to_vec1::<f32>()?, len))
     }
 }
 
-/// Pools `[batch, len, hidden]` token vectors under a `[batch, len]` 0/1 mask into
-/// `[batch, hidden × modes]`.
-fn pool(hidden: &Tensor, mask: &Tensor, modes: &[Pooling]) -> candle_core::Result<Tensor> {
-    let mask = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?; // [b, len, 1]
-    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?; // [b, 1]
-    let mut parts = Vec::with_capacity(modes.len());
+/// Pools the token vectors of one text (`rows`: `[tokens, hidden]`) into one vector,
+/// concatenating the modes in order, as sentence-transformers' `Pooling` does.
+fn pool_rows(rows: &[f32], hidden: usize, modes: &[Pooling]) -> Vec<f32> {
+    let tokens = rows.len() / hidden;
+    let mut out = Vec::with_capacity(hidden * modes.len());
+    let sum = || {
+        let mut acc = vec![0f32; hidden];
+        for row in rows.chunks_exact(hidden) {
+            acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+        }
+        acc
+    };
+    // sentence-transformers clamps the token count at 1e-9 before dividing.
+    let count = (tokens as f32).max(1e-9);
     for mode in modes {
-        let part = match mode {
-            Pooling::Cls => hidden.i((.., 0))?,
+        match mode {
+            Pooling::Cls => out.extend_from_slice(&rows[..hidden.min(rows.len())]),
             Pooling::Max => {
-                // Padding positions get -1e9 so they never win (as sentence-transformers does).
-                let fill = ((mask.ones_like()? - &mask)? * -1e9)?;
-                hidden.broadcast_mul(&mask)?.broadcast_add(&fill)?.max(1)?
+                let mut acc = vec![f32::NEG_INFINITY; hidden];
+                for row in rows.chunks_exact(hidden) {
+                    acc.iter_mut().zip(row).for_each(|(a, v)| *a = a.max(*v));
+                }
+                out.extend(acc);
             }
-            Pooling::Mean => hidden
-                .broadcast_mul(&mask)?
-                .sum(1)?
-                .broadcast_div(&counts)?,
-            Pooling::MeanSqrtLen => hidden
-                .broadcast_mul(&mask)?
-                .sum(1)?
-                .broadcast_div(&counts.sqrt()?)?,
-        };
-        parts.push(part);
+            Pooling::Mean => out.extend(sum().into_iter().map(|v| v / count)),
+            Pooling::MeanSqrtLen => out.extend(sum().into_iter().map(|v| v / count.sqrt())),
+        }
     }
-    Tensor::cat(&parts, D::Minus1)
+    out
 }
 
-/// Divides each row by its L2 norm (at least 1e-12, as `torch.nn.functional.normalize`).
-fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
-    let norms = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-    x.broadcast_div(&norms)
+/// Divides by the L2 norm (at least 1e-12, as `torch.nn.functional.normalize`).
+fn l2_normalize(v: &mut [f32]) {
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12) as f32;
+    v.iter_mut().for_each(|x| *x /= norm);
 }
 
 impl Model for SentenceEmbedder {
@@ -484,6 +611,6 @@ impl Model for SentenceEmbedder {
     }
 
     fn run_batch(&self, batch: &[TokenizedText]) -> Result<BatchOutputs<Embedding>, RuntimeError> {
-        Ok(self.embed_padded(batch)?.into_iter().map(Ok).collect())
+        Ok(self.embed_batch(batch)?.into_iter().map(Ok).collect())
     }
 }

@@ -1,0 +1,337 @@
+//! CPU kernels for the packed encoder: matrix products through `gemm` (candle's CPU GEMM),
+//! and fused element-wise passes (bias + GELU, residual + layer norm, softmax) written so
+//! LLVM vectorises them; on x86-64 they are compiled a second time for AVX2 + FMA and picked
+//! at run time.
+
+use gemm::Parallelism;
+
+/// Lanes of the partial sums in reductions: independent accumulators let LLVM vectorise a
+/// float reduction without reordering that changes results between runs.
+const LANES: usize = 8;
+
+/// Runs `$body` (an expression using the function's arguments) compiled for AVX2 + FMA when
+/// the CPU has them, and for the baseline target otherwise.
+macro_rules! dispatch {
+    (fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        pub(crate) fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// `exp(x)` for f32 to about 2 ulp, in plain arithmetic that vectorises (Cephes `expf`).
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.336_54, 88.376_26);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits((((n as i32) + 127) << 23) as u32)
+}
+
+/// `erf(x)` to 1.5e-7 absolute error (Abramowitz & Stegun 7.1.26).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let y = 1.0 - poly * exp(-a * a);
+    y.copysign(x)
+}
+
+/// The activation after the first feed-forward layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// `x · Φ(x)` with the exact (erf) normal CDF: BERT's `gelu`.
+    Gelu,
+    /// The tanh approximation of GELU (`gelu_new`, `gelu_approximate`).
+    GeluTanh,
+    /// `max(x, 0)`.
+    Relu,
+}
+
+dispatch! {
+    fn gelu_rows(xs: &mut [f32]) {
+        for x in xs.iter_mut() {
+            let v = *x;
+            *x = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+dispatch! {
+    fn gelu_tanh_rows(xs: &mut [f32]) {
+        const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+        for x in xs.iter_mut() {
+            let v = *x;
+            let u = C * (v + 0.044_715 * v * v * v);
+            // tanh(u) = 1 - 2 / (exp(2u) + 1)
+            let t = 1.0 - 2.0 / (exp(2.0 * u) + 1.0);
+            *x = 0.5 * v * (1.0 + t);
+        }
+    }
+}
+
+/// Applies `act` to every element, in parallel over chunks.
+pub(crate) fn activate(xs: &mut [f32], act: Activation) {
+    use rayon::prelude::*;
+    xs.par_chunks_mut(16 * 1024).for_each(|chunk| match act {
+        Activation::Gelu => gelu_rows(chunk),
+        Activation::GeluTanh => gelu_tanh_rows(chunk),
+        Activation::Relu => chunk.iter_mut().for_each(|x| *x = x.max(0.0)),
+    });
+}
+
+#[inline(always)]
+fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+dispatch! {
+    fn add_layer_norm_rows(
+        x: &mut [f32],
+        residual: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) {
+        let h = gamma.len();
+        for (row, res) in x.chunks_exact_mut(h).zip(residual.chunks_exact(h)) {
+            for (v, r) in row.iter_mut().zip(res) {
+                *v += r;
+            }
+            let mean = sum(row) / h as f32;
+            let mut acc = [0f32; LANES];
+            let chunks = row.chunks_exact(LANES);
+            let mut var = 0f32;
+            for v in chunks.remainder() {
+                var += (v - mean) * (v - mean);
+            }
+            for c in chunks {
+                for l in 0..LANES {
+                    let d = c[l] - mean;
+                    acc[l] += d * d;
+                }
+            }
+            var = (var + acc.iter().sum::<f32>()) / h as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    }
+}
+
+/// `x = layer_norm(x + residual)` row by row (rows of `gamma.len()`), in parallel.
+pub(crate) fn add_layer_norm(
+    x: &mut [f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    use rayon::prelude::*;
+    let h = gamma.len();
+    let rows_per_task = 32;
+    x.par_chunks_mut(h * rows_per_task)
+        .zip(residual.par_chunks(h * rows_per_task))
+        .for_each(|(x, r)| add_layer_norm_rows(x, r, gamma, beta, eps));
+}
+
+/// `x = layer_norm(x)` row by row, in parallel.
+pub(crate) fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    use rayon::prelude::*;
+    let h = gamma.len();
+    let rows_per_task = 32;
+    x.par_chunks_mut(h * rows_per_task).for_each(|x| {
+        let zeros = vec![0f32; x.len()];
+        add_layer_norm_rows(x, &zeros, gamma, beta, eps)
+    });
+}
+
+dispatch! {
+    fn softmax_rows(scores: &mut [f32], width: usize) {
+        for row in scores.chunks_exact_mut(width) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            for v in row.iter_mut() {
+                *v = exp(*v - max);
+            }
+            let inv = 1.0 / sum(row);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+/// Row-major matrix views for [`matmul`]: element `(r, c)` is at `ptr[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct View {
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
+}
+
+impl View {
+    /// A contiguous row-major matrix with `cols` columns.
+    pub(crate) fn rows(cols: usize) -> View {
+        View {
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+}
+
+/// `dst[m×n] (= dst if accumulate, else 0) + scale · lhs[m×k] · rhs[k×n]`.
+///
+/// # Safety
+/// Every element addressed through the pointers and views must lie inside its buffer, and
+/// `dst` must not overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_view: View,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_view: View,
+    rhs: *const f32,
+    rhs_view: View,
+    scale: f32,
+    threads: usize,
+) {
+    let parallelism = if threads > 1 && m * n * k >= 64 * 64 * 64 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_view.cs,
+            dst_view.rs,
+            accumulate,
+            lhs,
+            lhs_view.cs,
+            lhs_view.rs,
+            rhs,
+            rhs_view.cs,
+            rhs_view.rs,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std_to_a_few_ulp() {
+        let mut worst = 0f32;
+        for i in -8000..8000 {
+            let x = i as f32 / 100.0;
+            let rel = ((exp(x) - x.exp()) / x.exp()).abs();
+            worst = worst.max(rel);
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+    }
+
+    #[test]
+    fn gelu_matches_the_erf_definition() {
+        let xs: Vec<f32> = (-600..600).map(|i| i as f32 / 100.0).collect();
+        let mut ys = xs.clone();
+        gelu_rows(&mut ys);
+        for (x, y) in xs.iter().zip(&ys) {
+            let x64 = f64::from(*x);
+            let want = 0.5 * x64 * (1.0 + libm_erf(x64 / std::f64::consts::SQRT_2));
+            assert!(
+                (f64::from(*y) - want).abs() < 2e-6,
+                "gelu({x}) = {y}, want {want}"
+            );
+        }
+    }
+
+    /// erf in f64 by its Taylor series (|x| < 5 converges well in f64).
+    fn libm_erf(x: f64) -> f64 {
+        let mut term = x;
+        let mut total = x;
+        for n in 1..200 {
+            term *= -x * x / n as f64;
+            total += term / (2 * n + 1) as f64;
+        }
+        total * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn layer_norm_rows_have_zero_mean_and_unit_variance() {
+        let h = 384;
+        let mut x: Vec<f32> = (0..2 * h)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0 + 1.0)
+            .collect();
+        let residual = vec![0.5f32; 2 * h];
+        add_layer_norm(&mut x, &residual, &vec![1.0; h], &vec![0.0; h], 1e-12);
+        for row in x.chunks(h) {
+            let mean: f32 = row.iter().sum::<f32>() / h as f32;
+            let var: f32 = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / h as f32;
+            assert!(
+                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+                "{mean} {var}"
+            );
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_keep_order() {
+        let mut s = vec![1.0, 2.0, 3.0, -1e4, 0.0, 0.0];
+        softmax_rows(&mut s, 3);
+        assert!((s[0] + s[1] + s[2] - 1.0).abs() < 1e-6);
+        assert!(s[0] < s[1] && s[1] < s[2]);
+        assert!((s[4] - 0.5).abs() < 1e-6 && s[3] == 0.0);
+    }
+}

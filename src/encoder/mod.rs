@@ -1,0 +1,407 @@
+//! A padding-free BERT encoder for inference on CPU.
+//!
+//! The tokens of every text in a batch are packed into one `[total_tokens, hidden]` matrix,
+//! so every dense layer (the fused Q/K/V projection, the attention output, both feed-forward
+//! layers) is one matrix product over real tokens only, and attention runs per text over its
+//! own length. Nothing is computed for padding because there is none.
+//!
+//! Per layer: `qkv = x·Wqkv + b` (bias written first, the product accumulated onto it),
+//! attention per (text, head) in parallel, `x = LN(ctx·Wo + bo + x)`,
+//! `h = act(x·W1 + b1)`, `x = LN(h·W2 + b2 + x)`. Matrix products go through `gemm`, the
+//! GEMM candle itself uses on CPU; the element-wise passes are fused kernels in
+//! [`kernels`].
+
+pub(crate) mod kernels;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use crate::error::LoadError;
+use kernels::{Activation, View, add_layer_norm, layer_norm, matmul};
+
+/// The parts of a Hugging Face BERT `config.json` the encoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct BertShape {
+    pub(crate) vocab_size: usize,
+    pub(crate) hidden_size: usize,
+    pub(crate) num_hidden_layers: usize,
+    pub(crate) num_attention_heads: usize,
+    pub(crate) intermediate_size: usize,
+    pub(crate) hidden_act: String,
+    pub(crate) max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub(crate) type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub(crate) layer_norm_eps: f64,
+    #[serde(default)]
+    pub(crate) position_embedding_type: Option<String>,
+    #[serde(default)]
+    pub(crate) model_type: Option<String>,
+}
+
+fn default_type_vocab() -> usize {
+    2
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+
+/// A matrix stored transposed for `x · W`: `[in, out]`, row-major.
+struct Dense {
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+struct Layer {
+    qkv: Dense,
+    attn_out: Dense,
+    attn_norm: Norm,
+    up: Dense,
+    down: Dense,
+    out_norm: Norm,
+}
+
+/// The packed encoder's weights and shape.
+pub(crate) struct PackedBert {
+    hidden: usize,
+    heads: usize,
+    eps: f32,
+    act: Activation,
+    max_positions: usize,
+    type_vocab: usize,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    emb_norm: Norm,
+    layers: Vec<Layer>,
+}
+
+/// The token ids of one text, as the encoder takes them.
+pub(crate) struct Segment<'a> {
+    pub(crate) ids: &'a [u32],
+    pub(crate) type_ids: &'a [u32],
+}
+
+fn to_vec(t: Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+impl PackedBert {
+    /// Loads BERT weights from a safetensors file, with or without a `bert.` (or
+    /// `{model_type}.`) prefix, as candle-transformers' `BertModel` does.
+    pub(crate) fn load(weights: &Path, shape: &BertShape) -> Result<Self, LoadError> {
+        let err = |e: candle_core::Error| LoadError::weights(weights, e);
+        if shape.hidden_size % shape.num_attention_heads != 0 {
+            return Err(LoadError::weights(
+                weights,
+                format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    shape.hidden_size, shape.num_attention_heads
+                ),
+            ));
+        }
+        let act = match shape.hidden_act.as_str() {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_approximate" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            other => {
+                return Err(LoadError::Unsupported {
+                    path: weights.to_path_buf(),
+                    what: format!(
+                        "hidden_act `{other}`; supported are gelu, gelu_new, gelu_pytorch_tanh, gelu_approximate and relu"
+                    ),
+                });
+            }
+        };
+        if let Some(kind) = &shape.position_embedding_type
+            && kind != "absolute"
+        {
+            return Err(LoadError::Unsupported {
+                path: weights.to_path_buf(),
+                what: format!("position_embedding_type `{kind}`; only `absolute` is supported"),
+            });
+        }
+        // SAFETY: read-only memory map; the weights are copied out below.
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
+                .map_err(err)?;
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else if let Some(t) = &shape.model_type
+            && vb.contains_tensor(&format!("{t}.embeddings.word_embeddings.weight"))
+        {
+            vb.pp(t)
+        } else {
+            vb
+        };
+        let (h, i) = (shape.hidden_size, shape.intermediate_size);
+        let get = |vb: &VarBuilder, dims: &[usize], name: &str| -> candle_core::Result<Vec<f32>> {
+            to_vec(vb.get(dims, name)?)
+        };
+        let norm = |vb: VarBuilder| -> candle_core::Result<Norm> {
+            // Old checkpoints name layer-norm parameters gamma/beta.
+            let (g, b) = if vb.contains_tensor("weight") {
+                ("weight", "bias")
+            } else {
+                ("gamma", "beta")
+            };
+            Ok(Norm {
+                gamma: get(&vb, &[h], g)?,
+                beta: get(&vb, &[h], b)?,
+            })
+        };
+        let dense =
+            |parts: &[VarBuilder], inputs: usize, outputs: usize| -> candle_core::Result<Dense> {
+                // Several projections (Q, K, V) are stacked along the output dimension.
+                let total = outputs * parts.len();
+                let mut weight_t = vec![0f32; inputs * total];
+                let mut bias = Vec::with_capacity(total);
+                for (p, vb) in parts.iter().enumerate() {
+                    let w = get(vb, &[outputs, inputs], "weight")?;
+                    for o in 0..outputs {
+                        for k in 0..inputs {
+                            weight_t[k * total + p * outputs + o] = w[o * inputs + k];
+                        }
+                    }
+                    bias.extend(get(vb, &[outputs], "bias")?);
+                }
+                Ok(Dense {
+                    weight_t,
+                    bias,
+                    inputs,
+                    outputs: total,
+                })
+            };
+        let emb = vb.pp("embeddings");
+        let load = || -> candle_core::Result<PackedBert> {
+            let mut layers = Vec::with_capacity(shape.num_hidden_layers);
+            for l in 0..shape.num_hidden_layers {
+                let lvb = vb.pp(format!("encoder.layer.{l}"));
+                let att = lvb.pp("attention");
+                let sa = att.pp("self");
+                layers.push(Layer {
+                    qkv: dense(&[sa.pp("query"), sa.pp("key"), sa.pp("value")], h, h)?,
+                    attn_out: dense(&[att.pp("output.dense")], h, h)?,
+                    attn_norm: norm(att.pp("output.LayerNorm"))?,
+                    up: dense(&[lvb.pp("intermediate.dense")], h, i)?,
+                    down: dense(&[lvb.pp("output.dense")], i, h)?,
+                    out_norm: norm(lvb.pp("output.LayerNorm"))?,
+                });
+            }
+            Ok(PackedBert {
+                hidden: h,
+                heads: shape.num_attention_heads,
+                eps: shape.layer_norm_eps as f32,
+                act,
+                max_positions: shape.max_position_embeddings,
+                type_vocab: shape.type_vocab_size,
+                word: get(&emb, &[shape.vocab_size, h], "word_embeddings.weight")?,
+                position: get(
+                    &emb,
+                    &[shape.max_position_embeddings, h],
+                    "position_embeddings.weight",
+                )?,
+                token_type: get(
+                    &emb,
+                    &[shape.type_vocab_size, h],
+                    "token_type_embeddings.weight",
+                )?,
+                emb_norm: norm(emb.pp("LayerNorm"))?,
+                layers,
+            })
+        };
+        load().map_err(err)
+    }
+
+    /// Hidden size.
+    pub(crate) fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Encodes a batch of texts; returns the last hidden states of all tokens, packed
+    /// (`[total_tokens, hidden]`, text after text), and each text's row offset.
+    ///
+    /// Ids must be below the vocabulary size, type ids below the type vocabulary size and
+    /// each text at most `max_position_embeddings` long: the embedder guarantees all three.
+    pub(crate) fn forward(&self, texts: &[Segment<'_>], threads: usize) -> (Vec<f32>, Vec<usize>) {
+        let h = self.hidden;
+        let mut offsets = Vec::with_capacity(texts.len() + 1);
+        offsets.push(0);
+        for t in texts {
+            offsets.push(offsets[offsets.len() - 1] + t.ids.len().min(self.max_positions));
+        }
+        let total = offsets[texts.len()];
+
+        // Embeddings: word + position + token type, then layer norm.
+        let tokens: Vec<(usize, u32, u32)> = texts
+            .iter()
+            .flat_map(|t| {
+                t.ids
+                    .iter()
+                    .zip(t.type_ids)
+                    .take(self.max_positions)
+                    .enumerate()
+                    .map(|(pos, (&id, &tt))| (pos, id, tt))
+            })
+            .collect();
+        let mut x = vec![0f32; total * h];
+        let vocab = self.word.len() / h;
+        x.par_chunks_mut(h)
+            .zip(tokens.par_iter())
+            .for_each(|(row, &(pos, id, tt))| {
+                let id = (id as usize).min(vocab - 1);
+                let tt = (tt as usize).min(self.type_vocab - 1);
+                let w = &self.word[id * h..(id + 1) * h];
+                let p = &self.position[pos * h..(pos + 1) * h];
+                let ty = &self.token_type[tt * h..(tt + 1) * h];
+                for j in 0..h {
+                    row[j] = w[j] + p[j] + ty[j];
+                }
+            });
+        layer_norm(&mut x, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
+
+        let inter = self.layers.first().map_or(0, |l| l.up.outputs);
+        let mut qkv = vec![0f32; total * 3 * h];
+        let mut ctx = vec![0f32; total * h];
+        let mut tmp = vec![0f32; total * h];
+        let mut up = vec![0f32; total * inter];
+        for layer in &self.layers {
+            dense(&x, &layer.qkv, &mut qkv, total, threads);
+            self.attention(&qkv, &offsets, &mut ctx);
+            dense(&ctx, &layer.attn_out, &mut tmp, total, threads);
+            add_layer_norm(
+                &mut tmp,
+                &x,
+                &layer.attn_norm.gamma,
+                &layer.attn_norm.beta,
+                self.eps,
+            );
+            std::mem::swap(&mut x, &mut tmp);
+            dense(&x, &layer.up, &mut up, total, threads);
+            kernels::activate(&mut up, self.act);
+            dense(&up, &layer.down, &mut tmp, total, threads);
+            add_layer_norm(
+                &mut tmp,
+                &x,
+                &layer.out_norm.gamma,
+                &layer.out_norm.beta,
+                self.eps,
+            );
+            std::mem::swap(&mut x, &mut tmp);
+        }
+        (x, offsets)
+    }
+
+    /// Scaled dot-product attention of every text over its own tokens, all heads, in
+    /// parallel over (text, head). `qkv` rows are `[q | k | v]`; writes `ctx` rows.
+    fn attention(&self, qkv: &[f32], offsets: &[usize], ctx: &mut [f32]) {
+        let (h, heads) = (self.hidden, self.heads);
+        let d = h / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let texts = offsets.len() - 1;
+        let ctx_ptr = SendPtr(ctx.as_mut_ptr());
+        (0..texts * heads).into_par_iter().for_each(|task| {
+            let (t, head) = (task / heads, task % heads);
+            let (start, len) = (offsets[t], offsets[t + 1] - offsets[t]);
+            if len == 0 {
+                return;
+            }
+            let ctx_ptr = &ctx_ptr;
+            SCORES.with_borrow_mut(|scores| {
+                scores.clear();
+                scores.resize(len * len, 0.0);
+                let base = start * 3 * h + head * d;
+                let q = qkv[base..].as_ptr();
+                let k = qkv[base + h..].as_ptr();
+                let v = qkv[base + 2 * h..].as_ptr();
+                let row3 = 3 * h as isize;
+                // SAFETY: q/k/v address rows start..start+len, columns head*d..(head+1)*d of
+                // their third of qkv; scores is len×len; this task alone writes ctx rows
+                // start..start+len, columns head*d..(head+1)*d.
+                unsafe {
+                    // scores = scale · Q · Kᵀ
+                    matmul(
+                        len,
+                        len,
+                        d,
+                        scores.as_mut_ptr(),
+                        View::rows(len),
+                        false,
+                        q,
+                        View { rs: row3, cs: 1 },
+                        k,
+                        View { rs: 1, cs: row3 },
+                        scale,
+                        1,
+                    );
+                    kernels::softmax_rows(scores, len);
+                    // ctx = P · V
+                    matmul(
+                        len,
+                        d,
+                        len,
+                        ctx_ptr.0.add(start * h + head * d),
+                        View::rows(h),
+                        false,
+                        scores.as_ptr(),
+                        View::rows(len),
+                        v,
+                        View { rs: row3, cs: 1 },
+                        1.0,
+                        1,
+                    );
+                }
+            });
+        });
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch for attention scores, reused across tasks and batches.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A raw pointer that tasks writing disjoint parts of one buffer may share.
+struct SendPtr(*mut f32);
+// SAFETY: used only for disjoint writes, see `attention`.
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// `out[rows × outputs] = x[rows × inputs] · W + b`.
+fn dense(x: &[f32], layer: &Dense, out: &mut [f32], rows: usize, threads: usize) {
+    let n = layer.outputs;
+    let out = &mut out[..rows * n];
+    for row in out.chunks_exact_mut(n) {
+        row.copy_from_slice(&layer.bias);
+    }
+    // SAFETY: x is rows × inputs, weight_t is inputs × outputs, out is rows × outputs, all
+    // contiguous row-major and distinct buffers.
+    unsafe {
+        matmul(
+            rows,
+            n,
+            layer.inputs,
+            out.as_mut_ptr(),
+            View::rows(n),
+            true,
+            x.as_ptr(),
+            View::rows(layer.inputs),
+            layer.weight_t.as_ptr(),
+            View::rows(n),
+            1.0,
+            threads,
+        );
+    }
+}
