@@ -44,7 +44,7 @@ pub mod models;
 mod oneshot;
 mod predictor;
 
-pub use batch::BatchPolicy;
+pub use batch::{BatchPolicy, Grouping};
 pub use candle_core::Device;
 pub use error::{CapacityError, ConfigError, InputError, LoadError, PredictError, RuntimeError};
 pub use model::{BatchOutputs, DataType, Model, Signature, TensorSpec};

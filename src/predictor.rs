@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::batch::{BatchPolicy, Queue, Request, run_worker};
+use crate::batch::{BatchPolicy, Grouping, Queue, Request, run_worker};
 use crate::error::{CapacityError, ConfigError, PredictError};
 use crate::model::{Model, Signature};
 use crate::oneshot;
@@ -244,6 +244,12 @@ impl<M: Model> PredictorBuilder<M> {
     /// (default 1024).
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.policy.queue_capacity = n;
+        self
+    }
+
+    /// Which waiting requests share a batch (default [`Grouping::Arrival`]).
+    pub fn grouping(mut self, grouping: Grouping) -> Self {
+        self.policy.grouping = grouping;
         self
     }
 

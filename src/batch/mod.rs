@@ -31,6 +31,23 @@ pub struct BatchPolicy {
     pub max_delay: Duration,
     /// The most requests waiting in the queue (≥ 1).
     pub queue_capacity: usize,
+    /// Which waiting requests share a batch.
+    pub grouping: Grouping,
+}
+
+/// Which waiting requests are put in the same batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Grouping {
+    /// First come, first batched.
+    #[default]
+    Arrival,
+    /// The oldest request waiting, joined by the waiting requests closest to it in
+    /// [`Model::cost`](crate::Model::cost) (length, for text), as long as the batch stays at
+    /// least 75 % real tokens when padded to its longest member. For engines that pad: it
+    /// keeps the padding they compute small. The oldest request always goes first, so no
+    /// request starves.
+    Length,
 }
 
 impl Default for BatchPolicy {
@@ -40,6 +57,7 @@ impl Default for BatchPolicy {
             max_batch_tokens: None,
             max_delay: Duration::from_millis(2),
             queue_capacity: 1024,
+            grouping: Grouping::Arrival,
         }
     }
 }

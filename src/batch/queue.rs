@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::BatchPolicy;
+use super::{BatchPolicy, Grouping};
 use crate::error::{CapacityError, PredictError};
 use crate::oneshot;
 
@@ -148,38 +148,127 @@ impl<P, O> Queue<P, O> {
                     .0;
             }
 
-            let now = Instant::now();
-            let mut batch = Vec::new();
-            let mut tokens = 0usize;
-            while let Some(front) = state.items.front() {
-                let skip = front.reply.is_closed();
-                let expired = front.expired(now);
-                if !skip && expired.is_none() {
-                    if batch.len() >= policy.max_batch_size {
-                        break;
-                    }
-                    if let Some(budget) = policy.max_batch_tokens
-                        && !batch.is_empty()
-                        && tokens + front.cost > budget
-                    {
-                        break;
-                    }
-                }
-                let Some(request) = state.items.pop_front() else {
-                    break;
-                };
-                state.queued_cost -= request.cost;
-                if let Some(error) = expired {
-                    request.reply.send(Err(error.into()));
-                } else if !skip {
-                    tokens += request.cost;
-                    batch.push(request);
-                }
-            }
+            let batch = match policy.grouping {
+                Grouping::Arrival => self.take_in_arrival_order(&mut state),
+                Grouping::Length => self.take_by_length(&mut state),
+            };
             self.space.notify_all();
             if !batch.is_empty() {
                 return Some(batch);
             }
         }
     }
+
+    /// Takes requests from the front, in order, up to the size and token bounds. Cancelled
+    /// requests met on the way are dropped and expired ones answered.
+    fn take_in_arrival_order(&self, state: &mut State<P, O>) -> Vec<Request<P, O>> {
+        let policy = &self.policy;
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        let mut tokens = 0usize;
+        while let Some(front) = state.items.front() {
+            let skip = front.reply.is_closed();
+            let expired = front.expired(now);
+            if !skip && expired.is_none() {
+                if batch.len() >= policy.max_batch_size {
+                    break;
+                }
+                if let Some(budget) = policy.max_batch_tokens
+                    && !batch.is_empty()
+                    && tokens + front.cost > budget
+                {
+                    break;
+                }
+            }
+            let Some(request) = state.items.pop_front() else {
+                break;
+            };
+            state.queued_cost -= request.cost;
+            if let Some(error) = expired {
+                request.reply.send(Err(error.into()));
+            } else if !skip {
+                tokens += request.cost;
+                batch.push(request);
+            }
+        }
+        batch
+    }
+
+    /// Takes the oldest request and the waiting requests nearest to it in cost, while the
+    /// batch stays within the size and token bounds and at least [`MIN_FILL`] real tokens
+    /// when padded to its longest member.
+    fn take_by_length(&self, state: &mut State<P, O>) -> Vec<Request<P, O>> {
+        let policy = &self.policy;
+        let now = Instant::now();
+        // Drop cancelled and answer expired requests anywhere in the queue first.
+        let mut live = VecDeque::with_capacity(state.items.len());
+        for request in state.items.drain(..) {
+            if request.reply.is_closed() {
+                state.queued_cost -= request.cost;
+            } else if let Some(error) = request.expired(now) {
+                state.queued_cost -= request.cost;
+                request.reply.send(Err(error.into()));
+            } else {
+                live.push_back(request);
+            }
+        }
+        state.items = live;
+        if state.items.is_empty() {
+            return Vec::new();
+        }
+
+        // Positions in the queue, sorted by cost (ties by age); the anchor is the oldest.
+        let mut order: Vec<usize> = (0..state.items.len()).collect();
+        order.sort_by_key(|&i| (state.items[i].cost, i));
+        let cost = |k: usize| state.items[order[k]].cost;
+        let Some(anchor) = order.iter().position(|&i| i == 0) else {
+            return Vec::new();
+        };
+        let (mut lo, mut hi) = (anchor, anchor);
+        let mut sum = cost(anchor);
+        let fits = |lo: usize, hi: usize, sum: usize| {
+            let count = hi - lo + 1;
+            let longest = cost(hi).max(1);
+            count <= policy.max_batch_size
+                && policy.max_batch_tokens.is_none_or(|budget| sum <= budget)
+                && sum as f64 >= MIN_FILL * (count * longest) as f64
+        };
+        loop {
+            let left = (lo > 0).then(|| lo - 1);
+            let right = (hi + 1 < order.len()).then_some(hi + 1);
+            let anchor_cost = cost(anchor);
+            let distance = |k: usize| cost(k).abs_diff(anchor_cost);
+            let mut candidates: Vec<usize> = left.into_iter().chain(right).collect();
+            candidates.sort_by_key(|&k| distance(k));
+            let Some(k) = candidates
+                .into_iter()
+                .find(|&k| fits(lo.min(k), hi.max(k), sum + cost(k)))
+            else {
+                break;
+            };
+            sum += cost(k);
+            lo = lo.min(k);
+            hi = hi.max(k);
+        }
+
+        let mut chosen: Vec<usize> = order[lo..=hi].to_vec();
+        chosen.sort_unstable();
+        let mut batch = Vec::with_capacity(chosen.len());
+        let mut rest = VecDeque::with_capacity(state.items.len() - chosen.len());
+        let mut next = chosen.iter().peekable();
+        for (i, request) in state.items.drain(..).enumerate() {
+            if next.peek() == Some(&&i) {
+                next.next();
+                state.queued_cost -= request.cost;
+                batch.push(request);
+            } else {
+                rest.push_back(request);
+            }
+        }
+        state.items = rest;
+        batch
+    }
 }
+
+/// The least share of real (unpadded) cost a length-grouped batch keeps.
+const MIN_FILL: f64 = 0.75;

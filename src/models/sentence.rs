@@ -112,8 +112,8 @@ pub struct EmbedderOptions {
     pub device: Device,
     /// The forward pass (default [`Engine::Auto`]).
     pub engine: Engine,
-    /// Threads for the CPU forward pass. `None`: rayon's global pool, which honours
-    /// `RAYON_NUM_THREADS` and otherwise uses every core.
+    /// Threads for the CPU forward pass. `None`: `RAYON_NUM_THREADS` if set, else one per
+    /// core.
     pub threads: Option<usize>,
 }
 
@@ -164,8 +164,8 @@ pub struct SentenceEmbedder {
 enum Backend {
     Packed {
         bert: PackedBert,
-        /// A dedicated pool when the caller set `threads`; else rayon's global pool.
-        pool: Option<rayon::ThreadPool>,
+        /// The threads of the forward pass.
+        pool: rayon::ThreadPool,
     },
     Candle {
         bert: BertModel,
@@ -368,16 +368,14 @@ impl SentenceEmbedder {
                     });
                 }
                 let shape: BertShape = read_json(&config_path)?;
-                let pool = match options.threads {
-                    Some(n) => Some(
-                        rayon::ThreadPoolBuilder::new()
-                            .num_threads(n)
-                            .thread_name(|i| format!("modelhost-encoder-{i}"))
-                            .build()
-                            .map_err(|e| LoadError::config(&config_path, e))?,
-                    ),
-                    None => None,
-                };
+                let threads = options.threads.unwrap_or_else(default_threads);
+                // The whole forward pass runs inside this pool, so its parallel parts fork
+                // and join among the pool's threads instead of waking them from outside.
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("modelhost-encoder-{i}"))
+                    .build()
+                    .map_err(|e| LoadError::config(&config_path, e))?;
                 Backend::Packed {
                     bert: PackedBert::load(&weights, &shape)?,
                     pool,
@@ -490,14 +488,8 @@ impl SentenceEmbedder {
                         type_ids: &t.type_ids,
                     })
                     .collect();
-                let run = || {
-                    let threads = rayon::current_num_threads();
-                    bert.forward(&segments, threads)
-                };
-                let (hidden, offsets) = match pool {
-                    Some(pool) => pool.install(run),
-                    None => run(),
-                };
+                let (hidden, offsets) =
+                    pool.install(|| bert.forward(&segments, pool.current_num_threads()));
                 debug_assert_eq!(bert.hidden(), h);
                 for w in offsets.windows(2) {
                     pooled.push(pool_rows(&hidden[w[0] * h..w[1] * h], h, &self.pooling));
@@ -543,6 +535,15 @@ impl SentenceEmbedder {
         let hidden = bert.forward(&ids, &type_ids, Some(&mask))?;
         Ok((hidden.flatten_all()?.to_vec1::<f32>()?, len))
     }
+}
+
+/// `RAYON_NUM_THREADS` when set to a positive number, else the number of cores.
+fn default_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Pools the token vectors of one text (`rows`: `[tokens, hidden]`) into one vector,
