@@ -53,4 +53,4 @@ pub use models::mlp::{Mlp, MlpClassifier, MlpConfig};
 pub use models::sentence::{
     EmbedderOptions, Embedding, Engine, Pooling, SentenceEmbedder, TokenizedText,
 };
-pub use predictor::{PredictFuture, Predictor, PredictorBuilder, PredictorStats};
+pub use predictor::{PredictFuture, Predictor, PredictorBuilder, PredictorStats, RequestOptions};

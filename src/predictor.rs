@@ -17,6 +17,25 @@ use crate::error::{CapacityError, ConfigError, PredictError};
 use crate::model::{Model, Signature};
 use crate::oneshot;
 
+/// Per-request settings for [`Predictor::predict_with`] and
+/// [`Predictor::predict_async_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestOptions {
+    /// Drop the request with `DeadlineExceeded` if it waits longer than this in the queue;
+    /// overrides the predictor's default deadline.
+    pub deadline: Option<Duration>,
+}
+
+impl RequestOptions {
+    /// Options with a deadline.
+    pub fn deadline(deadline: Duration) -> Self {
+        RequestOptions {
+            deadline: Some(deadline),
+        }
+    }
+}
+
 /// Serves one [`Model`]: validates and preprocesses inputs on the caller's thread, batches
 /// them dynamically on a worker thread, and hands each caller its own output.
 ///
@@ -84,20 +103,41 @@ impl<M: Model> Predictor<M> {
             policy: BatchPolicy::default(),
             deadline: None,
             workers: 1,
+            replicas: Vec::new(),
         }
     }
 
     /// Predicts one input, blocking the calling thread until the answer is there.
     pub fn predict(&self, input: M::Input) -> Result<M::Output, PredictError> {
-        self.submit(input)?.recv().unwrap_or_else(worker_gone)
+        self.predict_with(input, &RequestOptions::default())
+    }
+
+    /// [`predict`](Predictor::predict) with per-request options (e.g. a deadline).
+    pub fn predict_with(
+        &self,
+        input: M::Input,
+        options: &RequestOptions,
+    ) -> Result<M::Output, PredictError> {
+        self.submit(input, options)?
+            .recv()
+            .unwrap_or_else(worker_gone)
     }
 
     /// Predicts one input as a `Future` that any executor (or none: it is a plain oneshot)
     /// can drive. Validation and preprocessing run now, on the calling thread; dropping the
     /// future cancels the request if it has not been computed yet.
     pub fn predict_async(&self, input: M::Input) -> PredictFuture<M::Output> {
+        self.predict_async_with(input, &RequestOptions::default())
+    }
+
+    /// [`predict_async`](Predictor::predict_async) with per-request options.
+    pub fn predict_async_with(
+        &self,
+        input: M::Input,
+        options: &RequestOptions,
+    ) -> PredictFuture<M::Output> {
         PredictFuture {
-            state: match self.submit(input) {
+            state: match self.submit(input, options) {
                 Ok(receiver) => FutureState::Waiting(receiver),
                 Err(error) => FutureState::Failed(Some(error)),
             },
@@ -118,10 +158,14 @@ impl<M: Model> Predictor<M> {
             .into_par_iter()
             .map(|input| model.prepare(input))
             .collect();
+        let stats = &self.shared.stats;
         let pending: Vec<_> = prepared
             .into_iter()
             .map(|prepared| {
-                let (request, receiver) = self.request(prepared?);
+                let prepared = prepared.inspect_err(|_| {
+                    stats.input_errors.fetch_add(1, Ordering::Relaxed);
+                })?;
+                let (request, receiver) = self.request(prepared, self.shared.deadline);
                 self.shared.queue.push_wait(request)?;
                 self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 Ok(receiver)
@@ -167,24 +211,32 @@ impl<M: Model> Predictor<M> {
         self.shared.shutdown();
     }
 
-    fn request(&self, prepared: M::Prepared) -> (Job<M>, Reply<M::Output>) {
+    fn request(
+        &self,
+        prepared: M::Prepared,
+        deadline: Option<Duration>,
+    ) -> (Job<M>, Reply<M::Output>) {
         let (reply, receiver) = oneshot::channel();
         let request = Request {
             cost: self.shared.model.cost(&prepared),
             prepared,
             enqueued_at: Instant::now(),
-            deadline: self.shared.deadline,
+            deadline,
             reply,
         };
         (request, receiver)
     }
 
-    fn submit(&self, input: M::Input) -> Result<Reply<M::Output>, PredictError> {
+    fn submit(
+        &self,
+        input: M::Input,
+        options: &RequestOptions,
+    ) -> Result<Reply<M::Output>, PredictError> {
         let stats = &self.shared.stats;
         let prepared = self.shared.model.prepare(input).inspect_err(|_| {
             stats.input_errors.fetch_add(1, Ordering::Relaxed);
         })?;
-        let (request, receiver) = self.request(prepared);
+        let (request, receiver) = self.request(prepared, options.deadline.or(self.shared.deadline));
         self.shared.queue.push(request).inspect_err(|_| {
             stats.shed.fetch_add(1, Ordering::Relaxed);
         })?;
@@ -209,6 +261,7 @@ pub struct PredictorBuilder<M: Model> {
     policy: BatchPolicy,
     deadline: Option<Duration>,
     workers: usize,
+    replicas: Vec<Arc<M>>,
 }
 
 impl<M: Model> fmt::Debug for PredictorBuilder<M> {
@@ -217,6 +270,7 @@ impl<M: Model> fmt::Debug for PredictorBuilder<M> {
             .field("policy", &self.policy)
             .field("deadline", &self.deadline)
             .field("workers", &self.workers)
+            .field("replicas", &(self.replicas.len() + 1))
             .finish()
     }
 }
@@ -266,10 +320,19 @@ impl<M: Model> PredictorBuilder<M> {
         self
     }
 
-    /// Number of worker threads sharing the model (default 1). More than one helps only when
-    /// the model itself is single-threaded.
+    /// Number of worker threads (default 1). Without [`replicas`](Self::replicas) they share
+    /// the one model, so more than one helps only when the model is single-threaded or
+    /// waits on a device.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// More copies of the model, each owned by a worker of its own (e.g. one per GPU). The
+    /// number of workers becomes at least the number of replicas; worker `i` runs replica
+    /// `i % replicas`. Validation and preprocessing use the first model.
+    pub fn replicas(mut self, more: impl IntoIterator<Item = M>) -> Self {
+        self.replicas.extend(more.into_iter().map(Arc::new));
         self
     }
 
@@ -283,6 +346,9 @@ impl<M: Model> PredictorBuilder<M> {
                 allowed: "at least 1",
             });
         }
+        let mut replicas = vec![self.model.clone()];
+        replicas.extend(self.replicas);
+        let workers = self.workers.max(replicas.len());
         let queue = Arc::new(Queue::new(self.policy.clone()));
         let stats = Arc::new(StatsRecorder::new(self.policy.max_batch_size));
         let signature = self.model.signature();
@@ -295,9 +361,9 @@ impl<M: Model> PredictorBuilder<M> {
             policy: self.policy,
             deadline: self.deadline,
         });
-        for i in 0..self.workers {
+        for i in 0..workers {
             let (model, queue, stats) = (
-                shared.model.clone(),
+                replicas[i % replicas.len()].clone(),
                 shared.queue.clone(),
                 shared.stats.clone(),
             );

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use modelhost::{
     BatchOutputs, CapacityError, ConfigError, DataType, InputError, Model, PredictError, Predictor,
-    RuntimeError, Signature, TensorSpec,
+    RequestOptions, RuntimeError, Signature, TensorSpec,
 };
 
 /// Echoes its input back (so crossed answers show), records every batch's size, and can be
@@ -88,8 +88,8 @@ fn every_request_gets_its_own_answer_under_concurrency() {
         .max_delay(Duration::from_micros(200))
         .build()
         .unwrap();
-    let threads = 32;
-    let per_thread = 300u64;
+    let threads = 64;
+    let per_thread = 1000u64;
     let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
         for t in 0..threads as u64 {
@@ -117,7 +117,7 @@ fn every_request_gets_its_own_answer_under_concurrency() {
     assert_eq!(sizes.iter().sum::<usize>() as u64, total);
     assert!(
         sizes.iter().any(|&n| n > 1),
-        "32 concurrent callers never shared a batch: {sizes:?}"
+        "64 concurrent callers never shared a batch: {sizes:?}"
     );
 }
 
@@ -372,6 +372,154 @@ fn predictor_is_send_sync_and_clone() {
     fn assert_traits<T: Send + Sync + Clone + 'static>() {}
     assert_traits::<Predictor<Echo>>();
 }
+
+#[test]
+fn a_lone_request_waits_max_delay_for_company_then_runs() {
+    let max_delay = Duration::from_millis(40);
+    let predictor = Predictor::builder(Echo::default())
+        .max_batch_size(100)
+        .max_delay(max_delay)
+        .build()
+        .unwrap();
+    let start = std::time::Instant::now();
+    assert_eq!(predictor.predict(5), Ok(5));
+    let waited = start.elapsed();
+    assert!(
+        waited >= max_delay,
+        "answered after {waited:?}, before max_delay"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "a lone request waited {waited:?}"
+    );
+}
+
+#[test]
+fn requests_arriving_within_max_delay_share_one_batch() {
+    let predictor = Predictor::builder(Echo::default())
+        .max_batch_size(100)
+        .max_delay(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let pending: Vec<_> = (1..=3).map(|x| predictor.predict_async(x)).collect();
+    let answers: Vec<_> = pending.into_iter().map(block_on).collect();
+    assert_eq!(answers, vec![Ok(1), Ok(2), Ok(3)]);
+    assert_eq!(*predictor.model().batches.lock().unwrap(), vec![3]);
+}
+
+#[test]
+fn a_cancelled_request_frees_its_queue_slot() {
+    let (open, gate) = mpsc::channel();
+    let model = Echo {
+        gate: Mutex::new(Some(gate)),
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(model)
+        .max_batch_size(1)
+        .max_delay(Duration::ZERO)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let first = predictor.predict_async(1);
+    while predictor.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let second = predictor.predict_async(2);
+    assert!(matches!(
+        predictor.predict_async(3).now_or_never(),
+        Some(Err(PredictError::Capacity(CapacityError::QueueFull {
+            capacity: 1
+        })))
+    ));
+    drop(second);
+    let third = predictor.predict_async(3);
+    open.send(()).unwrap();
+    open.send(()).unwrap();
+    assert_eq!(block_on(first), Ok(1));
+    assert_eq!(block_on(third), Ok(3));
+    assert_eq!(*predictor.model().batches.lock().unwrap(), vec![1, 1]);
+}
+
+#[test]
+fn a_per_call_deadline_overrides_the_default() {
+    let (open, gate) = mpsc::channel();
+    let model = Echo {
+        gate: Mutex::new(Some(gate)),
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(model)
+        .max_batch_size(1)
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap();
+    let first = predictor.predict_async(1);
+    while predictor.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let strict =
+        predictor.predict_async_with(2, &RequestOptions::deadline(Duration::from_millis(10)));
+    let patient = predictor.predict_async(3);
+    std::thread::sleep(Duration::from_millis(30));
+    for _ in 0..2 {
+        open.send(()).unwrap();
+    }
+    assert_eq!(block_on(first), Ok(1));
+    assert!(matches!(
+        block_on(strict),
+        Err(PredictError::Capacity(
+            CapacityError::DeadlineExceeded { .. }
+        ))
+    ));
+    assert_eq!(block_on(patient), Ok(3));
+}
+
+#[test]
+fn each_replica_is_owned_by_a_worker_of_its_own() {
+    let (open_a, gate_a) = mpsc::channel();
+    let (open_b, gate_b) = mpsc::channel();
+    let replica = |gate| Echo {
+        gate: Mutex::new(Some(gate)),
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(replica(gate_a))
+        .replicas([replica(gate_b)])
+        .max_batch_size(1)
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap();
+    // Each replica holds one request at its gate: two batches run at once.
+    let first = predictor.predict_async(1);
+    while predictor.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let second = predictor.predict_async(2);
+    while predictor.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    open_a.send(()).unwrap();
+    open_b.send(()).unwrap();
+    assert_eq!(block_on(first), Ok(1));
+    assert_eq!(block_on(second), Ok(2));
+    assert_eq!(predictor.stats().batches, 2);
+}
+
+/// Polls a future once.
+trait NowOrNever: Future + Sized {
+    fn now_or_never(self) -> Option<Self::Output> {
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: Arc<Self>) {}
+        }
+        let waker = Waker::from(Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        match pin!(self).poll(&mut cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+}
+
+impl<F: Future> NowOrNever for F {}
 
 /// Drives a future to completion on the current thread (no runtime needed).
 fn block_on<F: Future>(future: F) -> F::Output {
