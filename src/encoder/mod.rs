@@ -67,13 +67,15 @@ struct Dense {
     outputs: usize,
 }
 
-/// Output features per pre-packed weight panel.
-const PANEL: usize = 64;
+/// Output features per pre-packed weight panel. Narrow panels keep GEMM's reads of a panel
+/// nearly sequential: at batch 1 on MiniLM (`bench_embed`, medians of 3 in one sitting)
+/// widths 16 and 32 gave 161 texts/s, 48 gave 158, 64 gave 139 and 96 gave 151.
+const PANEL: usize = 32;
 
 /// Batches of at most this many tokens use the pre-packed panels; larger ones let GEMM pack
 /// the weights itself, which costs little next to their compute. Measured on MiniLM
-/// (`bench_embed`, medians of 4): panels for every size made batch 1 +25 % and batches of
-/// 32 texts 2 % slower; the threshold keeps both.
+/// (`bench_embed`, medians of 3): panels made batch 1 +25 %, but batches of 32 texts 3 %
+/// slower (192 against 198 texts/s); the threshold keeps the best of both.
 const PANEL_MAX_ROWS: usize = 128;
 
 impl Dense {
