@@ -2,19 +2,21 @@
 //!
 //! ```text
 //! cargo run --release --example embed -- --model DIR [--input FILE] [--output FILE]
-//!     [--max-batch-size 32] [--no-truncate]
+//!     [--max-batch-size 32] [--no-truncate] [--engine packed|candle] [--threads N]
 //! ```
 //!
 //! Reads stdin when there is no `--input` and writes stdout when there is no `--output`.
 //! Each output line is `{"embedding": [...]}`, in input order; a line that fails gets
 //! `{"error": "..."}` on its own line and the rest go on. Empty lines are embedded like any
 //! text. `--no-truncate` refuses texts over the model's `max_seq_length` instead of cutting
-//! them.
+//! them. `--engine candle` runs candle-transformers' stock BERT on padded batches instead of
+//! the default padding-free encoder; `--threads` sets the encoder's threads (default:
+//! `RAYON_NUM_THREADS`, else one per core).
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
-use modelhost::{EmbedderOptions, Predictor, SentenceEmbedder};
+use modelhost::{EmbedderOptions, Engine, Predictor, SentenceEmbedder};
 
 const USAGE: &str =
     "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate]";
@@ -28,6 +30,8 @@ struct Args {
     output: Option<PathBuf>,
     max_batch_size: usize,
     truncate: bool,
+    engine: Engine,
+    threads: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +42,8 @@ fn parse_args() -> Result<Args, String> {
         output: None,
         max_batch_size: 32,
         truncate: true,
+        engine: Engine::Auto,
+        threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -52,6 +58,16 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--max-batch-size: {e}"))?
             }
             "--no-truncate" => args.truncate = false,
+            "--engine" => {
+                args.engine = match value()?.as_str() {
+                    "packed" => Engine::Packed,
+                    "candle" => Engine::Candle,
+                    other => return Err(format!("--engine {other}: use packed or candle")),
+                }
+            }
+            "--threads" => {
+                args.threads = Some(value()?.parse().map_err(|e| format!("--threads: {e}"))?)
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -70,6 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let options = EmbedderOptions {
         truncate: args.truncate,
+        engine: args.engine,
+        threads: args.threads,
         ..EmbedderOptions::default()
     };
     let embedder = SentenceEmbedder::load_with(&args.model, options)?;
