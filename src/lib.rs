@@ -36,6 +36,7 @@
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 mod batch;
+mod cache;
 mod encoder;
 mod error;
 mod load;
@@ -45,6 +46,7 @@ mod oneshot;
 mod predictor;
 
 pub use batch::{BatchPolicy, Grouping};
+pub use cache::{CacheBuilder, CacheConfig, CacheStats, CacheWeight, PredictionCache};
 pub use candle_core::Device;
 pub use error::{CapacityError, ConfigError, InputError, LoadError, PredictError, RuntimeError};
 pub use model::{BatchOutputs, DataType, Model, Signature, TensorSpec};

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::batch::{BatchPolicy, Grouping, Queue, Request, run_worker};
+use crate::cache::{CacheLayer, CachePath, CacheWeight, FlightOutcome, PredictionCache};
 use crate::error::{CapacityError, ConfigError, PredictError};
 use crate::model::{Model, Signature};
 use crate::oneshot;
@@ -72,6 +73,9 @@ struct Shared<M: Model> {
     stats: Arc<StatsRecorder>,
     policy: BatchPolicy,
     deadline: Option<Duration>,
+    cache: Option<Box<dyn CachePath<M>>>,
+    /// (model name, version) in cache keys.
+    identity: (Arc<str>, Arc<str>),
 }
 
 impl<M: Model> Shared<M> {
@@ -104,6 +108,8 @@ impl<M: Model> Predictor<M> {
             deadline: None,
             workers: 1,
             replicas: Vec::new(),
+            cache: None,
+            identity: None,
         }
     }
 
@@ -114,6 +120,17 @@ impl<M: Model> Predictor<M> {
 
     /// [`predict`](Predictor::predict) with per-request options (e.g. a deadline).
     pub fn predict_with(
+        &self,
+        input: M::Input,
+        options: &RequestOptions,
+    ) -> Result<M::Output, PredictError> {
+        if let Some(cache) = &self.shared.cache {
+            return cache.predict(self, input, options);
+        }
+        self.predict_uncached(input, options)
+    }
+
+    pub(crate) fn predict_uncached(
         &self,
         input: M::Input,
         options: &RequestOptions,
@@ -136,12 +153,26 @@ impl<M: Model> Predictor<M> {
         input: M::Input,
         options: &RequestOptions,
     ) -> PredictFuture<M::Output> {
-        PredictFuture {
-            state: match self.submit(input, options) {
-                Ok(receiver) => FutureState::Waiting(receiver),
-                Err(error) => FutureState::Failed(Some(error)),
-            },
+        if let Some(cache) = &self.shared.cache {
+            return cache.predict_async(self, input, options);
         }
+        self.predict_async_uncached(input, options)
+    }
+
+    pub(crate) fn predict_async_uncached(
+        &self,
+        input: M::Input,
+        options: &RequestOptions,
+    ) -> PredictFuture<M::Output> {
+        match self.submit(input, options) {
+            Ok(receiver) => PredictFuture::waiting(receiver),
+            Err(error) => PredictFuture::ready(Err(error)),
+        }
+    }
+
+    /// The model name and version this predictor's cache entries are keyed by.
+    pub fn identity(&self) -> (&str, &str) {
+        (&self.shared.identity.0, &self.shared.identity.1)
     }
 
     /// Predicts many inputs: preprocesses them in parallel (rayon), submits them as one
@@ -153,13 +184,27 @@ impl<M: Model> Predictor<M> {
         inputs: impl IntoIterator<Item = M::Input>,
     ) -> Vec<Result<M::Output, PredictError>> {
         let inputs: Vec<M::Input> = inputs.into_iter().collect();
+        if let Some(cache) = &self.shared.cache {
+            return cache.predict_many(self, inputs);
+        }
+        self.submit_many(inputs)
+            .into_iter()
+            .map(|receiver| receiver.and_then(|r| r.recv().unwrap_or_else(worker_gone)))
+            .collect()
+    }
+
+    /// Prepares `inputs` in parallel and queues them (waiting for room), without the cache.
+    pub(crate) fn submit_many(
+        &self,
+        inputs: Vec<M::Input>,
+    ) -> Vec<Result<Reply<M::Output>, PredictError>> {
         let model = &self.shared.model;
         let prepared: Vec<_> = inputs
             .into_par_iter()
             .map(|input| model.prepare(input))
             .collect();
         let stats = &self.shared.stats;
-        let pending: Vec<_> = prepared
+        prepared
             .into_iter()
             .map(|prepared| {
                 let prepared = prepared.inspect_err(|_| {
@@ -167,14 +212,8 @@ impl<M: Model> Predictor<M> {
                 })?;
                 let (request, receiver) = self.request(prepared, self.shared.deadline);
                 self.shared.queue.push_wait(request)?;
-                self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
                 Ok(receiver)
-            })
-            .collect();
-        pending
-            .into_iter()
-            .map(|receiver: Result<_, PredictError>| {
-                receiver.and_then(|r| r.recv().unwrap_or_else(worker_gone))
             })
             .collect()
     }
@@ -227,7 +266,7 @@ impl<M: Model> Predictor<M> {
         (request, receiver)
     }
 
-    fn submit(
+    pub(crate) fn submit(
         &self,
         input: M::Input,
         options: &RequestOptions,
@@ -249,9 +288,9 @@ impl<M: Model> Predictor<M> {
 type Job<M> = Request<<M as Model>::Prepared, <M as Model>::Output>;
 
 /// The caller's end of a request's reply channel.
-type Reply<O> = oneshot::Receiver<Result<O, PredictError>>;
+pub(crate) type Reply<O> = oneshot::Receiver<Result<O, PredictError>>;
 
-fn worker_gone<O>() -> Result<O, PredictError> {
+pub(crate) fn worker_gone<O>() -> Result<O, PredictError> {
     Err(CapacityError::WorkerGone.into())
 }
 
@@ -262,7 +301,12 @@ pub struct PredictorBuilder<M: Model> {
     deadline: Option<Duration>,
     workers: usize,
     replicas: Vec<Arc<M>>,
+    cache: Option<CacheFactory<M>>,
+    identity: Option<(Arc<str>, Arc<str>)>,
 }
+
+/// Makes the cache path once the predictor's identity is known.
+type CacheFactory<M> = Box<dyn FnOnce(Arc<str>, Arc<str>) -> Box<dyn CachePath<M>> + Send>;
 
 impl<M: Model> fmt::Debug for PredictorBuilder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -336,6 +380,13 @@ impl<M: Model> PredictorBuilder<M> {
         self
     }
 
+    /// The model name and version that key this predictor's cache entries (default: the
+    /// signature's name and version `"0"`). A [`Registry`](crate::Registry) sets them.
+    pub fn identity(mut self, model: &str, version: &str) -> Self {
+        self.identity = Some((model.into(), version.into()));
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Predictor<M>, ConfigError> {
         self.policy.validate()?;
@@ -352,6 +403,12 @@ impl<M: Model> PredictorBuilder<M> {
         let queue = Arc::new(Queue::new(self.policy.clone()));
         let stats = Arc::new(StatsRecorder::new(self.policy.max_batch_size));
         let signature = self.model.signature();
+        let identity = self
+            .identity
+            .unwrap_or_else(|| (signature.name.as_str().into(), "0".into()));
+        let cache = self
+            .cache
+            .map(|make| make(identity.0.clone(), identity.1.clone()));
         let shared = Arc::new(Shared {
             model: self.model,
             signature,
@@ -360,6 +417,8 @@ impl<M: Model> PredictorBuilder<M> {
             stats,
             policy: self.policy,
             deadline: self.deadline,
+            cache,
+            identity,
         });
         for i in 0..workers {
             let (model, queue, stats) = (
@@ -383,22 +442,76 @@ impl<M: Model> PredictorBuilder<M> {
     }
 }
 
+impl<M: Model> PredictorBuilder<M>
+where
+    M::Input: std::hash::Hash + Eq + Clone + Sync,
+    M::Output: Clone + CacheWeight + Sync,
+{
+    /// Answers repeated inputs from `cache` (keyed by this predictor's
+    /// [`identity`](Self::identity) and the raw input, so a hit skips preprocessing), and
+    /// computes identical requests in flight once.
+    pub fn cache(mut self, cache: Arc<PredictionCache<M::Input, M::Output>>) -> Self {
+        self.cache = Some(Box::new(move |model, version| {
+            Box::new(CacheLayer::new(cache, model, version)) as Box<dyn CachePath<M>>
+        }));
+        self
+    }
+}
+
 /// The answer to [`Predictor::predict_async`]; resolves to the prediction or its error.
 #[must_use = "a prediction future does nothing unless awaited, and dropping it cancels the request"]
 pub struct PredictFuture<O> {
     state: FutureState<O>,
 }
 
+/// Completes a cache flight with the answer its leader received.
+pub(crate) trait CompleteFlight<O>: Send {
+    fn complete(self: Box<Self>, result: &Result<O, PredictError>);
+}
+
+/// Starts the request again when the flight it followed was abandoned.
+pub(crate) type Retry<O> = Box<dyn FnOnce() -> PredictFuture<O> + Send>;
+
 enum FutureState<O> {
     Waiting(Reply<O>),
-    Failed(Option<PredictError>),
+    Leading(Reply<O>, Option<Box<dyn CompleteFlight<O>>>),
+    Following(oneshot::Receiver<FlightOutcome<O>>, Option<Retry<O>>),
+    Ready(Option<Result<O, PredictError>>),
+}
+
+impl<O> PredictFuture<O> {
+    pub(crate) fn waiting(reply: Reply<O>) -> Self {
+        PredictFuture {
+            state: FutureState::Waiting(reply),
+        }
+    }
+
+    pub(crate) fn ready(result: Result<O, PredictError>) -> Self {
+        PredictFuture {
+            state: FutureState::Ready(Some(result)),
+        }
+    }
+
+    pub(crate) fn leading(reply: Reply<O>, flight: Box<dyn CompleteFlight<O>>) -> Self {
+        PredictFuture {
+            state: FutureState::Leading(reply, Some(flight)),
+        }
+    }
+
+    pub(crate) fn following(rx: oneshot::Receiver<FlightOutcome<O>>, retry: Retry<O>) -> Self {
+        PredictFuture {
+            state: FutureState::Following(rx, Some(retry)),
+        }
+    }
 }
 
 impl<O> fmt::Debug for PredictFuture<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             FutureState::Waiting(_) => "waiting",
-            FutureState::Failed(_) => "failed",
+            FutureState::Leading(..) => "computing for the cache",
+            FutureState::Following(..) => "waiting for an identical request",
+            FutureState::Ready(_) => "ready",
         };
         f.debug_struct("PredictFuture")
             .field("state", &state)
@@ -406,17 +519,44 @@ impl<O> fmt::Debug for PredictFuture<O> {
     }
 }
 
+// Nothing is structurally pinned: the output is only ever moved out, never polled in place.
+impl<O> Unpin for PredictFuture<O> {}
+
 impl<O> Future for PredictFuture<O> {
     type Output = Result<O, PredictError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            FutureState::Waiting(receiver) => Pin::new(receiver)
-                .poll(cx)
-                .map(|answer| answer.unwrap_or_else(worker_gone)),
-            FutureState::Failed(error) => Poll::Ready(Err(error
-                .take()
-                .unwrap_or(PredictError::Capacity(CapacityError::WorkerGone)))),
+        loop {
+            let next = match &mut self.state {
+                FutureState::Waiting(receiver) => {
+                    return Pin::new(receiver)
+                        .poll(cx)
+                        .map(|answer| answer.unwrap_or_else(worker_gone));
+                }
+                FutureState::Leading(receiver, flight) => {
+                    let Poll::Ready(answer) = Pin::new(receiver).poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    let answer = answer.unwrap_or_else(worker_gone);
+                    if let Some(flight) = flight.take() {
+                        flight.complete(&answer);
+                    }
+                    return Poll::Ready(answer);
+                }
+                FutureState::Following(receiver, retry) => match Pin::new(receiver).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(FlightOutcome::Done(answer))) => return Poll::Ready(answer),
+                    // The leader was cancelled: compute it ourselves (or follow a new leader).
+                    Poll::Ready(Some(FlightOutcome::Abandoned) | None) => match retry.take() {
+                        Some(retry) => retry().state,
+                        None => return Poll::Ready(worker_gone()),
+                    },
+                },
+                FutureState::Ready(result) => {
+                    return Poll::Ready(result.take().unwrap_or_else(worker_gone));
+                }
+            };
+            self.state = next;
         }
     }
 }

@@ -16,6 +16,12 @@ pub struct Classification {
     pub scores: Vec<f32>,
 }
 
+impl crate::CacheWeight for Classification {
+    fn cache_weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.label.len() + 4 * self.scores.len()
+    }
+}
+
 impl Classification {
     /// The classification for a vector of class probabilities (the first maximum wins).
     pub fn from_scores(scores: Vec<f32>, labels: &[String]) -> Self {

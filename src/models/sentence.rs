@@ -68,6 +68,12 @@ impl Embedding {
     }
 }
 
+impl crate::CacheWeight for Embedding {
+    fn cache_weight(&self) -> usize {
+        std::mem::size_of::<Self>() + 4 * self.0.len()
+    }
+}
+
 impl std::ops::Deref for Embedding {
     type Target = [f32];
 

@@ -1,0 +1,301 @@
+//! The prediction cache on counting models: hits skip the model, keys never cross, bounds
+//! evict, single-flight computes once, errors are not cached.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use modelhost::{
+    BatchOutputs, CacheWeight, DataType, InputError, Model, PredictError, PredictionCache,
+    Predictor, RuntimeError, Signature, TensorSpec,
+};
+
+/// An input whose hash is the same for every value: every lookup collides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Colliding(u64);
+
+impl Hash for Colliding {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        0u8.hash(state);
+    }
+}
+
+/// Returns `input + add` as a vector of `width` copies (so outputs have a weight), counts
+/// preparations and computed items, fails on 13, and can hold batches until released.
+struct Counting {
+    add: u64,
+    width: usize,
+    prepared: AtomicUsize,
+    computed: AtomicUsize,
+    hold: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+impl Counting {
+    fn new(add: u64) -> Self {
+        Counting {
+            add,
+            width: 1,
+            prepared: AtomicUsize::new(0),
+            computed: AtomicUsize::new(0),
+            hold: Mutex::new(None),
+        }
+    }
+}
+
+impl Model for Counting {
+    type Input = Colliding;
+    type Prepared = u64;
+    type Output = Vec<u64>;
+
+    fn signature(&self) -> Signature {
+        Signature::new("counting")
+            .input(TensorSpec::new("x", DataType::I64, [1]))
+            .output(TensorSpec::new("y", DataType::I64, [-1]))
+    }
+
+    fn prepare(&self, x: Colliding) -> Result<u64, InputError> {
+        self.prepared.fetch_add(1, Ordering::SeqCst);
+        Ok(x.0)
+    }
+
+    fn run_batch(&self, batch: &[u64]) -> Result<BatchOutputs<Vec<u64>>, RuntimeError> {
+        let hold = self.hold.lock().unwrap().clone();
+        if let Some(hold) = hold {
+            hold();
+        }
+        self.computed.fetch_add(batch.len(), Ordering::SeqCst);
+        Ok(batch
+            .iter()
+            .map(|&x| {
+                if x == 13 {
+                    Err(RuntimeError::Backend {
+                        message: "13 is unlucky".into(),
+                    })
+                } else {
+                    Ok(vec![x + self.add; self.width])
+                }
+            })
+            .collect())
+    }
+}
+
+fn cache(entries: usize, bytes: usize) -> Arc<PredictionCache<Colliding, Vec<u64>>> {
+    Arc::new(
+        PredictionCache::builder()
+            .max_entries(entries)
+            .max_bytes(bytes)
+            .build(),
+    )
+}
+
+fn predictor(
+    model: Counting,
+    cache: &Arc<PredictionCache<Colliding, Vec<u64>>>,
+    version: &str,
+) -> Predictor<Counting> {
+    Predictor::builder(model)
+        .cache(cache.clone())
+        .identity("counting", version)
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_hit_returns_the_same_output_and_skips_the_model_and_preprocessing() {
+    let cache = cache(100, 1 << 20);
+    let p = predictor(Counting::new(1), &cache, "1");
+    assert_eq!(p.predict(Colliding(5)), Ok(vec![6]));
+    assert_eq!(p.predict(Colliding(5)), Ok(vec![6]));
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 1);
+    assert_eq!(p.model().prepared.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.entries), (1, 1, 1));
+}
+
+#[test]
+fn colliding_hashes_never_cross_answers() {
+    let cache = cache(1000, 1 << 20);
+    let p = predictor(Counting::new(1000), &cache, "1");
+    for round in 0..2 {
+        for x in 20..70u64 {
+            assert_eq!(p.predict(Colliding(x)), Ok(vec![x + 1000]), "round {round}");
+        }
+    }
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 50);
+    assert_eq!(cache.stats().hits, 50);
+}
+
+#[test]
+fn the_byte_bound_evicts_least_recently_used_entries() {
+    let mut model = Counting::new(0);
+    model.width = 100; // 100 × 8 bytes + the Vec itself per entry
+    let weight = vec![0u64; 100].cache_weight();
+    let cache = cache(1000, 3 * weight);
+    let p = predictor(model, &cache, "1");
+    for x in [1, 2, 3] {
+        p.predict(Colliding(x)).unwrap();
+    }
+    p.predict(Colliding(1)).unwrap(); // 1 is now the most recently used
+    p.predict(Colliding(4)).unwrap(); // evicts 2
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.evictions), (3, 1));
+    assert!(stats.bytes <= 3 * weight);
+    let computed = p.model().computed.load(Ordering::SeqCst);
+    p.predict(Colliding(1)).unwrap();
+    p.predict(Colliding(3)).unwrap();
+    assert_eq!(
+        p.model().computed.load(Ordering::SeqCst),
+        computed,
+        "1 and 3 stayed"
+    );
+    p.predict(Colliding(2)).unwrap();
+    assert_eq!(
+        p.model().computed.load(Ordering::SeqCst),
+        computed + 1,
+        "2 was evicted"
+    );
+}
+
+#[test]
+fn the_entry_bound_evicts() {
+    let cache = cache(2, 1 << 20);
+    let p = predictor(Counting::new(0), &cache, "1");
+    for x in [1, 2, 3] {
+        p.predict(Colliding(x)).unwrap();
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.evictions), (2, 1));
+}
+
+#[test]
+fn entries_past_their_ttl_are_not_served() {
+    let cache = Arc::new(
+        PredictionCache::builder()
+            .ttl(Duration::from_millis(30))
+            .build(),
+    );
+    let p = predictor(Counting::new(0), &cache, "1");
+    p.predict(Colliding(7)).unwrap();
+    p.predict(Colliding(7)).unwrap();
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 1);
+    std::thread::sleep(Duration::from_millis(60));
+    p.predict(Colliding(7)).unwrap();
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 2);
+    assert_eq!(cache.stats().expired, 1);
+}
+
+#[test]
+fn errors_are_not_cached() {
+    let cache = cache(100, 1 << 20);
+    let p = predictor(Counting::new(0), &cache, "1");
+    for _ in 0..2 {
+        assert!(matches!(
+            p.predict(Colliding(13)),
+            Err(PredictError::Runtime(RuntimeError::Backend { .. }))
+        ));
+    }
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 2);
+    assert_eq!(cache.stats().entries, 0);
+}
+
+#[test]
+fn thirty_two_concurrent_identical_requests_are_computed_once() {
+    let cache = cache(100, 1 << 20);
+    let p = predictor(Counting::new(1), &cache, "1");
+    // The leader's batch waits until the 31 others have joined its flight.
+    let watched = cache.clone();
+    *p.model().hold.lock().unwrap() = Some(Arc::new(move || {
+        while watched.stats().coalesced < 31 {
+            std::thread::yield_now();
+        }
+    }));
+    let barrier = Barrier::new(32);
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..32)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    p.predict(Colliding(41))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|a| a == &Ok(vec![42])), "{answers:?}");
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.misses, stats.coalesced), (1, 31));
+}
+
+#[test]
+fn cache_entries_never_cross_versions() {
+    let cache = cache(100, 1 << 20);
+    let v1 = predictor(Counting::new(100), &cache, "1");
+    let v2 = predictor(Counting::new(200), &cache, "2");
+    for _ in 0..3 {
+        assert_eq!(v1.predict(Colliding(1)), Ok(vec![101]));
+        assert_eq!(v2.predict(Colliding(1)), Ok(vec![201]));
+    }
+    assert_eq!(v1.model().computed.load(Ordering::SeqCst), 1);
+    assert_eq!(v2.model().computed.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().entries, 2);
+}
+
+#[test]
+fn predict_many_answers_hits_from_the_cache_and_duplicates_once() {
+    let cache = cache(100, 1 << 20);
+    let p = predictor(Counting::new(0), &cache, "1");
+    p.predict(Colliding(1)).unwrap();
+    let answers = p.predict_many([1, 2, 2, 3, 13].map(Colliding));
+    assert_eq!(
+        answers[..4],
+        [Ok(vec![1]), Ok(vec![2]), Ok(vec![2]), Ok(vec![3])]
+    );
+    assert!(answers[4].is_err());
+    // 1 computed before; 2, 3 and 13 now; the second 2 followed the first.
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_follower_of_a_cancelled_leader_computes_the_answer_itself() {
+    let cache = cache(100, 1 << 20);
+    let p = predictor(Counting::new(1), &cache, "1");
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    // Hold the first batch (a different input) so the leader below stays queued.
+    *p.model().hold.lock().unwrap() = Some(Arc::new(move || {
+        g.wait();
+    }));
+    let blocker = p.predict_async(Colliding(100));
+    while p.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let leader = p.predict_async(Colliding(5));
+    let follower = p.predict_async(Colliding(5));
+    drop(leader); // cancels the leader's request and abandons its flight
+    *p.model().hold.lock().unwrap() = None;
+    gate.wait();
+    assert_eq!(block_on(blocker), Ok(vec![101]));
+    assert_eq!(block_on(follower), Ok(vec![6]));
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
