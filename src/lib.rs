@@ -40,15 +40,18 @@ mod cache;
 mod encoder;
 mod error;
 mod load;
+mod metrics;
 mod model;
 pub mod models;
 mod oneshot;
 mod predictor;
+mod registry;
 
 pub use batch::{BatchPolicy, Grouping};
 pub use cache::{CacheBuilder, CacheConfig, CacheStats, CacheWeight, PredictionCache};
 pub use candle_core::Device;
 pub use error::{CapacityError, ConfigError, InputError, LoadError, PredictError, RuntimeError};
+pub use metrics::{LatencyHistogram, LatencySummary};
 pub use model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
 pub use models::Classification;
 pub use models::mlp::{Mlp, MlpClassifier, MlpConfig};
@@ -56,3 +59,7 @@ pub use models::sentence::{
     EmbedderOptions, Embedding, Engine, Pooling, SentenceEmbedder, TokenizedText,
 };
 pub use predictor::{PredictFuture, Predictor, PredictorBuilder, PredictorStats, RequestOptions};
+pub use registry::{
+    ModelRepository, Registry, RegistryError, ReloadReport, Routed, Routing, STABLE, StickyKey,
+    VersionHandle, VersionReport,
+};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::batch::{BatchPolicy, Grouping, Queue, Request, run_worker};
+use crate::batch::{BatchPolicy, Grouping, Queue, ReplyTo, Request, run_worker};
 use crate::cache::{CacheLayer, CachePath, CacheWeight, FlightOutcome, PredictionCache};
 use crate::error::{CapacityError, ConfigError, PredictError};
 use crate::model::{Model, Signature};
@@ -170,6 +170,31 @@ impl<M: Model> Predictor<M> {
         }
     }
 
+    /// Submits `input` without waiting: `on_answer` receives the answer on the worker thread
+    /// (it must return quickly). The cache is bypassed. Used for shadow traffic.
+    pub(crate) fn submit_detached(
+        &self,
+        input: M::Input,
+        on_answer: impl FnOnce(Result<M::Output, PredictError>) + Send + 'static,
+    ) -> Result<(), PredictError> {
+        let stats = &self.shared.stats;
+        let prepared = self.shared.model.prepare(input).inspect_err(|_| {
+            stats.input_errors.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let request = Request {
+            cost: self.shared.model.cost(&prepared),
+            prepared,
+            enqueued_at: Instant::now(),
+            deadline: self.shared.deadline,
+            reply: ReplyTo::Detached(Box::new(on_answer)),
+        };
+        self.shared.queue.push(request).inspect_err(|_| {
+            stats.shed.fetch_add(1, Ordering::Relaxed);
+        })?;
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The model name and version this predictor's cache entries are keyed by.
     pub fn identity(&self) -> (&str, &str) {
         (&self.shared.identity.0, &self.shared.identity.1)
@@ -255,7 +280,8 @@ impl<M: Model> Predictor<M> {
         prepared: M::Prepared,
         deadline: Option<Duration>,
     ) -> (Job<M>, Reply<M::Output>) {
-        let (reply, receiver) = oneshot::channel();
+        let (sender, receiver) = oneshot::channel();
+        let reply = ReplyTo::Caller(sender);
         let request = Request {
             cost: self.shared.model.cost(&prepared),
             prepared,

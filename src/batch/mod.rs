@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
-pub(crate) use queue::{Queue, Request};
+pub(crate) use queue::{Queue, ReplyTo, Request};
 pub(crate) use worker::run_worker;
 
 /// How requests are grouped into batches and how many may wait.

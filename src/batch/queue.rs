@@ -15,7 +15,34 @@ pub(crate) struct Request<P, O> {
     pub(crate) cost: usize,
     pub(crate) enqueued_at: Instant,
     pub(crate) deadline: Option<Duration>,
-    pub(crate) reply: oneshot::Sender<Result<O, PredictError>>,
+    pub(crate) reply: ReplyTo<O>,
+}
+
+/// Where a request's answer goes.
+pub(crate) enum ReplyTo<O> {
+    /// A caller waiting on the other end of a oneshot.
+    Caller(oneshot::Sender<Result<O, PredictError>>),
+    /// A fire-and-forget request (a shadow copy): the callback gets the answer on the
+    /// worker thread and must return quickly.
+    Detached(Box<dyn FnOnce(Result<O, PredictError>) + Send>),
+}
+
+impl<O> ReplyTo<O> {
+    /// True when nobody wants the answer any more.
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            ReplyTo::Caller(sender) => sender.is_closed(),
+            ReplyTo::Detached(_) => false,
+        }
+    }
+
+    /// Delivers the answer.
+    pub(crate) fn send(self, answer: Result<O, PredictError>) {
+        match self {
+            ReplyTo::Caller(sender) => sender.send(answer),
+            ReplyTo::Detached(callback) => callback(answer),
+        }
+    }
 }
 
 impl<P, O> Request<P, O> {

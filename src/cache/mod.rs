@@ -72,6 +72,12 @@ impl<T: CacheWeight> CacheWeight for Vec<T> {
     }
 }
 
+impl<A: CacheWeight, B: CacheWeight> CacheWeight for (A, B) {
+    fn cache_weight(&self) -> usize {
+        self.0.cache_weight() + self.1.cache_weight()
+    }
+}
+
 impl CacheWeight for String {
     fn cache_weight(&self) -> usize {
         std::mem::size_of::<Self>() + self.len()

@@ -1,0 +1,155 @@
+//! A model repository on disk in the Triton / TF Serving layout, `ROOT/NAME/VERSION/`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::{Registry, RegistryError};
+use crate::error::LoadError;
+use crate::model::Model;
+
+/// Loads one version directory into a model.
+type Loader<M> = Box<dyn Fn(&Path) -> Result<M, LoadError> + Send + Sync>;
+
+/// What a [`ModelRepository::reload`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// `(name, version)` deployed.
+    pub added: Vec<(String, String)>,
+    /// `(name, version)` retired.
+    pub removed: Vec<(String, String)>,
+    /// Version directories that failed to load, with the error.
+    pub failed: Vec<(String, String, String)>,
+}
+
+/// Keeps a [`Registry`] in step with a directory of models, `ROOT/NAME/VERSION/`: every
+/// version directory found is deployed, and [`reload`](Self::reload) deploys new ones and
+/// retires removed ones. The highest version of a model (numeric order when the names are
+/// numbers, as in Triton and TF Serving) becomes stable when the model first appears.
+pub struct ModelRepository<M: Model> {
+    root: PathBuf,
+    registry: Arc<Registry<M>>,
+    loader: Loader<M>,
+    loaded: Mutex<BTreeSet<(String, String)>>,
+}
+
+impl<M: Model> std::fmt::Debug for ModelRepository<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRepository")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Orders version names numerically when both are numbers, else as text.
+fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
+impl<M: Model> ModelRepository<M> {
+    /// Scans `root` and deploys every `NAME/VERSION/` directory into `registry` with
+    /// `loader`. Directories that fail to load are reported, not fatal.
+    pub fn open(
+        root: impl Into<PathBuf>,
+        registry: Arc<Registry<M>>,
+        loader: impl Fn(&Path) -> Result<M, LoadError> + Send + Sync + 'static,
+    ) -> Result<(Self, ReloadReport), LoadError> {
+        let repository = ModelRepository {
+            root: root.into(),
+            registry,
+            loader: Box::new(loader),
+            loaded: Mutex::new(BTreeSet::new()),
+        };
+        let report = repository.reload()?;
+        Ok((repository, report))
+    }
+
+    /// The registry it fills.
+    pub fn registry(&self) -> &Arc<Registry<M>> {
+        &self.registry
+    }
+
+    fn scan(&self) -> Result<BTreeSet<(String, String)>, LoadError> {
+        let mut found = BTreeSet::new();
+        let models = std::fs::read_dir(&self.root).map_err(|e| LoadError::io(&self.root, e))?;
+        for model in models.flatten() {
+            if !model.path().is_dir() {
+                continue;
+            }
+            let name = model.file_name().to_string_lossy().into_owned();
+            let versions =
+                std::fs::read_dir(model.path()).map_err(|e| LoadError::io(model.path(), e))?;
+            for version in versions.flatten() {
+                if version.path().is_dir() {
+                    found.insert((
+                        name.clone(),
+                        version.file_name().to_string_lossy().into_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deploys version directories that appeared and retires those that disappeared. A
+    /// removed stable version is replaced by the highest remaining version first.
+    pub fn reload(&self) -> Result<ReloadReport, LoadError> {
+        let found = self.scan()?;
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut report = ReloadReport::default();
+
+        let mut new: Vec<(String, String)> = found.difference(&loaded).cloned().collect();
+        new.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| version_order(&a.1, &b.1)));
+        let known_models = self.registry.models();
+        for (name, version) in &new {
+            let dir = self.root.join(name).join(version);
+            let deployed = (self.loader)(&dir)
+                .map_err(|e| e.to_string())
+                .and_then(|model| {
+                    self.registry
+                        .deploy(name, version, model)
+                        .map_err(|e| e.to_string())
+                });
+            match deployed {
+                Ok(_) => {
+                    loaded.insert((name.clone(), version.clone()));
+                    report.added.push((name.clone(), version.clone()));
+                    // A model that is new serves its highest version (deployed last, since
+                    // versions go in order); new versions of a known model wait to be
+                    // promoted.
+                    if !known_models.contains(name) {
+                        let _ = self.registry.promote(name, version);
+                    }
+                }
+                Err(e) => report.failed.push((name.clone(), version.clone(), e)),
+            }
+        }
+
+        let gone: Vec<(String, String)> = loaded.difference(&found).cloned().collect();
+        for (name, version) in gone {
+            if self.registry.stable(&name).ok().as_deref() == Some(version.as_str()) {
+                let next = loaded
+                    .iter()
+                    .filter(|(n, v)| {
+                        *n == name && *v != version && found.contains(&(n.clone(), v.clone()))
+                    })
+                    .map(|(_, v)| v.clone())
+                    .max_by(|a, b| version_order(a, b));
+                if let Some(next) = next {
+                    let _ = self.registry.promote(&name, &next);
+                }
+            }
+            match self.registry.retire(&name, &version) {
+                Ok(()) | Err(RegistryError::UnknownVersion { .. }) => {
+                    loaded.remove(&(name.clone(), version.clone()));
+                    report.removed.push((name, version));
+                }
+                Err(e) => report.failed.push((name, version, e.to_string())),
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,350 @@
+//! The registry: versions, labels, promotion, rollback, retirement, routing, shadow traffic,
+//! hot swap under load, and the on-disk model repository.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use modelhost::{
+    BatchOutputs, DataType, InputError, MlpClassifier, Model, ModelRepository, PredictionCache,
+    Registry, RegistryError, Routing, RuntimeError, Signature, TensorSpec,
+};
+
+/// Answers `(input, tag)`: the tag says which version computed it, the input that the answer
+/// is the caller's own.
+struct Tagged {
+    tag: u64,
+    computed: AtomicU64,
+}
+
+fn tagged(tag: u64) -> Tagged {
+    Tagged {
+        tag,
+        computed: AtomicU64::new(0),
+    }
+}
+
+impl Model for Tagged {
+    type Input = u64;
+    type Prepared = u64;
+    type Output = (u64, u64);
+
+    fn signature(&self) -> Signature {
+        Signature::new("tagged").input(TensorSpec::new("x", DataType::I64, [1]))
+    }
+
+    fn prepare(&self, x: u64) -> Result<u64, InputError> {
+        Ok(x)
+    }
+
+    fn run_batch(&self, batch: &[u64]) -> Result<BatchOutputs<(u64, u64)>, RuntimeError> {
+        self.computed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(batch.iter().map(|&x| Ok((x, self.tag))).collect())
+    }
+}
+
+fn registry() -> Registry<Tagged> {
+    Registry::with_predictor_config(|b| b.max_delay(Duration::from_micros(50)))
+}
+
+#[test]
+fn the_first_version_is_stable_and_takes_all_traffic() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    r.deploy("m", "2", tagged(2)).unwrap();
+    for x in 0..100 {
+        let answer = r.predict("m", x).unwrap();
+        assert_eq!((&*answer.version, answer.output), ("1", (x, 1)));
+    }
+    assert_eq!(r.stable("m").unwrap(), "1");
+}
+
+#[test]
+fn a_weighted_split_lands_within_two_points_over_10000_requests() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    r.deploy("m", "2", tagged(2)).unwrap();
+    r.label("m", "2", "canary").unwrap();
+    r.set_routing("m", Routing::split([("stable", 90), ("canary", 10)]))
+        .unwrap();
+    let n = 10_000;
+    let canary = (0..n)
+        .filter(|&x| r.predict("m", x).unwrap().version.as_ref() == "2")
+        .count();
+    let share = canary as f64 / n as f64;
+    assert!((share - 0.10).abs() <= 0.02, "canary share {share}");
+    let reports = r.versions("m").unwrap();
+    assert_eq!(reports[0].requests + reports[1].requests, n);
+    assert_eq!((reports[0].traffic, reports[1].traffic), (0.9, 0.1));
+}
+
+#[test]
+fn sticky_keys_never_switch_while_the_split_holds() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    r.deploy("m", "2", tagged(2)).unwrap();
+    r.set_routing("m", Routing::split([("1", 50), ("2", 50)]))
+        .unwrap();
+    let mut on_two = 0;
+    for user in 0..1000u64 {
+        let key = format!("user-{user}");
+        let first = r.predict_sticky("m", &key, user).unwrap().version;
+        for _ in 0..5 {
+            assert_eq!(r.predict_sticky("m", &key, user).unwrap().version, first);
+        }
+        on_two += usize::from(&*first == "2");
+    }
+    assert!(
+        (400..=600).contains(&on_two),
+        "{on_two} of 1000 users on version 2"
+    );
+}
+
+#[test]
+fn a_pinned_handle_keeps_its_version_after_promotion() {
+    let r = registry();
+    let v1 = r.deploy("m", "1", tagged(1)).unwrap();
+    r.deploy("m", "2", tagged(2)).unwrap();
+    r.promote("m", "2").unwrap();
+    assert_eq!(r.predict("m", 7).unwrap().output, (7, 2));
+    let pinned = v1.predict(7).unwrap();
+    assert_eq!((&*pinned.version, pinned.output), ("1", (7, 1)));
+}
+
+#[test]
+fn rollback_restores_the_previous_stable_version() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    r.deploy("m", "2", tagged(2)).unwrap();
+    r.deploy("m", "3", tagged(3)).unwrap();
+    r.promote("m", "2").unwrap();
+    r.promote("m", "3").unwrap();
+    assert_eq!(r.rollback("m").unwrap(), "2");
+    assert_eq!(r.predict("m", 1).unwrap().output, (1, 2));
+    assert_eq!(r.rollback("m").unwrap(), "1");
+    assert_eq!(r.predict("m", 1).unwrap().output, (1, 1));
+    assert_eq!(
+        r.rollback("m"),
+        Err(RegistryError::NothingToRollBack { name: "m".into() })
+    );
+}
+
+#[test]
+fn a_retired_version_stops_taking_requests_and_drains() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    let v2 = r.deploy("m", "2", tagged(2)).unwrap();
+    r.set_routing("m", Routing::fixed("2")).unwrap();
+    let in_flight = v2.predictor().predict_async(5);
+    r.retire("m", "2").unwrap();
+    assert_eq!(
+        r.predict("m", 6).unwrap().output,
+        (6, 1),
+        "traffic falls back to stable"
+    );
+    assert!(matches!(
+        r.handle("m", "2"),
+        Err(RegistryError::UnknownVersion { .. })
+    ));
+    assert_eq!(
+        block_on(in_flight),
+        Ok((5, 2)),
+        "what it accepted is answered"
+    );
+    assert_eq!(
+        r.retire("m", "1"),
+        Err(RegistryError::RetiringStable {
+            name: "m".into(),
+            version: "1".into()
+        })
+    );
+}
+
+#[test]
+fn hot_swaps_under_32_threads_of_load_lose_and_fail_no_request() {
+    let r = Arc::new(registry());
+    r.deploy("m", "1", tagged(1)).unwrap();
+    let stop = AtomicBool::new(false);
+    let answered = AtomicU64::new(0);
+    let barrier = Barrier::new(33);
+    std::thread::scope(|s| {
+        for t in 0..32u64 {
+            let (r, stop, answered, barrier) = (&r, &stop, &answered, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let x = t * 1_000_000 + i;
+                    let answer = r.predict("m", x).expect("no request may fail");
+                    assert_eq!(answer.output.0, x, "a crossed answer");
+                    assert_eq!(answer.output.1.to_string(), *answer.version);
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            });
+        }
+        barrier.wait();
+        // Deploy, promote, split, roll back and retire while the load runs.
+        for v in 2..=21u64 {
+            let name = v.to_string();
+            r.deploy("m", &name, tagged(v)).unwrap();
+            r.label("m", &name, "canary").unwrap();
+            r.set_routing("m", Routing::split([("stable", 50), ("canary", 50)]))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            r.promote("m", &name).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            if v % 3 == 0 {
+                r.rollback("m").unwrap();
+            }
+            // Retire every version but the stable one and the newest.
+            for old in r.versions("m").unwrap() {
+                if old.version != r.stable("m").unwrap() && old.version != name {
+                    r.retire("m", &old.version).unwrap();
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(answered.load(Ordering::Relaxed) > 1000);
+}
+
+#[test]
+fn shadow_traffic_is_mirrored_and_its_answers_discarded() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    let shadow = r.deploy("m", "2", tagged(2)).unwrap();
+    r.set_routing("m", Routing::fixed("stable").with_shadow("2", 1.0))
+        .unwrap();
+    for x in 0..50 {
+        assert_eq!(r.predict("m", x).unwrap().output, (x, 1));
+    }
+    // The shadow copies are answered on the shadow's worker; wait for them.
+    for _ in 0..1000 {
+        if shadow.predictor().stats().succeeded == 50 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let reports = r.versions("m").unwrap();
+    assert_eq!((reports[0].requests, reports[0].shadow_requests), (50, 0));
+    assert_eq!((reports[1].requests, reports[1].shadow_requests), (0, 50));
+    assert_eq!(reports[1].latency.count, 50);
+}
+
+#[test]
+fn a_cache_shared_by_versions_never_crosses_them() {
+    let cache = Arc::new(PredictionCache::builder().build());
+    let c = cache.clone();
+    let r = Registry::with_predictor_config(move |b| b.cache(c.clone()));
+    let v1 = r.deploy("m", "1", tagged(1)).unwrap();
+    let v2 = r.deploy("m", "2", tagged(2)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(v1.predict(9).unwrap().output, (9, 1));
+        assert_eq!(v2.predict(9).unwrap().output, (9, 2));
+    }
+    assert_eq!(cache.stats().hits, 4);
+    assert_eq!(v1.predictor().model().computed.load(Ordering::Relaxed), 1);
+    assert_eq!(v2.predictor().model().computed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn unknown_names_are_typed_errors_that_list_what_exists() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    assert_eq!(
+        r.predict("nope", 1).unwrap_err(),
+        RegistryError::UnknownModel {
+            name: "nope".into()
+        }
+    );
+    let err = r.promote("m", "9").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "model `m` has no version or label `9`; it has versions [\"1\"]"
+    );
+    assert!(matches!(
+        r.deploy("m", "1", tagged(1)),
+        Err(RegistryError::VersionExists { .. })
+    ));
+}
+
+#[test]
+fn the_repository_loads_every_version_and_reload_follows_the_directory() {
+    let root = std::env::temp_dir().join(format!("modelhost-repo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/assets/digits");
+    let copy = |version: &str| {
+        let dir = root.join("digits").join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["model.json", "model.safetensors"] {
+            std::fs::copy(digits.join(file), dir.join(file)).unwrap();
+        }
+    };
+    copy("1");
+    copy("10");
+    copy("2");
+    std::fs::create_dir_all(root.join("broken/1")).unwrap();
+
+    let registry = Arc::new(Registry::new());
+    let (repo, report) = ModelRepository::open(&root, registry.clone(), |dir: &std::path::Path| {
+        MlpClassifier::load(dir)
+    })
+    .unwrap();
+    assert_eq!(report.added.len(), 3);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].0, "broken");
+    assert_eq!(
+        registry.stable("digits").unwrap(),
+        "10",
+        "numeric order: 10 > 2"
+    );
+    assert_eq!(
+        registry
+            .predict("digits", vec![0.0; 64])
+            .unwrap()
+            .version
+            .as_ref(),
+        "10"
+    );
+
+    std::fs::remove_dir_all(root.join("digits/1")).unwrap();
+    copy("11");
+    let report = repo.reload().unwrap();
+    assert_eq!(report.added, vec![("digits".to_string(), "11".to_string())]);
+    assert_eq!(
+        report.removed,
+        vec![("digits".to_string(), "1".to_string())]
+    );
+    assert_eq!(
+        registry.stable("digits").unwrap(),
+        "10",
+        "a new version waits to be promoted"
+    );
+
+    // Removing the stable version promotes the highest remaining one first.
+    std::fs::remove_dir_all(root.join("digits/10")).unwrap();
+    repo.reload().unwrap();
+    assert_eq!(registry.stable("digits").unwrap(), "11");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
