@@ -136,7 +136,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|t| embedder.tokenize(t))
             .collect::<Result<_, _>>()?;
-        tokenized.sort_by_key(|t| t.ids.len());
+        tokenized.sort_by_key(|t| t.len());
         for chunk in tokenized
             .chunks(args.max_batch_size)
             .take(args.warmup.div_ceil(args.max_batch_size))

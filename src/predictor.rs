@@ -447,6 +447,7 @@ impl<M: Model> PredictorBuilder<M> {
             identity,
         });
         for i in 0..workers {
+            shared.queue.worker_started();
             let (model, queue, stats) = (
                 replicas[i % replicas.len()].clone(),
                 shared.queue.clone(),

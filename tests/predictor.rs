@@ -503,6 +503,122 @@ fn each_replica_is_owned_by_a_worker_of_its_own() {
     assert_eq!(predictor.stats().batches, 2);
 }
 
+#[test]
+fn a_deadline_shorter_than_max_delay_does_not_expire_waiting_for_company() {
+    let predictor = Predictor::builder(Echo::default())
+        .max_batch_size(100)
+        .max_delay(Duration::from_millis(200))
+        .deadline(Duration::from_millis(40))
+        .build()
+        .unwrap();
+    // Alone, it waits at most half its deadline for others, then runs.
+    assert_eq!(predictor.predict(5), Ok(5));
+}
+
+#[test]
+fn a_max_delay_too_long_to_represent_waits_for_a_full_batch() {
+    let predictor = Predictor::builder(Echo::default())
+        .max_batch_size(2)
+        .max_delay(Duration::MAX)
+        .build()
+        .unwrap();
+    let first = predictor.predict_async(1);
+    let second = predictor.predict_async(2);
+    assert_eq!((block_on(first), block_on(second)), (Ok(1), Ok(2)));
+    assert_eq!(*predictor.model().batches.lock().unwrap(), vec![2]);
+}
+
+/// Panics when dropped: a prepared input whose destructor takes the worker down (the worker
+/// drops a batch's inputs after answering it, outside the model's own code).
+struct Grenade(u64);
+
+impl Drop for Grenade {
+    fn drop(&mut self) {
+        if self.0 == 666 && !std::thread::panicking() {
+            panic!("grenade");
+        }
+    }
+}
+
+struct Explosive;
+
+impl Model for Explosive {
+    type Input = u64;
+    type Prepared = Grenade;
+    type Output = u64;
+
+    fn signature(&self) -> Signature {
+        Signature::new("explosive")
+    }
+
+    fn prepare(&self, x: u64) -> Result<Grenade, InputError> {
+        Ok(Grenade(x))
+    }
+
+    fn run_batch(&self, batch: &[Grenade]) -> Result<BatchOutputs<u64>, RuntimeError> {
+        Ok(batch.iter().map(|g| Ok(g.0)).collect())
+    }
+}
+
+#[test]
+fn when_the_last_worker_dies_callers_get_an_error_not_a_hang() {
+    let predictor = Predictor::builder(Explosive)
+        .max_batch_size(1)
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap();
+    assert_eq!(predictor.predict(666), Ok(666));
+    // The worker died after answering; what comes next is refused or failed, never left
+    // waiting.
+    for x in 0..3 {
+        match predictor.predict(x) {
+            Err(PredictError::Capacity(
+                CapacityError::ShuttingDown | CapacityError::WorkerGone,
+            )) => {}
+            other => panic!("expected ShuttingDown or WorkerGone, got {other:?}"),
+        }
+    }
+}
+
+/// Sleeps 2 ms per batch.
+struct Slow;
+
+impl Model for Slow {
+    type Input = u64;
+    type Prepared = u64;
+    type Output = u64;
+
+    fn signature(&self) -> Signature {
+        Signature::new("slow")
+    }
+
+    fn prepare(&self, x: u64) -> Result<u64, InputError> {
+        Ok(x)
+    }
+
+    fn run_batch(&self, batch: &[u64]) -> Result<BatchOutputs<u64>, RuntimeError> {
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(batch.iter().map(|&x| Ok(x)).collect())
+    }
+}
+
+#[test]
+fn predict_many_waiting_for_room_does_not_spend_its_deadline() {
+    // 200 inputs through a queue of 4 at 2 ms per batch of 4 take ~100 ms in all, far past
+    // the 30 ms deadline; each input's clock starts when it enters the queue.
+    let predictor = Predictor::builder(Slow)
+        .max_batch_size(4)
+        .queue_capacity(4)
+        .max_delay(Duration::ZERO)
+        .deadline(Duration::from_millis(30))
+        .build()
+        .unwrap();
+    let answers = predictor.predict_many(0..200u64);
+    for (x, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer, Ok(x as u64));
+    }
+}
+
 /// Polls a future once.
 trait NowOrNever: Future + Sized {
     fn now_or_never(self) -> Option<Self::Output> {

@@ -40,12 +40,21 @@ impl<O> ReplyTo<O> {
     pub(crate) fn send(self, answer: Result<O, PredictError>) {
         match self {
             ReplyTo::Caller(sender) => sender.send(answer),
-            ReplyTo::Detached(callback) => callback(answer),
+            ReplyTo::Detached(callback) => {
+                // A callback's panic must not take the worker down with it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(answer)));
+            }
         }
     }
 }
 
 impl<P, O> Request<P, O> {
+    /// The latest moment its batch should start: half its deadline after it arrived, so a
+    /// request with a short deadline does not spend it waiting for company.
+    fn fire_by(&self) -> Option<Instant> {
+        self.enqueued_at.checked_add(self.deadline? / 2)
+    }
+
     fn expired(&self, now: Instant) -> Option<CapacityError> {
         let deadline = self.deadline?;
         let waited = now.saturating_duration_since(self.enqueued_at);
@@ -57,6 +66,26 @@ struct State<P, O> {
     items: VecDeque<Request<P, O>>,
     queued_cost: usize,
     closed: bool,
+    /// The earliest `fire_by` among the waiting requests.
+    fire_by: Option<Instant>,
+    /// Workers running; when the last one dies the queue fails what it holds.
+    workers: usize,
+}
+
+impl<P, O> State<P, O> {
+    fn refresh_fire_by(&mut self) {
+        self.fire_by = self.items.iter().filter_map(Request::fire_by).min();
+    }
+}
+
+/// Answers to send once the queue's lock is released (sending may run a waker or a
+/// callback, which must never run under the lock).
+type Expired<O> = Vec<(ReplyTo<O>, CapacityError)>;
+
+fn send_all<O>(expired: Expired<O>) {
+    for (reply, error) in expired {
+        reply.send(Err(error.into()));
+    }
 }
 
 /// A bounded FIFO of requests with batch formation on the consumer side.
@@ -83,6 +112,8 @@ impl<P, O> Queue<P, O> {
                 items: VecDeque::new(),
                 queued_cost: 0,
                 closed: false,
+                fire_by: None,
+                workers: 0,
             }),
             arrived: Condvar::new(),
             space: Condvar::new(),
@@ -92,8 +123,9 @@ impl<P, O> Queue<P, O> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<P, O>> {
-        // Every update of the state completes under the lock without calling user code, so
-        // a poisoned lock still holds consistent data.
+        // Every update of the state completes under the lock without calling user code
+        // (answers are sent after it is released), so a poisoned lock still holds
+        // consistent data.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -109,13 +141,20 @@ impl<P, O> Queue<P, O> {
             return Err(CapacityError::ShuttingDown);
         }
         if state.items.len() >= self.policy.queue_capacity {
-            // Requests whose callers have gone give their slots back before we refuse.
-            Self::purge_cancelled(&mut state);
-            if state.items.len() >= self.policy.queue_capacity {
+            // Requests whose callers have gone or whose deadline passed give their slots
+            // back before we refuse.
+            let expired = Self::purge(&mut state);
+            let full = state.items.len() >= self.policy.queue_capacity;
+            if full {
+                drop(state);
+                send_all(expired);
                 return Err(CapacityError::QueueFull {
                     capacity: self.policy.queue_capacity,
                 });
             }
+            self.enqueue(state, request);
+            send_all(expired);
+            return Ok(());
         }
         self.enqueue(state, request);
         Ok(())
@@ -126,14 +165,17 @@ impl<P, O> Queue<P, O> {
     /// wait ends because workers always drain the queue. Fails only when the queue closes.
     pub(crate) fn push_wait(&self, request: Request<P, O>) -> Result<(), CapacityError> {
         let mut state = self.lock();
+        let mut expired = Vec::new();
         loop {
             if state.closed {
+                drop(state);
+                send_all(expired);
                 return Err(CapacityError::ShuttingDown);
             }
             if state.items.len() < self.policy.queue_capacity {
                 break;
             }
-            Self::purge_cancelled(&mut state);
+            expired.extend(Self::purge(&mut state));
             if state.items.len() < self.policy.queue_capacity {
                 break;
             }
@@ -143,10 +185,17 @@ impl<P, O> Queue<P, O> {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         self.enqueue(state, request);
+        send_all(expired);
         Ok(())
     }
 
-    fn enqueue(&self, mut state: MutexGuard<'_, State<P, O>>, request: Request<P, O>) {
+    fn enqueue(&self, mut state: MutexGuard<'_, State<P, O>>, mut request: Request<P, O>) {
+        // The clock of the deadline and the batch window starts now, not when a bulk
+        // submission began waiting for room.
+        request.enqueued_at = Instant::now();
+        if let Some(by) = request.fire_by() {
+            state.fire_by = Some(state.fire_by.map_or(by, |t| t.min(by)));
+        }
         state.queued_cost += request.cost;
         state.items.push_back(request);
         self.waiting.store(state.items.len(), Ordering::Relaxed);
@@ -154,10 +203,53 @@ impl<P, O> Queue<P, O> {
         self.arrived.notify_all();
     }
 
-    /// Drops the requests whose callers have gone.
-    fn purge_cancelled(state: &mut State<P, O>) {
-        state.items.retain(|r| !r.reply.is_closed());
+    /// Drops the requests whose callers have gone and takes out those past their deadline,
+    /// whose answers the caller sends after releasing the lock.
+    fn purge(state: &mut State<P, O>) -> Expired<O> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let mut kept = VecDeque::with_capacity(state.items.len());
+        for request in state.items.drain(..) {
+            if request.reply.is_closed() {
+                continue;
+            }
+            match request.expired(now) {
+                Some(error) => expired.push((request.reply, error)),
+                None => kept.push_back(request),
+            }
+        }
+        state.items = kept;
         state.queued_cost = state.items.iter().map(|r| r.cost).sum();
+        state.refresh_fire_by();
+        expired
+    }
+
+    /// A worker started.
+    pub(crate) fn worker_started(&self) {
+        self.lock().workers += 1;
+    }
+
+    /// A worker stopped; `panicked` when it died. When no worker is left the queue closes
+    /// and every request in it is answered with `WorkerGone`, so no caller waits forever.
+    pub(crate) fn worker_stopped(&self) {
+        let mut state = self.lock();
+        state.workers = state.workers.saturating_sub(1);
+        if state.workers > 0 {
+            return;
+        }
+        state.closed = true;
+        let orphans: Expired<O> = state
+            .items
+            .drain(..)
+            .map(|r| (r.reply, CapacityError::WorkerGone))
+            .collect();
+        state.queued_cost = 0;
+        state.fire_by = None;
+        self.waiting.store(0, Ordering::Relaxed);
+        drop(state);
+        self.arrived.notify_all();
+        self.space.notify_all();
+        send_all(orphans);
     }
 
     /// Stops accepting requests. What was accepted is still handed out by `next_batch`.
@@ -187,33 +279,61 @@ impl<P, O> Queue<P, O> {
                         .unwrap_or_else(PoisonError::into_inner);
                 }
             }
-            // The batch window opens when its first request arrived.
-            let fire_at = state
-                .items
-                .front()
-                .map_or_else(Instant::now, |r| r.enqueued_at + policy.max_delay);
             loop {
+                // The batch window opens when its first request arrived; a request with a
+                // deadline cuts it to half that deadline.
+                let window = state
+                    .items
+                    .front()
+                    .and_then(|r| r.enqueued_at.checked_add(policy.max_delay));
+                let fire_at = match (window, state.fire_by) {
+                    (Some(w), Some(d)) => Some(w.min(d)),
+                    (w, d) => w.or(d),
+                };
                 let full = state.items.len() >= policy.max_batch_size
                     || policy
                         .max_batch_tokens
                         .is_some_and(|budget| state.queued_cost >= budget);
                 let now = Instant::now();
-                if full || state.closed || now >= fire_at {
+                if full
+                    || state.closed
+                    || state.items.is_empty()
+                    || fire_at.is_some_and(|t| now >= t)
+                {
                     break;
                 }
-                state = self
-                    .arrived
-                    .wait_timeout(state, fire_at - now)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
+                state = match fire_at {
+                    Some(t) => {
+                        self.arrived
+                            .wait_timeout(state, t - now)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                    // max_delay too long to represent: wait for a full batch.
+                    None => self
+                        .arrived
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner),
+                };
             }
 
+            let mut expired = Vec::new();
             let batch = match policy.grouping {
-                Grouping::Arrival => self.take_in_arrival_order(&mut state),
-                Grouping::Length => self.take_by_length(&mut state),
+                Grouping::Arrival => Self::take_in_arrival_order(policy, &mut state, &mut expired),
+                Grouping::Length => Self::take_by_length(policy, &mut state, &mut expired),
             };
+            state.refresh_fire_by();
             self.waiting.store(state.items.len(), Ordering::Relaxed);
             self.space.notify_all();
+            if !expired.is_empty() {
+                drop(state);
+                send_all(expired);
+                if !batch.is_empty() {
+                    return Some(batch);
+                }
+                state = self.lock();
+                continue;
+            }
             if !batch.is_empty() {
                 return Some(batch);
             }
@@ -238,8 +358,11 @@ impl<P, O> Queue<P, O> {
 
     /// Takes requests from the front, in order, up to the size and token bounds. Cancelled
     /// requests met on the way are dropped and expired ones answered.
-    fn take_in_arrival_order(&self, state: &mut State<P, O>) -> Vec<Request<P, O>> {
-        let policy = &self.policy;
+    fn take_in_arrival_order(
+        policy: &BatchPolicy,
+        state: &mut State<P, O>,
+        expired_out: &mut Expired<O>,
+    ) -> Vec<Request<P, O>> {
         let now = Instant::now();
         let mut batch = Vec::new();
         let mut tokens = 0usize;
@@ -262,7 +385,7 @@ impl<P, O> Queue<P, O> {
             };
             state.queued_cost -= request.cost;
             if let Some(error) = expired {
-                request.reply.send(Err(error.into()));
+                expired_out.push((request.reply, error));
             } else if !skip {
                 tokens += request.cost;
                 batch.push(request);
@@ -274,22 +397,13 @@ impl<P, O> Queue<P, O> {
     /// Takes the oldest request and the waiting requests nearest to it in cost, while the
     /// batch stays within the size and token bounds and at least [`MIN_FILL`] real tokens
     /// when padded to its longest member.
-    fn take_by_length(&self, state: &mut State<P, O>) -> Vec<Request<P, O>> {
-        let policy = &self.policy;
-        let now = Instant::now();
-        // Drop cancelled and answer expired requests anywhere in the queue first.
-        let mut live = VecDeque::with_capacity(state.items.len());
-        for request in state.items.drain(..) {
-            if request.reply.is_closed() {
-                state.queued_cost -= request.cost;
-            } else if let Some(error) = request.expired(now) {
-                state.queued_cost -= request.cost;
-                request.reply.send(Err(error.into()));
-            } else {
-                live.push_back(request);
-            }
-        }
-        state.items = live;
+    fn take_by_length(
+        policy: &BatchPolicy,
+        state: &mut State<P, O>,
+        expired_out: &mut Expired<O>,
+    ) -> Vec<Request<P, O>> {
+        // Drop cancelled and take out expired requests anywhere in the queue first.
+        expired_out.extend(Self::purge(state));
         if state.items.is_empty() {
             return Vec::new();
         }

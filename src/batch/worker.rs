@@ -15,6 +15,14 @@ pub(crate) fn run_worker<M: Model>(
     queue: Arc<Queue<M::Prepared, M::Output>>,
     stats: Arc<StatsRecorder>,
 ) {
+    /// Tells the queue when this worker stops, however it stops.
+    struct Running<'a, P, O>(&'a Queue<P, O>);
+    impl<P, O> Drop for Running<'_, P, O> {
+        fn drop(&mut self) {
+            self.0.worker_stopped();
+        }
+    }
+    let _running = Running(&queue);
     while let Some(batch) = queue.next_batch() {
         let size = batch.len();
         let mut inputs = Vec::with_capacity(size);

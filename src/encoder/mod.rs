@@ -41,6 +41,8 @@ pub(crate) struct BertShape {
     pub(crate) position_embedding_type: Option<String>,
     #[serde(default)]
     pub(crate) model_type: Option<String>,
+    #[serde(default)]
+    pub(crate) pad_token_id: usize,
 }
 
 fn default_type_vocab() -> usize {

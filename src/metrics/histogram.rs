@@ -96,11 +96,12 @@ impl LatencyHistogram {
     /// Count, mean, p50, p95 and p99.
     pub fn summary(&self) -> LatencySummary {
         let count = self.count.load(Ordering::Relaxed);
-        let mean = if count == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_micros(self.sum_us.load(Ordering::Relaxed) / count)
-        };
+        let mean = Duration::from_micros(
+            self.sum_us
+                .load(Ordering::Relaxed)
+                .checked_div(count)
+                .unwrap_or(0),
+        );
         LatencySummary {
             count,
             mean,

@@ -96,13 +96,35 @@ pub enum Pooling {
     MeanSqrtLen,
 }
 
-/// A text after tokenization: what the embedder queues and batches.
+/// A text after tokenization: what the embedder queues and batches. Only
+/// [`SentenceEmbedder::tokenize`] makes one, so it always holds between 1 and
+/// `max_seq_length` tokens with ids inside the model's vocabulary and one type id each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizedText {
+    ids: Vec<u32>,
+    type_ids: Vec<u32>,
+}
+
+impl TokenizedText {
     /// Token ids, special tokens included.
-    pub ids: Vec<u32>,
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
     /// Token type (segment) ids, one per token.
-    pub type_ids: Vec<u32>,
+    pub fn type_ids(&self) -> &[u32] {
+        &self.type_ids
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Never true for a text the embedder tokenized (it has at least one token).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 /// Options for [`SentenceEmbedder::load_with`].
@@ -158,6 +180,7 @@ pub struct SentenceEmbedder {
     tokenizer: Tokenizer,
     backend: Backend,
     pad_id: u32,
+    vocab_size: usize,
     pooling: Vec<Pooling>,
     normalize: bool,
     lowercase: bool,
@@ -319,7 +342,8 @@ impl SentenceEmbedder {
         let tdir = &pipeline.transformer_dir;
 
         let config_path = require(tdir.join("config.json"), "the model configuration")?;
-        let config: BertConfig = read_json(&config_path)?;
+        // The shape every engine needs; the candle engine parses its own config below.
+        let config: BertShape = read_json(&config_path)?;
         let st_config: SentenceBertConfig = match tdir.join("sentence_bert_config.json") {
             p if p.is_file() => read_json(&p)?,
             _ => SentenceBertConfig::default(),
@@ -373,7 +397,6 @@ impl SentenceEmbedder {
                         ),
                     });
                 }
-                let shape: BertShape = read_json(&config_path)?;
                 let threads = options.threads.unwrap_or_else(default_threads);
                 // The whole forward pass runs inside this pool, so its parallel parts fork
                 // and join among the pool's threads instead of waking them from outside.
@@ -383,7 +406,7 @@ impl SentenceEmbedder {
                     .build()
                     .map_err(|e| LoadError::config(&config_path, e))?;
                 Backend::Packed {
-                    bert: PackedBert::load(&weights, &shape)?,
+                    bert: PackedBert::load(&weights, &config)?,
                     pool,
                 }
             }
@@ -399,8 +422,9 @@ impl SentenceEmbedder {
                     )
                 }
                 .map_err(|e| LoadError::weights(&weights, e))?;
+                let candle_config: BertConfig = read_json(&config_path)?;
                 Backend::Candle {
-                    bert: BertModel::load(vb, &config)
+                    bert: BertModel::load(vb, &candle_config)
                         .map_err(|e| LoadError::weights(&weights, e))?,
                     device: options.device.clone(),
                 }
@@ -416,6 +440,7 @@ impl SentenceEmbedder {
             tokenizer,
             backend,
             pad_id: config.pad_token_id as u32,
+            vocab_size: config.vocab_size,
             dim: config.hidden_size * pipeline.pooling.len(),
             pooling: pipeline.pooling,
             normalize: pipeline.normalize,
@@ -473,6 +498,25 @@ impl SentenceEmbedder {
             return Err(InputError::TooLong {
                 tokens,
                 max: self.max_len,
+            });
+        }
+        if tokens == 0 {
+            return Err(InputError::Invalid {
+                field: "text".into(),
+                reason: "the tokenizer produced no tokens for it (and adds no special tokens); give a non-empty text".into(),
+            });
+        }
+        if let Some(&id) = encoding
+            .get_ids()
+            .iter()
+            .find(|&&id| id as usize >= self.vocab_size)
+        {
+            return Err(InputError::Invalid {
+                field: "text".into(),
+                reason: format!(
+                    "the tokenizer produced token id {id}, outside the model's vocabulary of {} (tokenizer.json and config.json disagree)",
+                    self.vocab_size
+                ),
             });
         }
         Ok(TokenizedText {
