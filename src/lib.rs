@@ -37,6 +37,7 @@
 
 mod batch;
 mod cache;
+mod drift;
 mod encoder;
 mod error;
 mod load;
@@ -46,19 +47,24 @@ pub mod models;
 mod oneshot;
 mod predictor;
 mod registry;
+mod util;
 
 pub use batch::{BatchPolicy, Grouping};
 pub use cache::{CacheBuilder, CacheConfig, CacheStats, CacheWeight, PredictionCache};
 pub use candle_core::Device;
+pub use drift::{
+    AccuracyMonitor, DriftConfig, DriftMonitor, DriftMonitorBuilder, DriftReport, EmbeddingDrift,
+    FeatureDrift, FeedbackError, Prediction,
+};
 pub use error::{CapacityError, ConfigError, InputError, LoadError, PredictError, RuntimeError};
-pub use metrics::{LatencyHistogram, LatencySummary};
+pub use metrics::{LatencyHistogram, LatencySummary, Metrics, Outcome, PredictorStats};
 pub use model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
 pub use models::Classification;
 pub use models::mlp::{Mlp, MlpClassifier, MlpConfig};
 pub use models::sentence::{
     EmbedderOptions, Embedding, Engine, Pooling, SentenceEmbedder, TokenizedText,
 };
-pub use predictor::{PredictFuture, Predictor, PredictorBuilder, PredictorStats, RequestOptions};
+pub use predictor::{Health, PredictFuture, Predictor, PredictorBuilder, RequestOptions};
 pub use registry::{
     ModelRepository, Registry, RegistryError, ReloadReport, Routed, Routing, STABLE, StickyKey,
     VersionHandle, VersionReport,

@@ -69,6 +69,13 @@ pub trait Model: Send + Sync + 'static {
         1
     }
 
+    /// Sample inputs a predictor runs through the model before it reports ready (pages in
+    /// the weights, starts thread pools). Defaults to none; models build them from their
+    /// signature (a short text, a vector of in-range values).
+    fn warmup_inputs(&self) -> Vec<Self::Input> {
+        Vec::new()
+    }
+
     /// Runs a whole batch. Must return exactly one entry per input, in input order.
     fn run_batch(
         &self,

@@ -1,10 +1,8 @@
 //! [`Predictor`]: prepare on the caller's thread → bounded queue → batched worker → reply.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -15,8 +13,46 @@ use rayon::prelude::*;
 use crate::batch::{BatchPolicy, Grouping, Queue, ReplyTo, Request, run_worker};
 use crate::cache::{CacheLayer, CachePath, CacheWeight, FlightOutcome, PredictionCache};
 use crate::error::{CapacityError, ConfigError, PredictError};
+use crate::metrics::{Outcome, PredictorStats, StatsRecorder};
 use crate::model::{Model, Signature};
 use crate::oneshot;
+
+/// Liveness and readiness of a predictor, for health endpoints and orchestrators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Its workers are running and it takes requests.
+    pub live: bool,
+    /// Live, warmed up and not shedding load: route traffic to it.
+    pub ready: bool,
+    /// The warm-up inputs have run through the model (true when there are none).
+    pub warmed_up: bool,
+    /// Why the warm-up failed, if it did (the predictor then never reports ready).
+    pub warmup_error: Option<String>,
+    /// The queue is full: new requests are being refused with `QueueFull`.
+    pub shedding: bool,
+    /// Worker threads running.
+    pub workers: usize,
+    /// Requests waiting.
+    pub queue_depth: usize,
+    /// The most requests that may wait.
+    pub queue_capacity: usize,
+}
+
+/// Warm-up progress, shared with the warm-up thread.
+#[derive(Default)]
+struct WarmUp {
+    state: Mutex<Option<Result<(), String>>>,
+    done: std::sync::Condvar,
+}
+
+/// A handle that does not keep a predictor alive (for metrics exporters).
+pub(crate) struct WeakPredictor<M: Model>(std::sync::Weak<Shared<M>>);
+
+impl<M: Model> WeakPredictor<M> {
+    pub(crate) fn upgrade(&self) -> Option<Predictor<M>> {
+        self.0.upgrade().map(|shared| Predictor { shared })
+    }
+}
 
 /// Per-request settings for [`Predictor::predict_with`] and
 /// [`Predictor::predict_async_with`].
@@ -74,9 +110,18 @@ struct Shared<M: Model> {
     policy: BatchPolicy,
     deadline: Option<Duration>,
     cache: Option<Box<dyn CachePath<M>>>,
-    /// (model name, version) in cache keys.
+    /// (model name, version) in cache keys, metrics and spans.
     identity: (Arc<str>, Arc<str>),
+    next_request_id: std::sync::atomic::AtomicU64,
+    warmup: Arc<WarmUp>,
+    observe_inputs: Option<(f64, InputObserver<M>)>,
 }
+
+/// Sees sampled inputs before preprocessing (e.g. a drift monitor).
+type InputObserver<M> = Box<dyn Fn(&<M as Model>::Input) + Send + Sync>;
+
+/// Sees sampled successful outputs on the worker thread (e.g. a drift monitor).
+pub(crate) type OutputObserver<O> = Arc<dyn Fn(&O) + Send + Sync>;
 
 impl<M: Model> Shared<M> {
     fn shutdown(&self) {
@@ -110,6 +155,10 @@ impl<M: Model> Predictor<M> {
             replicas: Vec::new(),
             cache: None,
             identity: None,
+            instrument: true,
+            warmup: None,
+            observe_inputs: None,
+            observe_outputs: None,
         }
     }
 
@@ -124,10 +173,34 @@ impl<M: Model> Predictor<M> {
         input: M::Input,
         options: &RequestOptions,
     ) -> Result<M::Output, PredictError> {
+        let _span = self.request_span().entered();
         if let Some(cache) = &self.shared.cache {
             return cache.predict(self, input, options);
         }
         self.predict_uncached(input, options)
+    }
+
+    /// A `tracing` span for one request: model, version and a request id unique within this
+    /// predictor. Disabled (free) when instrumentation is off or no subscriber wants it.
+    fn request_span(&self) -> tracing::Span {
+        if !self.shared.stats.instrument {
+            return tracing::Span::none();
+        }
+        let (model, version) = (&*self.shared.identity.0, &*self.shared.identity.1);
+        let span = tracing::debug_span!(
+            "modelhost.request",
+            model,
+            version,
+            request_id = tracing::field::Empty
+        );
+        if !span.is_disabled() {
+            let id = self
+                .shared
+                .next_request_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            span.record("request_id", id);
+        }
+        span
     }
 
     pub(crate) fn predict_uncached(
@@ -153,6 +226,7 @@ impl<M: Model> Predictor<M> {
         input: M::Input,
         options: &RequestOptions,
     ) -> PredictFuture<M::Output> {
+        let _span = self.request_span().entered();
         if let Some(cache) = &self.shared.cache {
             return cache.predict_async(self, input, options);
         }
@@ -178,20 +252,25 @@ impl<M: Model> Predictor<M> {
         on_answer: impl FnOnce(Result<M::Output, PredictError>) + Send + 'static,
     ) -> Result<(), PredictError> {
         let stats = &self.shared.stats;
-        let prepared = self.shared.model.prepare(input).inspect_err(|_| {
-            stats.input_errors.fetch_add(1, Ordering::Relaxed);
-        })?;
+        let prepared = self
+            .shared
+            .model
+            .prepare(input)
+            .inspect_err(|_| stats.record(Outcome::InputError))?;
+        let now = Instant::now();
         let request = Request {
             cost: self.shared.model.cost(&prepared),
             prepared,
-            enqueued_at: Instant::now(),
+            received_at: now,
+            enqueued_at: now,
             deadline: self.shared.deadline,
             reply: ReplyTo::Detached(Box::new(on_answer)),
         };
-        self.shared.queue.push(request).inspect_err(|_| {
-            stats.shed.fetch_add(1, Ordering::Relaxed);
-        })?;
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .queue
+            .push(request)
+            .inspect_err(|e| stats.record(Outcome::of_capacity(e)))?;
+        stats.record_accepted();
         Ok(())
     }
 
@@ -224,6 +303,7 @@ impl<M: Model> Predictor<M> {
         inputs: Vec<M::Input>,
     ) -> Vec<Result<Reply<M::Output>, PredictError>> {
         let model = &self.shared.model;
+        inputs.iter().for_each(|input| self.observe_input(input));
         let prepared: Vec<_> = inputs
             .into_par_iter()
             .map(|input| model.prepare(input))
@@ -232,12 +312,13 @@ impl<M: Model> Predictor<M> {
         prepared
             .into_iter()
             .map(|prepared| {
-                let prepared = prepared.inspect_err(|_| {
-                    stats.input_errors.fetch_add(1, Ordering::Relaxed);
-                })?;
+                let prepared = prepared.inspect_err(|_| stats.record(Outcome::InputError))?;
                 let (request, receiver) = self.request(prepared, self.shared.deadline);
-                self.shared.queue.push_wait(request)?;
-                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .queue
+                    .push_wait(request)
+                    .inspect_err(|e| stats.record(Outcome::of_capacity(e)))?;
+                stats.record_accepted();
                 Ok(receiver)
             })
             .collect()
@@ -263,9 +344,77 @@ impl<M: Model> Predictor<M> {
         self.shared.queue.len()
     }
 
-    /// Counters since the predictor started.
+    /// Counters, latency percentiles and batch statistics since the predictor started.
     pub fn stats(&self) -> PredictorStats {
         self.shared.stats.snapshot()
+    }
+
+    pub(crate) fn recorder(&self) -> &Arc<StatsRecorder> {
+        &self.shared.stats
+    }
+
+    fn observe_input(&self, input: &M::Input) {
+        if let Some((rate, observe)) = &self.shared.observe_inputs
+            && crate::util::sampled(*rate)
+        {
+            observe(input);
+        }
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakPredictor<M> {
+        WeakPredictor(Arc::downgrade(&self.shared))
+    }
+
+    /// Adds this predictor's metrics to a scrape.
+    pub(crate) fn scrape_into(&self, scrape: &mut crate::metrics::Scrape) {
+        let health = self.health();
+        let (model, version) = self.identity();
+        scrape.predictor(
+            &self.shared.stats,
+            model,
+            version,
+            health.queue_depth,
+            health.ready,
+            health.workers,
+        );
+    }
+
+    /// Liveness (workers running) and readiness (live, warmed up, not shedding load).
+    pub fn health(&self) -> Health {
+        let (workers, open) = self.shared.queue.workers();
+        let queue_depth = self.shared.queue.len();
+        let queue_capacity = self.shared.queue.capacity();
+        let warm = self
+            .shared
+            .warmup
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let live = workers > 0 && open;
+        let warmed_up = matches!(warm, Some(Ok(())));
+        let shedding = queue_depth >= queue_capacity;
+        Health {
+            live,
+            ready: live && warmed_up && !shedding,
+            warmed_up,
+            warmup_error: warm.and_then(|w| w.err()),
+            shedding,
+            workers,
+            queue_depth,
+            queue_capacity,
+        }
+    }
+
+    /// Waits until the warm-up is over (at most `timeout`); true when it succeeded.
+    pub fn wait_warmed_up(&self, timeout: Duration) -> bool {
+        let warmup = &self.shared.warmup;
+        let state = warmup.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (state, _) = warmup
+            .done
+            .wait_timeout_while(state, timeout, |s| s.is_none())
+            .unwrap_or_else(PoisonError::into_inner);
+        matches!(*state, Some(Ok(())))
     }
 
     /// Stops taking requests, answers every request already accepted, and joins the
@@ -282,10 +431,12 @@ impl<M: Model> Predictor<M> {
     ) -> (Job<M>, Reply<M::Output>) {
         let (sender, receiver) = oneshot::channel();
         let reply = ReplyTo::Caller(sender);
+        let now = Instant::now();
         let request = Request {
             cost: self.shared.model.cost(&prepared),
             prepared,
-            enqueued_at: Instant::now(),
+            received_at: now,
+            enqueued_at: now,
             deadline,
             reply,
         };
@@ -297,15 +448,21 @@ impl<M: Model> Predictor<M> {
         input: M::Input,
         options: &RequestOptions,
     ) -> Result<Reply<M::Output>, PredictError> {
+        let received_at = Instant::now();
+        self.observe_input(&input);
         let stats = &self.shared.stats;
-        let prepared = self.shared.model.prepare(input).inspect_err(|_| {
-            stats.input_errors.fetch_add(1, Ordering::Relaxed);
+        let prepared = self.shared.model.prepare(input).inspect_err(|e| {
+            stats.record(Outcome::InputError);
+            tracing::debug!(model = %self.shared.identity.0, version = %self.shared.identity.1, error = %e, "input refused");
         })?;
-        let (request, receiver) = self.request(prepared, options.deadline.or(self.shared.deadline));
-        self.shared.queue.push(request).inspect_err(|_| {
-            stats.shed.fetch_add(1, Ordering::Relaxed);
+        let (mut request, receiver) =
+            self.request(prepared, options.deadline.or(self.shared.deadline));
+        request.received_at = received_at;
+        self.shared.queue.push(request).inspect_err(|e| {
+            stats.record(Outcome::of_capacity(e));
+            tracing::debug!(model = %self.shared.identity.0, version = %self.shared.identity.1, error = %e, "request shed");
         })?;
-        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.record_accepted();
         Ok(receiver)
     }
 }
@@ -329,6 +486,10 @@ pub struct PredictorBuilder<M: Model> {
     replicas: Vec<Arc<M>>,
     cache: Option<CacheFactory<M>>,
     identity: Option<(Arc<str>, Arc<str>)>,
+    instrument: bool,
+    warmup: Option<Vec<M::Input>>,
+    observe_inputs: Option<(f64, InputObserver<M>)>,
+    observe_outputs: Option<(f64, OutputObserver<M::Output>)>,
 }
 
 /// Makes the cache path once the predictor's identity is known.
@@ -413,6 +574,44 @@ impl<M: Model> PredictorBuilder<M> {
         self
     }
 
+    /// Inputs to run through every model replica before the predictor reports ready
+    /// (default: [`Model::warmup_inputs`]; an empty list means ready at once). The warm-up
+    /// runs on its own thread and is not counted in the statistics.
+    pub fn warmup(mut self, inputs: Vec<M::Input>) -> Self {
+        self.warmup = Some(inputs);
+        self
+    }
+
+    /// Calls `f` with a `rate` (0..=1) sample of inputs, on the caller's thread before
+    /// preprocessing: feed a [`DriftMonitor`](crate::DriftMonitor) with input features.
+    pub fn observe_inputs(
+        mut self,
+        rate: f64,
+        f: impl Fn(&M::Input) + Send + Sync + 'static,
+    ) -> Self {
+        self.observe_inputs = Some((rate, Box::new(f)));
+        self
+    }
+
+    /// Calls `f` with a `rate` (0..=1) sample of successful outputs, on the worker thread
+    /// (keep it quick): feed a [`DriftMonitor`](crate::DriftMonitor) with embeddings or
+    /// predicted classes.
+    pub fn observe_outputs(
+        mut self,
+        rate: f64,
+        f: impl Fn(&M::Output) + Send + Sync + 'static,
+    ) -> Self {
+        self.observe_outputs = Some((rate, Arc::new(f)));
+        self
+    }
+
+    /// Record latency histograms and tracing spans (default on; counters are always kept).
+    /// Off only to measure what instrumentation costs.
+    pub fn instrument(mut self, on: bool) -> Self {
+        self.instrument = on;
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Predictor<M>, ConfigError> {
         self.policy.validate()?;
@@ -426,8 +625,11 @@ impl<M: Model> PredictorBuilder<M> {
         let mut replicas = vec![self.model.clone()];
         replicas.extend(self.replicas);
         let workers = self.workers.max(replicas.len());
-        let queue = Arc::new(Queue::new(self.policy.clone()));
-        let stats = Arc::new(StatsRecorder::new(self.policy.max_batch_size));
+        let stats = Arc::new(StatsRecorder::new(
+            self.policy.max_batch_size,
+            self.instrument,
+        ));
+        let queue = Arc::new(Queue::new(self.policy.clone(), stats.clone()));
         let signature = self.model.signature();
         let identity = self
             .identity
@@ -445,17 +647,22 @@ impl<M: Model> PredictorBuilder<M> {
             deadline: self.deadline,
             cache,
             identity,
+            next_request_id: std::sync::atomic::AtomicU64::new(0),
+            warmup: Arc::new(WarmUp::default()),
+            observe_inputs: self.observe_inputs,
         });
         for i in 0..workers {
             shared.queue.worker_started();
-            let (model, queue, stats) = (
+            let (model, queue, stats, identity, observe) = (
                 replicas[i % replicas.len()].clone(),
                 shared.queue.clone(),
                 shared.stats.clone(),
+                shared.identity.clone(),
+                self.observe_outputs.clone(),
             );
             let handle = std::thread::Builder::new()
                 .name(format!("modelhost-worker-{i}"))
-                .spawn(move || run_worker(model, queue, stats))
+                .spawn(move || run_worker(model, queue, stats, identity, observe))
                 .map_err(|e| ConfigError::Spawn {
                     message: e.to_string(),
                 })?;
@@ -465,7 +672,53 @@ impl<M: Model> PredictorBuilder<M> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(handle);
         }
+        let inputs = self.warmup.unwrap_or_else(|| shared.model.warmup_inputs());
+        start_warmup(replicas, inputs, shared.warmup.clone());
         Ok(Predictor { shared })
+    }
+}
+
+/// Runs the warm-up inputs through every replica on a thread of its own, then marks the
+/// predictor warmed up (or records why it could not).
+fn start_warmup<M: Model>(replicas: Vec<Arc<M>>, inputs: Vec<M::Input>, warmup: Arc<WarmUp>) {
+    let finish = |warmup: &WarmUp, result: Result<(), String>| {
+        *warmup.state.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+        warmup.done.notify_all();
+    };
+    if inputs.is_empty() {
+        finish(&warmup, Ok(()));
+        return;
+    }
+    let run = move || {
+        let model = &replicas[0];
+        let prepared: Result<Vec<M::Prepared>, _> =
+            inputs.into_iter().map(|i| model.prepare(i)).collect();
+        let result = match prepared {
+            Err(e) => Err(format!("a warm-up input was refused: {e}")),
+            Ok(prepared) => replicas.iter().try_for_each(|replica| {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    replica.run_batch(&prepared)
+                }));
+                match ran {
+                    Ok(Ok(out)) => match out.into_iter().find_map(Result::err) {
+                        Some(e) => Err(format!("warm-up failed: {e}")),
+                        None => Ok(()),
+                    },
+                    Ok(Err(e)) => Err(format!("warm-up failed: {e}")),
+                    Err(_) => Err("the model panicked during warm-up".to_string()),
+                }
+            }),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "warm-up failed; the predictor will not report ready");
+        }
+        finish(&warmup, result);
+    };
+    let spawned = std::thread::Builder::new()
+        .name("modelhost-warmup".into())
+        .spawn(run);
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the warm-up thread");
     }
 }
 
@@ -584,102 +837,6 @@ impl<O> Future for PredictFuture<O> {
                 }
             };
             self.state = next;
-        }
-    }
-}
-
-/// Counters of a predictor since it started.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PredictorStats {
-    /// Requests accepted into the queue.
-    pub accepted: u64,
-    /// Requests refused by validation (`InputError`).
-    pub input_errors: u64,
-    /// Requests refused because the queue was full or closed.
-    pub shed: u64,
-    /// Requests the model answered with an output.
-    pub succeeded: u64,
-    /// Requests the model failed (a runtime error or a panic).
-    pub failed: u64,
-    /// Batches run.
-    pub batches: u64,
-    /// How many batches of each size ran.
-    pub batch_sizes: BTreeMap<usize, u64>,
-}
-
-impl PredictorStats {
-    /// The mean number of requests per batch (0 before the first batch).
-    pub fn mean_batch_size(&self) -> f64 {
-        let items: u64 = self
-            .batch_sizes
-            .iter()
-            .map(|(size, n)| *size as u64 * n)
-            .sum();
-        if self.batches == 0 {
-            0.0
-        } else {
-            items as f64 / self.batches as f64
-        }
-    }
-}
-
-/// Lock-free counters, shared by the handles and the workers.
-pub(crate) struct StatsRecorder {
-    accepted: AtomicU64,
-    input_errors: AtomicU64,
-    shed: AtomicU64,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    batches: AtomicU64,
-    /// Index = batch size.
-    batch_sizes: Vec<AtomicU64>,
-}
-
-impl StatsRecorder {
-    fn new(max_batch_size: usize) -> Self {
-        StatsRecorder {
-            accepted: AtomicU64::new(0),
-            input_errors: AtomicU64::new(0),
-            shed: AtomicU64::new(0),
-            succeeded: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            batch_sizes: (0..=max_batch_size).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    pub(crate) fn record_batch(&self, size: usize) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        if let Some(slot) = self.batch_sizes.get(size) {
-            slot.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn record_outcome(&self, ok: bool) {
-        if ok {
-            self.succeeded.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn snapshot(&self) -> PredictorStats {
-        PredictorStats {
-            accepted: self.accepted.load(Ordering::Relaxed),
-            input_errors: self.input_errors.load(Ordering::Relaxed),
-            shed: self.shed.load(Ordering::Relaxed),
-            succeeded: self.succeeded.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
-            batch_sizes: self
-                .batch_sizes
-                .iter()
-                .enumerate()
-                .filter_map(|(size, n)| {
-                    let n = n.load(Ordering::Relaxed);
-                    (n > 0).then_some((size, n))
-                })
-                .collect(),
         }
     }
 }

@@ -2,17 +2,20 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{BatchPolicy, Grouping};
 use crate::error::{CapacityError, PredictError};
+use crate::metrics::{Outcome, StatsRecorder};
 use crate::oneshot;
 
 /// One accepted request: its prepared input and the channel its answer goes back on.
 pub(crate) struct Request<P, O> {
     pub(crate) prepared: P,
     pub(crate) cost: usize,
+    /// When the caller asked (before preprocessing): the start of its end-to-end latency.
+    pub(crate) received_at: Instant,
     pub(crate) enqueued_at: Instant,
     pub(crate) deadline: Option<Duration>,
     pub(crate) reply: ReplyTo<O>,
@@ -82,8 +85,9 @@ impl<P, O> State<P, O> {
 /// callback, which must never run under the lock).
 type Expired<O> = Vec<(ReplyTo<O>, CapacityError)>;
 
-fn send_all<O>(expired: Expired<O>) {
+fn send_all<O>(expired: Expired<O>, stats: &StatsRecorder) {
     for (reply, error) in expired {
+        stats.record(Outcome::of_capacity(&error));
         reply.send(Err(error.into()));
     }
 }
@@ -98,6 +102,7 @@ pub(crate) struct Queue<P, O> {
     /// Requests waiting, readable without the lock (for the worker's brief spin).
     waiting: AtomicUsize,
     policy: BatchPolicy,
+    stats: Arc<StatsRecorder>,
 }
 
 /// How long an idle worker polls for a new request before it sleeps on the condition
@@ -106,7 +111,7 @@ pub(crate) struct Queue<P, O> {
 const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 impl<P, O> Queue<P, O> {
-    pub(crate) fn new(policy: BatchPolicy) -> Self {
+    pub(crate) fn new(policy: BatchPolicy, stats: Arc<StatsRecorder>) -> Self {
         Queue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
@@ -119,6 +124,7 @@ impl<P, O> Queue<P, O> {
             space: Condvar::new(),
             waiting: AtomicUsize::new(0),
             policy,
+            stats,
         }
     }
 
@@ -143,17 +149,17 @@ impl<P, O> Queue<P, O> {
         if state.items.len() >= self.policy.queue_capacity {
             // Requests whose callers have gone or whose deadline passed give their slots
             // back before we refuse.
-            let expired = Self::purge(&mut state);
+            let expired = Self::purge(&mut state, &self.stats);
             let full = state.items.len() >= self.policy.queue_capacity;
             if full {
                 drop(state);
-                send_all(expired);
+                send_all(expired, &self.stats);
                 return Err(CapacityError::QueueFull {
                     capacity: self.policy.queue_capacity,
                 });
             }
             self.enqueue(state, request);
-            send_all(expired);
+            send_all(expired, &self.stats);
             return Ok(());
         }
         self.enqueue(state, request);
@@ -169,13 +175,13 @@ impl<P, O> Queue<P, O> {
         loop {
             if state.closed {
                 drop(state);
-                send_all(expired);
+                send_all(expired, &self.stats);
                 return Err(CapacityError::ShuttingDown);
             }
             if state.items.len() < self.policy.queue_capacity {
                 break;
             }
-            expired.extend(Self::purge(&mut state));
+            expired.extend(Self::purge(&mut state, &self.stats));
             if state.items.len() < self.policy.queue_capacity {
                 break;
             }
@@ -185,7 +191,7 @@ impl<P, O> Queue<P, O> {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         self.enqueue(state, request);
-        send_all(expired);
+        send_all(expired, &self.stats);
         Ok(())
     }
 
@@ -205,12 +211,13 @@ impl<P, O> Queue<P, O> {
 
     /// Drops the requests whose callers have gone and takes out those past their deadline,
     /// whose answers the caller sends after releasing the lock.
-    fn purge(state: &mut State<P, O>) -> Expired<O> {
+    fn purge(state: &mut State<P, O>, stats: &StatsRecorder) -> Expired<O> {
         let now = Instant::now();
         let mut expired = Vec::new();
         let mut kept = VecDeque::with_capacity(state.items.len());
         for request in state.items.drain(..) {
             if request.reply.is_closed() {
+                stats.record(Outcome::Cancelled);
                 continue;
             }
             match request.expired(now) {
@@ -222,6 +229,17 @@ impl<P, O> Queue<P, O> {
         state.queued_cost = state.items.iter().map(|r| r.cost).sum();
         state.refresh_fire_by();
         expired
+    }
+
+    /// Workers running, and whether the queue still takes requests.
+    pub(crate) fn workers(&self) -> (usize, bool) {
+        let state = self.lock();
+        (state.workers, !state.closed)
+    }
+
+    /// The most requests that may wait.
+    pub(crate) fn capacity(&self) -> usize {
+        self.policy.queue_capacity
     }
 
     /// A worker started.
@@ -249,7 +267,7 @@ impl<P, O> Queue<P, O> {
         drop(state);
         self.arrived.notify_all();
         self.space.notify_all();
-        send_all(orphans);
+        send_all(orphans, &self.stats);
     }
 
     /// Stops accepting requests. What was accepted is still handed out by `next_batch`.
@@ -319,15 +337,19 @@ impl<P, O> Queue<P, O> {
 
             let mut expired = Vec::new();
             let batch = match policy.grouping {
-                Grouping::Arrival => Self::take_in_arrival_order(policy, &mut state, &mut expired),
-                Grouping::Length => Self::take_by_length(policy, &mut state, &mut expired),
+                Grouping::Arrival => {
+                    Self::take_in_arrival_order(policy, &self.stats, &mut state, &mut expired)
+                }
+                Grouping::Length => {
+                    Self::take_by_length(policy, &self.stats, &mut state, &mut expired)
+                }
             };
             state.refresh_fire_by();
             self.waiting.store(state.items.len(), Ordering::Relaxed);
             self.space.notify_all();
             if !expired.is_empty() {
                 drop(state);
-                send_all(expired);
+                send_all(expired, &self.stats);
                 if !batch.is_empty() {
                     return Some(batch);
                 }
@@ -360,6 +382,7 @@ impl<P, O> Queue<P, O> {
     /// requests met on the way are dropped and expired ones answered.
     fn take_in_arrival_order(
         policy: &BatchPolicy,
+        stats: &StatsRecorder,
         state: &mut State<P, O>,
         expired_out: &mut Expired<O>,
     ) -> Vec<Request<P, O>> {
@@ -386,7 +409,9 @@ impl<P, O> Queue<P, O> {
             state.queued_cost -= request.cost;
             if let Some(error) = expired {
                 expired_out.push((request.reply, error));
-            } else if !skip {
+            } else if skip {
+                stats.record(Outcome::Cancelled);
+            } else {
                 tokens += request.cost;
                 batch.push(request);
             }
@@ -399,11 +424,12 @@ impl<P, O> Queue<P, O> {
     /// when padded to its longest member.
     fn take_by_length(
         policy: &BatchPolicy,
+        stats: &StatsRecorder,
         state: &mut State<P, O>,
         expired_out: &mut Expired<O>,
     ) -> Vec<Request<P, O>> {
         // Drop cancelled and take out expired requests anywhere in the queue first.
-        expired_out.extend(Self::purge(state));
+        expired_out.extend(Self::purge(state, stats));
         if state.items.is_empty() {
             return Vec::new();
         }

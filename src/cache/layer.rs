@@ -87,15 +87,23 @@ where
         input: M::Input,
         options: &RequestOptions,
     ) -> Result<M::Output, PredictError> {
+        let stats = predictor.recorder();
         loop {
             match self.cache.begin(self.key(&input)) {
-                Begin::Hit(value) => return Ok(value),
-                Begin::Follow(rx) => match rx.recv() {
-                    Some(FlightOutcome::Done(answer)) => return answer,
-                    // The leader was cancelled: look again (and maybe lead).
-                    Some(FlightOutcome::Abandoned) | None => continue,
-                },
+                Begin::Hit(value) => {
+                    stats.record_cache(true, false);
+                    return Ok(value);
+                }
+                Begin::Follow(rx) => {
+                    stats.record_cache(false, true);
+                    match rx.recv() {
+                        Some(FlightOutcome::Done(answer)) => return answer,
+                        // The leader was cancelled: look again (and maybe lead).
+                        Some(FlightOutcome::Abandoned) | None => continue,
+                    }
+                }
                 Begin::Lead(flight) => {
+                    stats.record_cache(false, false);
                     let answer = predictor.predict_uncached(input, options);
                     flight.complete(&answer);
                     return answer;
@@ -110,23 +118,31 @@ where
         input: M::Input,
         options: &RequestOptions,
     ) -> PredictFuture<M::Output> {
+        let stats = predictor.recorder();
         match self.cache.begin(self.key(&input)) {
-            Begin::Hit(value) => PredictFuture::ready(Ok(value)),
+            Begin::Hit(value) => {
+                stats.record_cache(true, false);
+                PredictFuture::ready(Ok(value))
+            }
             Begin::Follow(rx) => {
+                stats.record_cache(false, true);
                 let (predictor, options) = (predictor.clone(), options.clone());
                 PredictFuture::following(
                     rx,
                     Box::new(move || predictor.predict_async_with(input, &options)),
                 )
             }
-            Begin::Lead(flight) => match predictor.submit(input, options) {
-                Ok(reply) => PredictFuture::leading(reply, Box::new(flight)),
-                Err(error) => {
-                    let answer = Err(error);
-                    flight.complete(&answer);
-                    PredictFuture::ready(answer)
+            Begin::Lead(flight) => {
+                stats.record_cache(false, false);
+                match predictor.submit(input, options) {
+                    Ok(reply) => PredictFuture::leading(reply, Box::new(flight)),
+                    Err(error) => {
+                        let answer = Err(error);
+                        flight.complete(&answer);
+                        PredictFuture::ready(answer)
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -142,8 +158,14 @@ where
         }
         let mut slots = Vec::with_capacity(inputs.len());
         let mut to_compute = Vec::new();
+        let stats = predictor.recorder();
         for input in &inputs {
-            slots.push(match self.cache.begin(self.key(input)) {
+            let begin = self.cache.begin(self.key(input));
+            stats.record_cache(
+                matches!(begin, Begin::Hit(_)),
+                matches!(begin, Begin::Follow(_)),
+            );
+            slots.push(match begin {
                 Begin::Hit(value) => Slot::Ready(Ok(value)),
                 Begin::Follow(rx) => Slot::Follow(rx),
                 Begin::Lead(flight) => {

@@ -93,6 +93,33 @@ impl LatencyHistogram {
         upper_edge(BUCKETS - 1)
     }
 
+    /// Per-bucket counts regrouped under `bounds` (seconds, ascending) plus a last `+Inf`
+    /// bucket, the sum in seconds and the count, for export. A fine bucket goes under the
+    /// first bound at or above its upper edge, so a bound is exact to within one fine bucket
+    /// (9 %).
+    pub(crate) fn buckets_for(&self, bounds: &[f64]) -> (Vec<(f64, u64)>, f64, u64) {
+        let mut out: Vec<(f64, u64)> = bounds
+            .iter()
+            .map(|b| (*b, 0))
+            .chain(std::iter::once((f64::INFINITY, 0)))
+            .collect();
+        for (bucket, n) in self.buckets.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let edge = upper_edge(bucket).as_secs_f64();
+            let slot = out
+                .iter()
+                .position(|(b, _)| edge <= *b * (1.0 + 1e-9))
+                .unwrap_or(out.len() - 1);
+            out[slot].1 += n;
+        }
+        let count = out.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        (out, sum, count)
+    }
+
     /// Count, mean, p50, p95 and p99.
     pub fn summary(&self) -> LatencySummary {
         let count = self.count.load(Ordering::Relaxed);

@@ -159,6 +159,14 @@ impl Model for MlpClassifier {
             ))
     }
 
+    fn warmup_inputs(&self) -> Vec<Vec<f32>> {
+        let c = &self.config;
+        vec![
+            vec![c.input_min; c.input_dim],
+            vec![c.input_max; c.input_dim],
+        ]
+    }
+
     fn prepare(&self, mut input: Vec<f32>) -> Result<Vec<f32>, InputError> {
         let c = &self.config;
         if input.len() != c.input_dim {

@@ -653,6 +653,13 @@ impl Model for SentenceEmbedder {
             ))
     }
 
+    fn warmup_inputs(&self) -> Vec<String> {
+        vec![
+            "warm-up".to_string(),
+            "A longer warm-up sentence, so that a batch of two texts of different lengths runs once.".to_string(),
+        ]
+    }
+
     fn prepare(&self, text: String) -> Result<TokenizedText, InputError> {
         self.tokenize(&text)
     }

@@ -37,9 +37,11 @@ use arc_swap::ArcSwap;
 pub use repository::{ModelRepository, ReloadReport};
 
 use crate::error::{ConfigError, PredictError};
+use crate::metrics::PredictorStats;
 use crate::metrics::{LatencyHistogram, LatencySummary};
 use crate::model::Model;
-use crate::predictor::{Predictor, PredictorBuilder, PredictorStats};
+use crate::predictor::{Predictor, PredictorBuilder};
+use crate::util::random_draw;
 
 /// The label of the version that takes traffic by default.
 pub const STABLE: &str = "stable";
@@ -348,25 +350,6 @@ pub struct VersionReport {
     pub latency: LatencySummary,
     /// Its predictor's counters.
     pub predictor: PredictorStats,
-}
-
-/// A random draw per request from a fast per-thread generator (xorshift).
-fn random_draw() -> u64 {
-    use std::cell::Cell;
-    static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(
-            SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) | 1,
-        );
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x
-    })
 }
 
 /// A stable hash of a sticky key (the same in every process and run).
@@ -682,6 +665,43 @@ impl<M: Model> Registry<M> {
                 }
             })
             .collect())
+    }
+}
+
+impl<M: Model> Registry<M> {
+    /// Adds the metrics of every version of every model to a scrape.
+    pub(crate) fn scrape_into(&self, scrape: &mut crate::metrics::Scrape) {
+        let entries: Vec<Arc<Entry<M>>> = self
+            .models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for entry in entries {
+            for state in entry.table.load().versions.values() {
+                state.predictor.scrape_into(scrape);
+            }
+        }
+    }
+
+    /// Health of a model: its stable version's predictor.
+    pub fn health(&self, name: &str) -> Result<crate::predictor::Health, RegistryError> {
+        Ok(self.handle(name, STABLE)?.predictor().health())
+    }
+
+    /// True when every model's stable version is ready.
+    pub fn ready(&self) -> bool {
+        self.models()
+            .iter()
+            .all(|name| self.health(name).is_ok_and(|h| h.ready))
+    }
+
+    /// True when every model's stable version is live.
+    pub fn live(&self) -> bool {
+        self.models()
+            .iter()
+            .all(|name| self.health(name).is_ok_and(|h| h.live))
     }
 }
 
