@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench_embed -- --model DIR --corpus FILE [--n 1024]
 //!     [--concurrency 32] [--max-batch-size 32] [--max-delay-ms 2] [--grouping arrival|length]
-//!     [--engine packed|candle] [--threads T] [--direct] [--warmup 32]
+//!     [--engine packed|candle] [--threads T] [--direct] [--warmup 32] [--no-instrument]
 //! ```
 //!
 //! `--concurrency C`: C caller threads, each sending one text at a time through a
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use modelhost::{EmbedderOptions, Engine, Grouping, Predictor, SentenceEmbedder};
 
-const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|candle] [--threads T] [--direct] [--warmup W]";
+const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|candle] [--threads T] [--direct] [--warmup W] [--no-instrument]";
 
 struct Args {
     model: PathBuf,
@@ -36,6 +36,7 @@ struct Args {
     threads: Option<usize>,
     direct: bool,
     warmup: usize,
+    instrument: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -53,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         threads: None,
         direct: false,
         warmup: 32,
+        instrument: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -84,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--threads" => a.threads = Some(num(value()?)?),
             "--direct" => a.direct = true,
+            "--no-instrument" => a.instrument = false,
             "--warmup" => a.warmup = num(value()?)?,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -158,6 +161,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .max_batch_size(args.max_batch_size)
             .max_delay(Duration::from_secs_f64(args.max_delay_ms / 1e3))
             .grouping(args.grouping)
+            .instrument(args.instrument)
             .queue_capacity(args.concurrency.max(1024))
             .build()?;
         for text in texts.iter().take(args.warmup) {
@@ -209,6 +213,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "max_batch_size": args.max_batch_size,
         "grouping": match args.grouping { Grouping::Length => "length", _ => "arrival" },
         "threads": threads,
+        "instrument": args.instrument,
     });
     println!("{line}");
     Ok(())
