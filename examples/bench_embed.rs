@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench_embed -- --model DIR --corpus FILE [--n 1024]
 //!     [--concurrency 32] [--max-batch-size 32] [--max-delay-ms 2] [--grouping arrival|length]
-//!     [--engine packed|candle] [--threads T] [--direct] [--warmup 32] [--no-instrument]
+//!     [--engine packed|portable|candle] [--threads T] [--direct] [--warmup 32] [--no-instrument]
 //! ```
 //!
 //! `--concurrency C`: C caller threads, each sending one text at a time through a
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use modelhost::{EmbedderOptions, Engine, Grouping, Predictor, SentenceEmbedder};
 
-const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|candle] [--threads T] [--direct] [--warmup W] [--no-instrument]";
+const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|candle] [--threads T] [--direct] [--warmup W] [--no-instrument]";
 
 struct Args {
     model: PathBuf,
@@ -81,7 +81,10 @@ fn parse_args() -> Result<Args, String> {
                 a.engine = match value()?.as_str() {
                     "packed" => Engine::Packed,
                     "candle" => Engine::Candle,
-                    other => return Err(format!("--engine {other}: use packed or candle")),
+                    "portable" => Engine::PackedPortable,
+                    other => {
+                        return Err(format!("--engine {other}: use packed, portable or candle"));
+                    }
                 }
             }
             "--threads" => a.threads = Some(num(value()?)?),
@@ -131,6 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
     let engine = match embedder.engine() {
         Engine::Candle => "candle",
+        Engine::PackedPortable => "portable",
         _ => "packed",
     };
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example embed -- --model DIR [--input FILE] [--output FILE]
-//!     [--max-batch-size 32] [--no-truncate] [--engine packed|candle] [--threads N]
+//!     [--max-batch-size 32] [--no-truncate] [--engine packed|portable|candle] [--threads N]
 //! ```
 //!
 //! Reads stdin when there is no `--input` and writes stdout when there is no `--output`.
@@ -62,7 +62,10 @@ fn parse_args() -> Result<Args, String> {
                 args.engine = match value()?.as_str() {
                     "packed" => Engine::Packed,
                     "candle" => Engine::Candle,
-                    other => return Err(format!("--engine {other}: use packed or candle")),
+                    "portable" => Engine::PackedPortable,
+                    other => {
+                        return Err(format!("--engine {other}: use packed, portable or candle"));
+                    }
                 }
             }
             "--threads" => {

@@ -51,7 +51,7 @@ mod util;
 
 pub use batch::{BatchPolicy, Grouping};
 pub use cache::{CacheBuilder, CacheConfig, CacheStats, CacheWeight, PredictionCache};
-pub use candle_core::Device;
+pub use candle_core::{DType, Device};
 pub use drift::{
     AccuracyMonitor, DriftConfig, DriftMonitor, DriftMonitorBuilder, DriftReport, EmbeddingDrift,
     FeatureDrift, FeedbackError, Prediction,

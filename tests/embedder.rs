@@ -52,6 +52,51 @@ fn packed_and_padded_engines_agree_within_1e_5_per_component() {
     assert!(worst <= 1e-5, "max component difference {worst}");
 }
 
+#[test]
+fn the_portable_packed_engine_matches_the_cpu_kernels_within_1e_5() {
+    let texts: Vec<String> = common::references().into_iter().map(|r| r.text).collect();
+    let (fast, portable) = (load(Engine::Packed), load(Engine::PackedPortable));
+    assert_eq!(portable.engine(), Engine::PackedPortable);
+    let mut worst = 0f32;
+    for chunk in texts.chunks(25) {
+        let batch: Vec<_> = chunk.iter().map(|t| fast.tokenize(t).unwrap()).collect();
+        let a = fast.embed_batch(&batch).unwrap();
+        let b = portable.embed_batch(&batch).unwrap();
+        for (a, b) in a.iter().zip(&b) {
+            for (x, y) in a.iter().zip(b.iter()) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+    }
+    println!("max |cpu kernels - portable| over 200 texts: {worst:e}");
+    assert!(worst <= 1e-5, "max component difference {worst}");
+}
+
+#[test]
+fn half_precision_packed_embeddings_stay_close_to_the_reference() {
+    for dtype in [modelhost::DType::BF16, modelhost::DType::F16] {
+        let options = EmbedderOptions {
+            dtype,
+            ..EmbedderOptions::default()
+        };
+        let embedder = SentenceEmbedder::load_with(common::minilm_dir(), options).unwrap();
+        assert_eq!(embedder.engine(), Engine::PackedPortable);
+        let refs: Vec<_> = common::references().into_iter().take(40).collect();
+        let batch: Vec<_> = refs
+            .iter()
+            .map(|r| embedder.tokenize(&r.text).unwrap())
+            .collect();
+        let ours = embedder.embed_batch(&batch).unwrap();
+        let worst = ours
+            .iter()
+            .zip(&refs)
+            .map(|(e, r)| e.cosine(&Embedding(r.embedding.clone())))
+            .fold(f32::INFINITY, f32::min);
+        println!("{dtype:?}: min cosine over 40 references {worst}");
+        assert!(worst >= 0.99, "{dtype:?}: min cosine {worst}");
+    }
+}
+
 fn parity(embedder: SentenceEmbedder) {
     assert_eq!(embedder.dim(), 384);
     assert_eq!(embedder.max_seq_length(), 256);

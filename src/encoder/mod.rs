@@ -12,6 +12,9 @@
 //! [`kernels`].
 
 pub(crate) mod kernels;
+mod portable;
+
+pub(crate) use portable::PortableBert;
 
 use std::path::Path;
 
@@ -138,65 +141,83 @@ fn to_vec(t: Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
+/// Where the BERT weights start in a checkpoint: at the root, under `bert.`, or under
+/// `{model_type}.` (as candle-transformers' `BertModel` accepts).
+pub(crate) fn bert_root<'a>(vb: VarBuilder<'a>, shape: &BertShape) -> VarBuilder<'a> {
+    if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+        vb.pp("bert")
+    } else if let Some(t) = &shape.model_type
+        && vb.contains_tensor(&format!("{t}.embeddings.word_embeddings.weight"))
+    {
+        vb.pp(t)
+    } else {
+        vb
+    }
+}
+
+/// The names of a layer norm's parameters: `weight`/`bias`, or `gamma`/`beta` in old
+/// checkpoints.
+pub(crate) fn norm_names(vb: &VarBuilder) -> (&'static str, &'static str) {
+    if vb.contains_tensor("weight") {
+        ("weight", "bias")
+    } else {
+        ("gamma", "beta")
+    }
+}
+
+/// The feed-forward activation a config asks for, and a check of the shape the packed
+/// encoders support.
+pub(crate) fn activation(weights: &Path, shape: &BertShape) -> Result<Activation, LoadError> {
+    let act = match shape.hidden_act.as_str() {
+        "gelu" => Activation::Gelu,
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_approximate" => Activation::GeluTanh,
+        "relu" => Activation::Relu,
+        other => {
+            return Err(LoadError::Unsupported {
+                path: weights.to_path_buf(),
+                what: format!(
+                    "hidden_act `{other}`; supported are gelu, gelu_new, gelu_pytorch_tanh, gelu_approximate and relu"
+                ),
+            });
+        }
+    };
+    if let Some(kind) = &shape.position_embedding_type
+        && kind != "absolute"
+    {
+        return Err(LoadError::Unsupported {
+            path: weights.to_path_buf(),
+            what: format!("position_embedding_type `{kind}`; only `absolute` is supported"),
+        });
+    }
+    if shape.hidden_size % shape.num_attention_heads != 0 {
+        return Err(LoadError::weights(
+            weights,
+            format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                shape.hidden_size, shape.num_attention_heads
+            ),
+        ));
+    }
+    Ok(act)
+}
+
 impl PackedBert {
     /// Loads BERT weights from a safetensors file, with or without a `bert.` (or
     /// `{model_type}.`) prefix, as candle-transformers' `BertModel` does.
     pub(crate) fn load(weights: &Path, shape: &BertShape) -> Result<Self, LoadError> {
         let err = |e: candle_core::Error| LoadError::weights(weights, e);
-        if shape.hidden_size % shape.num_attention_heads != 0 {
-            return Err(LoadError::weights(
-                weights,
-                format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    shape.hidden_size, shape.num_attention_heads
-                ),
-            ));
-        }
-        let act = match shape.hidden_act.as_str() {
-            "gelu" => Activation::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_approximate" => Activation::GeluTanh,
-            "relu" => Activation::Relu,
-            other => {
-                return Err(LoadError::Unsupported {
-                    path: weights.to_path_buf(),
-                    what: format!(
-                        "hidden_act `{other}`; supported are gelu, gelu_new, gelu_pytorch_tanh, gelu_approximate and relu"
-                    ),
-                });
-            }
-        };
-        if let Some(kind) = &shape.position_embedding_type
-            && kind != "absolute"
-        {
-            return Err(LoadError::Unsupported {
-                path: weights.to_path_buf(),
-                what: format!("position_embedding_type `{kind}`; only `absolute` is supported"),
-            });
-        }
+        let act = activation(weights, shape)?;
         // SAFETY: read-only memory map; the weights are copied out below.
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
                 .map_err(err)?;
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-            vb.pp("bert")
-        } else if let Some(t) = &shape.model_type
-            && vb.contains_tensor(&format!("{t}.embeddings.word_embeddings.weight"))
-        {
-            vb.pp(t)
-        } else {
-            vb
-        };
+        let vb = bert_root(vb, shape);
         let (h, i) = (shape.hidden_size, shape.intermediate_size);
         let get = |vb: &VarBuilder, dims: &[usize], name: &str| -> candle_core::Result<Vec<f32>> {
             to_vec(vb.get(dims, name)?)
         };
         let norm = |vb: VarBuilder| -> candle_core::Result<Norm> {
-            // Old checkpoints name layer-norm parameters gamma/beta.
-            let (g, b) = if vb.contains_tensor("weight") {
-                ("weight", "bias")
-            } else {
-                ("gamma", "beta")
-            };
+            let (g, b) = norm_names(&vb);
             Ok(Norm {
                 gamma: get(&vb, &[h], g)?,
                 beta: get(&vb, &[h], b)?,

@@ -22,7 +22,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::encoder::{BertShape, PackedBert, Segment};
+use crate::encoder::{BertShape, PackedBert, PortableBert, Segment};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};
 use crate::model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
@@ -140,6 +140,9 @@ pub struct EmbedderOptions {
     pub device: Device,
     /// The forward pass (default [`Engine::Auto`]).
     pub engine: Engine,
+    /// The dtype of the weights and activations (default f32; f16 and bf16 for GPUs — on
+    /// the CPU they run through the portable path and are slower, not faster).
+    pub dtype: DType,
     /// Threads for the CPU forward pass. `None`: `RAYON_NUM_THREADS` if set, else one per
     /// core.
     pub threads: Option<usize>,
@@ -149,12 +152,17 @@ pub struct EmbedderOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Engine {
-    /// [`Engine::Packed`] on the CPU, [`Engine::Candle`] on other devices.
+    /// [`Engine::Packed`].
     #[default]
     Auto,
-    /// modelhost's padding-free encoder (CPU): the tokens of a batch are packed into one
-    /// matrix and attention runs per text over its own length, so no padding is computed.
+    /// modelhost's padding-free encoder: the tokens of a batch are packed into one matrix
+    /// and attention runs per text over its own length, so no padding is computed. On the
+    /// CPU in f32 it runs on hand-fused kernels; on other devices or dtypes it is
+    /// [`Engine::PackedPortable`].
     Packed,
+    /// The padding-free encoder written in candle tensor operations: what runs on CUDA (f32,
+    /// f16, bf16). Selectable on the CPU to test it.
+    PackedPortable,
     /// candle-transformers' stock `BertModel` on padded batches (any device).
     Candle,
 }
@@ -166,6 +174,7 @@ impl Default for EmbedderOptions {
             max_seq_length: None,
             device: Device::Cpu,
             engine: Engine::Auto,
+            dtype: DType::F32,
             threads: None,
         }
     }
@@ -195,6 +204,9 @@ enum Backend {
         bert: PackedBert,
         /// The threads of the forward pass.
         pool: rayon::ThreadPool,
+    },
+    Portable {
+        bert: PortableBert,
     },
     Candle {
         bert: BertModel,
@@ -381,22 +393,26 @@ impl SentenceEmbedder {
             })?;
 
         let weights = require(tdir.join("model.safetensors"), "the model weights")?;
+        let fast_cpu = options.device.is_cpu() && options.dtype == DType::F32;
         let engine = match options.engine {
-            Engine::Auto if options.device.is_cpu() => Engine::Packed,
-            Engine::Auto => Engine::Candle,
+            Engine::Auto | Engine::Packed if fast_cpu => Engine::Packed,
+            Engine::Auto | Engine::Packed => Engine::PackedPortable,
             other => other,
         };
         let backend = match engine {
-            Engine::Packed => {
-                if !options.device.is_cpu() {
-                    return Err(LoadError::Unsupported {
-                        path: weights,
-                        what: format!(
-                            "the packed engine runs on the CPU, not {:?}; use Engine::Candle or Engine::Auto there",
-                            options.device
-                        ),
-                    });
+            Engine::PackedPortable => {
+                let act = crate::encoder::activation(&weights, &config)?;
+                Backend::Portable {
+                    bert: PortableBert::load(
+                        &weights,
+                        &config,
+                        act,
+                        &options.device,
+                        options.dtype,
+                    )?,
                 }
+            }
+            Engine::Packed => {
                 let threads = options.threads.unwrap_or_else(default_threads);
                 // The whole forward pass runs inside this pool, so its parallel parts fork
                 // and join among the pool's threads instead of waking them from outside.
@@ -417,7 +433,7 @@ impl SentenceEmbedder {
                 let vb = unsafe {
                     VarBuilder::from_mmaped_safetensors(
                         std::slice::from_ref(&weights),
-                        DType::F32,
+                        options.dtype,
                         &options.device,
                     )
                 }
@@ -469,6 +485,7 @@ impl SentenceEmbedder {
     pub fn engine(&self) -> Engine {
         match self.backend {
             Backend::Packed { .. } => Engine::Packed,
+            Backend::Portable { .. } => Engine::PackedPortable,
             Backend::Candle { .. } => Engine::Candle,
         }
     }
@@ -545,6 +562,19 @@ impl SentenceEmbedder {
                     pooled.push(pool_rows(&hidden[w[0] * h..w[1] * h], h, &self.pooling));
                 }
             }
+            Backend::Portable { bert } => {
+                let segments: Vec<Segment<'_>> = batch
+                    .iter()
+                    .map(|t| Segment {
+                        ids: &t.ids,
+                        type_ids: &t.type_ids,
+                    })
+                    .collect();
+                let (hidden, offsets) = bert.forward(&segments)?;
+                for w in offsets.windows(2) {
+                    pooled.push(pool_rows(&hidden[w[0] * h..w[1] * h], h, &self.pooling));
+                }
+            }
             Backend::Candle { bert, device } => {
                 let (hidden, len) = self.forward_padded(bert, device, batch)?;
                 for (row, text) in batch.iter().enumerate() {
@@ -583,7 +613,13 @@ impl SentenceEmbedder {
         let type_ids = Tensor::from_vec(type_ids, (n, len), device)?;
         let mask = Tensor::from_vec(mask, (n, len), device)?;
         let hidden = bert.forward(&ids, &type_ids, Some(&mask))?;
-        Ok((hidden.flatten_all()?.to_vec1::<f32>()?, len))
+        Ok((
+            hidden
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            len,
+        ))
     }
 }
 
