@@ -7,30 +7,11 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use modelhost::{
-    BatchOutputs, DataType, InputError, Model, Predictor, RuntimeError, Signature, TensorSpec,
-};
+use modelhost::Predictor;
 
-/// Returns its input: all the time measured is the predictor's.
-struct Trivial;
-
-impl Model for Trivial {
-    type Input = u64;
-    type Prepared = u64;
-    type Output = u64;
-
-    fn signature(&self) -> Signature {
-        Signature::new("trivial").input(TensorSpec::new("x", DataType::I64, [1]))
-    }
-
-    fn prepare(&self, x: u64) -> Result<u64, InputError> {
-        Ok(x)
-    }
-
-    fn run_batch(&self, batch: &[u64]) -> Result<BatchOutputs<u64>, RuntimeError> {
-        Ok(batch.iter().map(|&x| Ok(x)).collect())
-    }
-}
+#[path = "common/trivial.rs"]
+mod trivial;
+use trivial::Trivial;
 
 fn overhead(c: &mut Criterion) {
     let mut group = c.benchmark_group("batcher_overhead_per_request");

@@ -6,10 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use modelhost::{
-    BatchOutputs, DataType, InputError, Model, PredictionCache, Predictor, Registry, Routing,
-    RuntimeError, SentenceEmbedder, Signature, TensorSpec,
-};
+use modelhost::{PredictionCache, Predictor, Registry, Routing, SentenceEmbedder};
 
 fn cache_hit(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
@@ -36,25 +33,9 @@ fn cache_hit(c: &mut Criterion) {
     assert!(cache.stats().hits > 0);
 }
 
-struct Trivial;
-
-impl Model for Trivial {
-    type Input = u64;
-    type Prepared = u64;
-    type Output = u64;
-
-    fn signature(&self) -> Signature {
-        Signature::new("trivial").input(TensorSpec::new("x", DataType::I64, [1]))
-    }
-
-    fn prepare(&self, x: u64) -> Result<u64, InputError> {
-        Ok(x)
-    }
-
-    fn run_batch(&self, batch: &[u64]) -> Result<BatchOutputs<u64>, RuntimeError> {
-        Ok(batch.iter().map(|&x| Ok(x)).collect())
-    }
-}
+#[path = "common/trivial.rs"]
+mod trivial;
+use trivial::Trivial;
 
 fn routing(c: &mut Criterion) {
     let registry = Registry::new();

@@ -1,6 +1,9 @@
 //! The prediction cache on counting models: hits skip the model, keys never cross, bounds
 //! evict, single-flight computes once, errors are not cached.
 
+mod common;
+
+use common::block_on;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -279,23 +282,4 @@ fn a_follower_of_a_cancelled_leader_computes_the_answer_itself() {
     gate.wait();
     assert_eq!(block_on(blocker), Ok(vec![101]));
     assert_eq!(block_on(follower), Ok(vec![6]));
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
 }

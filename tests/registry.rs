@@ -1,6 +1,9 @@
 //! The registry: versions, labels, promotion, rollback, retirement, routing, shadow traffic,
 //! hot swap under load, and the on-disk model repository.
 
+mod common;
+
+use common::block_on;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -328,23 +331,4 @@ fn the_repository_loads_every_version_and_reload_follows_the_directory() {
     repo.reload().unwrap();
     assert_eq!(registry.stable("digits").unwrap(), "11");
     std::fs::remove_dir_all(&root).unwrap();
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
 }

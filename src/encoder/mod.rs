@@ -276,11 +276,6 @@ impl PackedBert {
         load().map_err(err)
     }
 
-    /// Hidden size.
-    pub(crate) fn hidden(&self) -> usize {
-        self.hidden
-    }
-
     /// Encodes a batch of texts; returns the last hidden states of all tokens, packed
     /// (`[total_tokens, hidden]`, text after text), and each text's row offset.
     ///

@@ -548,32 +548,14 @@ impl SentenceEmbedder {
         let mut pooled = Vec::with_capacity(batch.len());
         match &self.backend {
             Backend::Packed { bert, pool } => {
-                let segments: Vec<Segment<'_>> = batch
-                    .iter()
-                    .map(|t| Segment {
-                        ids: &t.ids,
-                        type_ids: &t.type_ids,
-                    })
-                    .collect();
+                let segments = segments(batch);
                 let (hidden, offsets) =
                     pool.install(|| bert.forward(&segments, pool.current_num_threads()));
-                debug_assert_eq!(bert.hidden(), h);
-                for w in offsets.windows(2) {
-                    pooled.push(pool_rows(&hidden[w[0] * h..w[1] * h], h, &self.pooling));
-                }
+                pool_packed(&mut pooled, &hidden, &offsets, h, &self.pooling);
             }
             Backend::Portable { bert } => {
-                let segments: Vec<Segment<'_>> = batch
-                    .iter()
-                    .map(|t| Segment {
-                        ids: &t.ids,
-                        type_ids: &t.type_ids,
-                    })
-                    .collect();
-                let (hidden, offsets) = bert.forward(&segments)?;
-                for w in offsets.windows(2) {
-                    pooled.push(pool_rows(&hidden[w[0] * h..w[1] * h], h, &self.pooling));
-                }
+                let (hidden, offsets) = bert.forward(&segments(batch))?;
+                pool_packed(&mut pooled, &hidden, &offsets, h, &self.pooling);
             }
             Backend::Candle { bert, device } => {
                 let (hidden, len) = self.forward_padded(bert, device, batch)?;
@@ -630,6 +612,30 @@ fn default_threads() -> usize {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Pools each text of a packed `[tokens, hidden]` matrix (rows `offsets[i]..offsets[i+1]`).
+fn pool_packed(
+    out: &mut Vec<Vec<f32>>,
+    hidden: &[f32],
+    offsets: &[usize],
+    h: usize,
+    modes: &[Pooling],
+) {
+    for w in offsets.windows(2) {
+        out.push(pool_rows(&hidden[w[0] * h..w[1] * h], h, modes));
+    }
+}
+
+/// The token ids of a batch as the packed encoders take them.
+fn segments(batch: &[TokenizedText]) -> Vec<Segment<'_>> {
+    batch
+        .iter()
+        .map(|t| Segment {
+            ids: &t.ids,
+            type_ids: &t.type_ids,
+        })
+        .collect()
 }
 
 /// Pools the token vectors of one text (`rows`: `[tokens, hidden]`) into one vector,
