@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use modelhost::{MlpClassifier, ModelRepository, Registry, Routing};
+use modelhost::{AccuracyMonitor, MlpClassifier, ModelRepository, Prediction, Registry, Routing};
 
 fn install(root: &Path, version: &str, from: &Path) -> std::io::Result<()> {
     let dir = root.join("digits").join(version);
@@ -33,6 +33,7 @@ fn install(root: &Path, version: &str, from: &Path) -> std::io::Result<()> {
 /// sticky key, and returns (version → (requests, correct)).
 fn traffic(
     registry: &Registry<MlpClassifier>,
+    feedback: &AccuracyMonitor,
     test: &digits::Digits,
     rounds: usize,
 ) -> HashMap<String, (usize, usize)> {
@@ -50,6 +51,16 @@ fn traffic(
                             continue;
                         };
                         let correct = answer.output.index == test.labels[i] as usize;
+                        // The truth arrives later in real life; here at once.
+                        feedback.record(
+                            answer.request_id,
+                            &answer.version,
+                            Prediction::Class(answer.output.index),
+                        );
+                        let _ = feedback.feedback(
+                            answer.request_id,
+                            Prediction::Class(test.labels[i] as usize),
+                        );
                         if let Ok(mut tally) = tally.lock() {
                             let entry = tally.entry(answer.version.to_string()).or_default();
                             entry.0 += 1;
@@ -65,9 +76,12 @@ fn traffic(
 
 fn report(
     registry: &Registry<MlpClassifier>,
+    feedback: &AccuracyMonitor,
     tally: &HashMap<String, (usize, usize)>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    println!("  version  labels          traffic  requests  accuracy  p50       p99");
+    println!(
+        "  version  labels          traffic  requests  accuracy  rolling (feedback)  p50       p99"
+    );
     for v in registry.versions("digits")? {
         let (n, correct) = tally.get(&v.version).copied().unwrap_or_default();
         let accuracy = if n == 0 {
@@ -75,13 +89,17 @@ fn report(
         } else {
             format!("{:.3}", correct as f64 / n as f64)
         };
+        let rolling = feedback
+            .accuracy(&v.version)
+            .map_or("-".to_string(), |a| format!("{a:.3}"));
         println!(
-            "  {:<8} {:<15} {:>6.0}%  {:>8}  {:>8}  {:<9.1?} {:.1?}",
+            "  {:<8} {:<15} {:>6.0}%  {:>8}  {:>8}  {:>18}  {:<9.1?} {:.1?}",
             v.version,
             v.labels.join(","),
             v.traffic * 100.0,
             v.requests,
             accuracy,
+            rolling,
             v.latency.p50,
             v.latency.p99
         );
@@ -109,19 +127,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\ncanary: 90 % stable (v1), 10 % canary (v2), sticky per user");
     registry.label("digits", "2", "canary")?;
     registry.set_routing("digits", Routing::split([("stable", 90), ("canary", 10)]))?;
-    let tally = traffic(&registry, &test, 5);
-    report(&registry, &tally)?;
+    // Rolling accuracy over the last 1,000 answers with ground truth, per version; an alert
+    // if a version falls under 90 %.
+    let feedback = AccuracyMonitor::new(1000, 0.9).on_alert(|version, accuracy| {
+        println!("  [alert] version {version}: rolling accuracy {accuracy:.3} < 0.9")
+    });
+    let tally = traffic(&registry, &feedback, &test, 5);
+    report(&registry, &feedback, &tally)?;
 
     println!("\nthe canary is more accurate: promote it (all traffic to v2)");
     registry.promote("digits", "2")?;
     registry.set_routing("digits", Routing::fixed("stable"))?;
-    let mut tally2 = traffic(&registry, &test, 1);
+    let mut tally2 = traffic(&registry, &feedback, &test, 1);
     for (version, (n, c)) in &tally {
         let e = tally2.entry(version.clone()).or_default();
         e.0 += n;
         e.1 += c;
     }
-    report(&registry, &tally2)?;
+    report(&registry, &feedback, &tally2)?;
 
     println!("\nsomething broke after the promotion: roll back");
     let restored = registry.rollback("digits")?;

@@ -56,9 +56,11 @@ fn the_first_version_is_stable_and_takes_all_traffic() {
     let r = registry();
     r.deploy("m", "1", tagged(1)).unwrap();
     r.deploy("m", "2", tagged(2)).unwrap();
+    let mut ids = std::collections::HashSet::new();
     for x in 0..100 {
         let answer = r.predict("m", x).unwrap();
         assert_eq!((&*answer.version, answer.output), ("1", (x, 1)));
+        assert!(ids.insert(answer.request_id), "request ids are unique");
     }
     assert_eq!(r.stable("m").unwrap(), "1");
 }

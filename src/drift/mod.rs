@@ -606,6 +606,7 @@ pub struct AccuracyMonitor {
     window: usize,
     threshold: f64,
     min_samples: usize,
+    rearm_margin: f64,
     capacity: usize,
     pending: Mutex<LruCache<u64, (Arc<str>, Prediction)>>,
     scores: Mutex<HashMap<Arc<str>, Rolling>>,
@@ -631,6 +632,7 @@ impl AccuracyMonitor {
             window: window.max(1),
             threshold,
             min_samples: (window / 4).max(1),
+            rearm_margin: 0.05,
             capacity,
             pending: Mutex::new(LruCache::new(
                 NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
@@ -640,8 +642,16 @@ impl AccuracyMonitor {
         }
     }
 
+    /// How far back past the threshold a version must come before it can alert again
+    /// (default 0.05), so a score hovering at the threshold does not alert on every
+    /// feedback.
+    pub fn rearm_margin(mut self, margin: f64) -> Self {
+        self.rearm_margin = margin.max(0.0);
+        self
+    }
+
     /// Called with the version and its rolling accuracy (or error) when it first crosses
-    /// the threshold (and again only after it came back).
+    /// the threshold (and again only after it came back by the re-arm margin).
     pub fn on_alert(mut self, f: impl Fn(&str, f64) + Send + Sync + 'static) -> Self {
         self.on_alert = Some(Box::new(f));
         self

@@ -151,7 +151,13 @@ pub struct Routed<O> {
     pub version: Arc<str>,
     /// Its output.
     pub output: O,
+    /// An id unique within this process, to join ground truth to this answer later
+    /// ([`AccuracyMonitor`](crate::AccuracyMonitor)).
+    pub request_id: u64,
 }
+
+/// The source of [`Routed::request_id`].
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Per-version request statistics.
 #[derive(Default)]
@@ -217,6 +223,7 @@ impl<M: Model> VersionHandle<M> {
         let answer = self.state.predictor.predict(input);
         self.state.stats.record(started, answer.is_ok());
         answer.map(|output| Routed {
+            request_id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
             version: self.state.version.clone(),
             output,
         })
