@@ -176,14 +176,14 @@ fn the_entry_bound_evicts() {
 fn entries_past_their_ttl_are_not_served() {
     let cache = Arc::new(
         PredictionCache::builder()
-            .ttl(Duration::from_millis(30))
+            .ttl(Duration::from_millis(500))
             .build(),
     );
     let p = predictor(Counting::new(0), &cache, "1");
     p.predict(Colliding(7)).unwrap();
     p.predict(Colliding(7)).unwrap();
     assert_eq!(p.model().computed.load(Ordering::SeqCst), 1);
-    std::thread::sleep(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_millis(700));
     p.predict(Colliding(7)).unwrap();
     assert_eq!(p.model().computed.load(Ordering::SeqCst), 2);
     assert_eq!(cache.stats().expired, 1);

@@ -510,8 +510,8 @@ fn each_replica_is_owned_by_a_worker_of_its_own() {
 fn a_deadline_shorter_than_max_delay_does_not_expire_waiting_for_company() {
     let predictor = Predictor::builder(Echo::default())
         .max_batch_size(100)
-        .max_delay(Duration::from_millis(200))
-        .deadline(Duration::from_millis(40))
+        .max_delay(Duration::from_secs(10))
+        .deadline(Duration::from_millis(400))
         .build()
         .unwrap();
     // Alone, it waits at most half its deadline for others, then runs.
@@ -607,16 +607,17 @@ impl Model for Slow {
 
 #[test]
 fn predict_many_waiting_for_room_does_not_spend_its_deadline() {
-    // 200 inputs through a queue of 4 at 2 ms per batch of 4 take ~100 ms in all, far past
-    // the 30 ms deadline; each input's clock starts when it enters the queue.
+    // 400 inputs through a queue of 4 at 2 ms per batch of 4 take ~200 ms in all, far past
+    // the 100 ms deadline; each input's clock starts when it enters the queue, where it
+    // waits a couple of batches.
     let predictor = Predictor::builder(Slow)
         .max_batch_size(4)
         .queue_capacity(4)
         .max_delay(Duration::ZERO)
-        .deadline(Duration::from_millis(30))
+        .deadline(Duration::from_millis(100))
         .build()
         .unwrap();
-    let answers = predictor.predict_many(0..200u64);
+    let answers = predictor.predict_many(0..400u64);
     for (x, answer) in answers.into_iter().enumerate() {
         assert_eq!(answer, Ok(x as u64));
     }
