@@ -270,7 +270,6 @@ impl<M: Model> Predictor<M> {
             .queue
             .push(request)
             .inspect_err(|e| stats.record(Outcome::of_capacity(e)))?;
-        stats.record_accepted();
         Ok(())
     }
 
@@ -302,6 +301,16 @@ impl<M: Model> Predictor<M> {
         &self,
         inputs: Vec<M::Input>,
     ) -> Vec<Result<Reply<M::Output>, PredictError>> {
+        let flights = inputs.iter().map(|_| None).collect();
+        self.submit_many_leading(inputs, flights)
+    }
+
+    /// [`submit_many`](Self::submit_many), each request with its cache flight if any.
+    pub(crate) fn submit_many_leading(
+        &self,
+        inputs: Vec<M::Input>,
+        flights: Vec<Option<Box<dyn CompleteFlight<M::Output>>>>,
+    ) -> Vec<Result<Reply<M::Output>, PredictError>> {
         let model = &self.shared.model;
         inputs.iter().for_each(|input| self.observe_input(input));
         let prepared: Vec<_> = inputs
@@ -311,14 +320,14 @@ impl<M: Model> Predictor<M> {
         let stats = &self.shared.stats;
         prepared
             .into_iter()
-            .map(|prepared| {
+            .zip(flights)
+            .map(|(prepared, flight)| {
                 let prepared = prepared.inspect_err(|_| stats.record(Outcome::InputError))?;
-                let (request, receiver) = self.request(prepared, self.shared.deadline);
+                let (request, receiver) = self.request(prepared, self.shared.deadline, flight);
                 self.shared
                     .queue
                     .push_wait(request)
                     .inspect_err(|e| stats.record(Outcome::of_capacity(e)))?;
-                stats.record_accepted();
                 Ok(receiver)
             })
             .collect()
@@ -428,9 +437,13 @@ impl<M: Model> Predictor<M> {
         &self,
         prepared: M::Prepared,
         deadline: Option<Duration>,
+        flight: Option<Box<dyn CompleteFlight<M::Output>>>,
     ) -> (Job<M>, Reply<M::Output>) {
         let (sender, receiver) = oneshot::channel();
-        let reply = ReplyTo::Caller(sender);
+        let reply = match flight {
+            Some(flight) => ReplyTo::Lead(sender, flight),
+            None => ReplyTo::Caller(sender),
+        };
         let now = Instant::now();
         let request = Request {
             cost: self.shared.model.cost(&prepared),
@@ -448,6 +461,16 @@ impl<M: Model> Predictor<M> {
         input: M::Input,
         options: &RequestOptions,
     ) -> Result<Reply<M::Output>, PredictError> {
+        self.submit_leading(input, options, None)
+    }
+
+    /// Submits one request; with a flight, the worker completes it with the answer.
+    pub(crate) fn submit_leading(
+        &self,
+        input: M::Input,
+        options: &RequestOptions,
+        flight: Option<Box<dyn CompleteFlight<M::Output>>>,
+    ) -> Result<Reply<M::Output>, PredictError> {
         let received_at = Instant::now();
         self.observe_input(&input);
         let stats = &self.shared.stats;
@@ -456,13 +479,12 @@ impl<M: Model> Predictor<M> {
             tracing::debug!(model = %self.shared.identity.0, version = %self.shared.identity.1, error = %e, "input refused");
         })?;
         let (mut request, receiver) =
-            self.request(prepared, options.deadline.or(self.shared.deadline));
+            self.request(prepared, options.deadline.or(self.shared.deadline), flight);
         request.received_at = received_at;
         self.shared.queue.push(request).inspect_err(|e| {
             stats.record(Outcome::of_capacity(e));
             tracing::debug!(model = %self.shared.identity.0, version = %self.shared.identity.1, error = %e, "request shed");
         })?;
-        stats.record_accepted();
         Ok(receiver)
     }
 }
@@ -493,7 +515,10 @@ pub struct PredictorBuilder<M: Model> {
 }
 
 /// Makes the cache path once the predictor's identity is known.
-type CacheFactory<M> = Box<dyn FnOnce(Arc<str>, Arc<str>) -> Box<dyn CachePath<M>> + Send>;
+type CacheFactory<M> = Box<dyn FnOnce(Arc<str>, Arc<str>, u64) -> Box<dyn CachePath<M>> + Send>;
+
+/// Numbers every predictor built, for cache keys.
+static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl<M: Model> fmt::Debug for PredictorBuilder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -634,9 +659,10 @@ impl<M: Model> PredictorBuilder<M> {
         let identity = self
             .identity
             .unwrap_or_else(|| (signature.name.as_str().into(), "0".into()));
+        let instance = NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cache = self
             .cache
-            .map(|make| make(identity.0.clone(), identity.1.clone()));
+            .map(|make| make(identity.0.clone(), identity.1.clone(), instance));
         let shared = Arc::new(Shared {
             model: self.model,
             signature,
@@ -689,6 +715,7 @@ fn start_warmup<M: Model>(replicas: Vec<Arc<M>>, inputs: Vec<M::Input>, warmup: 
         finish(&warmup, Ok(()));
         return;
     }
+    let failed = warmup.clone();
     let run = move || {
         let model = &replicas[0];
         let prepared: Result<Vec<M::Prepared>, _> =
@@ -719,6 +746,10 @@ fn start_warmup<M: Model>(replicas: Vec<Arc<M>>, inputs: Vec<M::Input>, warmup: 
         .spawn(run);
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the warm-up thread");
+        finish(
+            &failed,
+            Err(format!("cannot start the warm-up thread: {e}")),
+        );
     }
 }
 
@@ -731,8 +762,8 @@ where
     /// [`identity`](Self::identity) and the raw input, so a hit skips preprocessing), and
     /// computes identical requests in flight once.
     pub fn cache(mut self, cache: Arc<PredictionCache<M::Input, M::Output>>) -> Self {
-        self.cache = Some(Box::new(move |model, version| {
-            Box::new(CacheLayer::new(cache, model, version)) as Box<dyn CachePath<M>>
+        self.cache = Some(Box::new(move |model, version, instance| {
+            Box::new(CacheLayer::new(cache, model, version, instance)) as Box<dyn CachePath<M>>
         }));
         self
     }
@@ -754,7 +785,6 @@ pub(crate) type Retry<O> = Box<dyn FnOnce() -> PredictFuture<O> + Send>;
 
 enum FutureState<O> {
     Waiting(Reply<O>),
-    Leading(Reply<O>, Option<Box<dyn CompleteFlight<O>>>),
     Following(oneshot::Receiver<FlightOutcome<O>>, Option<Retry<O>>),
     Ready(Option<Result<O, PredictError>>),
 }
@@ -772,12 +802,6 @@ impl<O> PredictFuture<O> {
         }
     }
 
-    pub(crate) fn leading(reply: Reply<O>, flight: Box<dyn CompleteFlight<O>>) -> Self {
-        PredictFuture {
-            state: FutureState::Leading(reply, Some(flight)),
-        }
-    }
-
     pub(crate) fn following(rx: oneshot::Receiver<FlightOutcome<O>>, retry: Retry<O>) -> Self {
         PredictFuture {
             state: FutureState::Following(rx, Some(retry)),
@@ -789,7 +813,6 @@ impl<O> fmt::Debug for PredictFuture<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             FutureState::Waiting(_) => "waiting",
-            FutureState::Leading(..) => "computing for the cache",
             FutureState::Following(..) => "waiting for an identical request",
             FutureState::Ready(_) => "ready",
         };
@@ -812,16 +835,6 @@ impl<O> Future for PredictFuture<O> {
                     return Pin::new(receiver)
                         .poll(cx)
                         .map(|answer| answer.unwrap_or_else(worker_gone));
-                }
-                FutureState::Leading(receiver, flight) => {
-                    let Poll::Ready(answer) = Pin::new(receiver).poll(cx) else {
-                        return Poll::Pending;
-                    };
-                    let answer = answer.unwrap_or_else(worker_gone);
-                    if let Some(flight) = flight.take() {
-                        flight.complete(&answer);
-                    }
-                    return Poll::Ready(answer);
                 }
                 FutureState::Following(receiver, retry) => match Pin::new(receiver).poll(cx) {
                     Poll::Pending => return Poll::Pending,

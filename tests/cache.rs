@@ -262,6 +262,30 @@ fn predict_many_answers_hits_from_the_cache_and_duplicates_once() {
 }
 
 #[test]
+fn a_follower_is_answered_even_when_the_async_leader_is_never_polled() {
+    let cache = cache(100, 1 << 20);
+    let p = predictor(Counting::new(1), &cache, "1");
+    let leader = p.predict_async(Colliding(8));
+    let follower = p.predict_async(Colliding(8));
+    // The worker completes the flight; the follower does not depend on the leader's poll.
+    assert_eq!(block_on(follower), Ok(vec![9]));
+    assert_eq!(
+        p.predict(Colliding(8)),
+        Ok(vec![9]),
+        "and the answer is cached"
+    );
+    drop(leader);
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 1);
+    let stats = p.stats();
+    assert_eq!(stats.outcome(modelhost::Outcome::Coalesced), 1);
+    assert_eq!(stats.outcome(modelhost::Outcome::CacheHit), 1);
+    assert_eq!(
+        (stats.cache_hits, stats.cache_misses, stats.cache_coalesced),
+        (1, 1, 1)
+    );
+}
+
+#[test]
 fn a_follower_of_a_cancelled_leader_computes_the_answer_itself() {
     let cache = cache(100, 1 << 20);
     let p = predictor(Counting::new(1), &cache, "1");

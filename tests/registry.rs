@@ -255,6 +255,41 @@ fn a_cache_shared_by_versions_never_crosses_them() {
 }
 
 #[test]
+fn a_version_redeployed_under_the_same_name_never_sees_the_old_cache_entries() {
+    let cache = Arc::new(PredictionCache::builder().build());
+    let c = cache.clone();
+    let r = Registry::with_predictor_config(move |b| b.cache(c.clone()));
+    r.deploy("m", "1", tagged(1)).unwrap();
+    r.deploy("m", "2", tagged(2)).unwrap();
+    assert_eq!(
+        r.handle("m", "2").unwrap().predict(5).unwrap().output,
+        (5, 2)
+    );
+    r.retire("m", "2").unwrap();
+    r.deploy("m", "2", tagged(22)).unwrap(); // new weights, same version name
+    assert_eq!(
+        r.handle("m", "2").unwrap().predict(5).unwrap().output,
+        (5, 22)
+    );
+}
+
+#[test]
+fn a_predictor_deployed_under_another_identity_is_refused() {
+    let r = registry();
+    let p = modelhost::Predictor::builder(tagged(1)).build().unwrap();
+    let err = r.deploy_predictor("m", "1", p).unwrap_err();
+    assert!(
+        matches!(err, RegistryError::IdentityMismatch { .. }),
+        "{err}"
+    );
+    let p = modelhost::Predictor::builder(tagged(1))
+        .identity("m", "1")
+        .build()
+        .unwrap();
+    assert!(r.deploy_predictor("m", "1", p).is_ok());
+}
+
+#[test]
 fn unknown_names_are_typed_errors_that_list_what_exists() {
     let r = registry();
     r.deploy("m", "1", tagged(1)).unwrap();

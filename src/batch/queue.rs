@@ -28,6 +28,13 @@ pub(crate) enum ReplyTo<O> {
     /// A fire-and-forget request (a shadow copy): the callback gets the answer on the
     /// worker thread and must return quickly.
     Detached(Box<dyn FnOnce(Result<O, PredictError>) + Send>),
+    /// The lead of a cache flight: the answer fills the cache and goes to every follower,
+    /// then to the caller if it is still there. Computed even if its caller has gone,
+    /// because followers may be waiting for it.
+    Lead(
+        oneshot::Sender<Result<O, PredictError>>,
+        Box<dyn crate::predictor::CompleteFlight<O>>,
+    ),
 }
 
 impl<O> ReplyTo<O> {
@@ -35,7 +42,7 @@ impl<O> ReplyTo<O> {
     pub(crate) fn is_closed(&self) -> bool {
         match self {
             ReplyTo::Caller(sender) => sender.is_closed(),
-            ReplyTo::Detached(_) => false,
+            ReplyTo::Detached(_) | ReplyTo::Lead(..) => false,
         }
     }
 
@@ -43,6 +50,10 @@ impl<O> ReplyTo<O> {
     pub(crate) fn send(self, answer: Result<O, PredictError>) {
         match self {
             ReplyTo::Caller(sender) => sender.send(answer),
+            ReplyTo::Lead(sender, flight) => {
+                flight.complete(&answer);
+                sender.send(answer);
+            }
             ReplyTo::Detached(callback) => {
                 // A callback's panic must not take the worker down with it.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(answer)));
@@ -204,6 +215,8 @@ impl<P, O> Queue<P, O> {
         }
         state.queued_cost += request.cost;
         state.items.push_back(request);
+        // Counted before any worker can answer it, so in-flight never goes below zero.
+        self.stats.record_accepted();
         self.waiting.store(state.items.len(), Ordering::Relaxed);
         drop(state);
         self.arrived.notify_all();

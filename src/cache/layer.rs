@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Begin, CacheKey, CacheWeight, Flight, FlightOutcome, PredictionCache};
 use crate::error::PredictError;
+use crate::metrics::Outcome;
 use crate::model::Model;
 use crate::predictor::{CompleteFlight, PredictFuture, Predictor, RequestOptions, worker_gone};
 
@@ -37,6 +38,7 @@ pub(crate) struct CacheLayer<K, O> {
     cache: Arc<PredictionCache<K, O>>,
     model: Arc<str>,
     version: Arc<str>,
+    instance: u64,
 }
 
 impl<K, O> CacheLayer<K, O> {
@@ -44,11 +46,13 @@ impl<K, O> CacheLayer<K, O> {
         cache: Arc<PredictionCache<K, O>>,
         model: Arc<str>,
         version: Arc<str>,
+        instance: u64,
     ) -> Self {
         CacheLayer {
             cache,
             model,
             version,
+            instance,
         }
     }
 }
@@ -62,6 +66,7 @@ where
         CacheKey {
             model: self.model.clone(),
             version: self.version.clone(),
+            instance: self.instance,
             input: input.clone(),
         }
     }
@@ -88,25 +93,33 @@ where
         options: &RequestOptions,
     ) -> Result<M::Output, PredictError> {
         let stats = predictor.recorder();
+        let started = std::time::Instant::now();
         loop {
             match self.cache.begin(self.key(&input)) {
                 Begin::Hit(value) => {
                     stats.record_cache(true, false);
+                    stats.record_answered(Outcome::CacheHit, started);
                     return Ok(value);
                 }
                 Begin::Follow(rx) => {
                     stats.record_cache(false, true);
                     match rx.recv() {
-                        Some(FlightOutcome::Done(answer)) => return answer,
+                        Some(FlightOutcome::Done(answer)) => {
+                            stats.record_answered(Outcome::Coalesced, started);
+                            return answer;
+                        }
                         // The leader was cancelled: look again (and maybe lead).
                         Some(FlightOutcome::Abandoned) | None => continue,
                     }
                 }
                 Begin::Lead(flight) => {
                     stats.record_cache(false, false);
-                    let answer = predictor.predict_uncached(input, options);
-                    flight.complete(&answer);
-                    return answer;
+                    // The worker completes the flight with the answer; a refused request
+                    // drops it, which sends the followers to try again themselves.
+                    return predictor
+                        .submit_leading(input, options, Some(Box::new(flight)))?
+                        .recv()
+                        .unwrap_or_else(worker_gone);
                 }
             }
         }
@@ -122,10 +135,12 @@ where
         match self.cache.begin(self.key(&input)) {
             Begin::Hit(value) => {
                 stats.record_cache(true, false);
+                stats.record(Outcome::CacheHit);
                 PredictFuture::ready(Ok(value))
             }
             Begin::Follow(rx) => {
                 stats.record_cache(false, true);
+                stats.record(Outcome::Coalesced);
                 let (predictor, options) = (predictor.clone(), options.clone());
                 PredictFuture::following(
                     rx,
@@ -134,13 +149,10 @@ where
             }
             Begin::Lead(flight) => {
                 stats.record_cache(false, false);
-                match predictor.submit(input, options) {
-                    Ok(reply) => PredictFuture::leading(reply, Box::new(flight)),
-                    Err(error) => {
-                        let answer = Err(error);
-                        flight.complete(&answer);
-                        PredictFuture::ready(answer)
-                    }
+                // The worker completes the flight, whether or not this future is polled.
+                match predictor.submit_leading(input, options, Some(Box::new(flight))) {
+                    Ok(reply) => PredictFuture::waiting(reply),
+                    Err(error) => PredictFuture::ready(Err(error)),
                 }
             }
         }
@@ -151,13 +163,14 @@ where
         predictor: &Predictor<M>,
         inputs: Vec<M::Input>,
     ) -> Vec<Result<M::Output, PredictError>> {
-        enum Slot<O, F> {
+        enum Slot<O> {
             Ready(Result<O, PredictError>),
             Follow(crate::oneshot::Receiver<FlightOutcome<O>>),
-            Lead(F),
+            Lead,
         }
         let mut slots = Vec::with_capacity(inputs.len());
         let mut to_compute = Vec::new();
+        let mut flights: Vec<Option<Box<dyn CompleteFlight<M::Output>>>> = Vec::new();
         let stats = predictor.recorder();
         for input in &inputs {
             let begin = self.cache.begin(self.key(input));
@@ -166,32 +179,37 @@ where
                 matches!(begin, Begin::Follow(_)),
             );
             slots.push(match begin {
-                Begin::Hit(value) => Slot::Ready(Ok(value)),
+                Begin::Hit(value) => {
+                    stats.record(Outcome::CacheHit);
+                    Slot::Ready(Ok(value))
+                }
                 Begin::Follow(rx) => Slot::Follow(rx),
                 Begin::Lead(flight) => {
                     to_compute.push(input.clone());
-                    Slot::Lead(flight)
+                    flights.push(Some(Box::new(flight)));
+                    Slot::Lead
                 }
             });
         }
-        let mut replies = predictor.submit_many(to_compute).into_iter();
-        // Leaders come before their followers (the first occurrence leads), so resolving in
-        // input order completes every flight before anyone in this call waits on it.
+        // The worker completes each lead's flight, so no follower below (or in another
+        // thread) waits on this thread.
+        let mut replies = predictor
+            .submit_many_leading(to_compute, flights)
+            .into_iter();
         slots
             .into_iter()
             .zip(inputs)
             .map(|(slot, input)| match slot {
                 Slot::Ready(answer) => answer,
-                Slot::Lead(flight) => {
-                    let answer = replies
-                        .next()
-                        .unwrap_or_else(worker_gone)
-                        .and_then(|r| r.recv().unwrap_or_else(worker_gone));
-                    flight.complete(&answer);
-                    answer
-                }
+                Slot::Lead => replies
+                    .next()
+                    .unwrap_or_else(worker_gone)
+                    .and_then(|r| r.recv().unwrap_or_else(worker_gone)),
                 Slot::Follow(rx) => match rx.recv() {
-                    Some(FlightOutcome::Done(answer)) => answer,
+                    Some(FlightOutcome::Done(answer)) => {
+                        stats.record(Outcome::Coalesced);
+                        answer
+                    }
                     Some(FlightOutcome::Abandoned) | None => {
                         self.predict(predictor, input, &RequestOptions::default())
                     }

@@ -140,6 +140,9 @@ impl CacheBuilder {
 pub(crate) struct CacheKey<K> {
     pub(crate) model: Arc<str>,
     pub(crate) version: Arc<str>,
+    /// Unique per predictor built: a version retired and deployed again under the same
+    /// name (with other weights) never sees the old build's entries.
+    pub(crate) instance: u64,
     pub(crate) input: K,
 }
 
@@ -359,8 +362,15 @@ impl<K: Hash + Eq + Clone, O: Clone + CacheWeight> Flight<K, O> {
             }
             followers
         };
+        // A leader shed or dropped for capacity says nothing about the followers' own
+        // requests: they try again themselves.
+        let retry = matches!(result, Err(PredictError::Capacity(_)));
         for follower in followers {
-            follower.send(FlightOutcome::Done(result.clone()));
+            follower.send(if retry {
+                FlightOutcome::Abandoned
+            } else {
+                FlightOutcome::Done(result.clone())
+            });
         }
     }
 }

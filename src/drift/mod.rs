@@ -218,8 +218,15 @@ impl DriftMonitorBuilder {
         let Some(dim) = vectors.first().map(Vec::len) else {
             return self;
         };
-        let vectors: Vec<&Vec<f32>> = vectors.iter().filter(|v| v.len() == dim).collect();
+        let vectors: Vec<&Vec<f32>> = vectors
+            .iter()
+            .filter(|v| v.len() == dim && v.iter().all(|x| x.is_finite()))
+            .collect();
         let n = vectors.len();
+        if n < 2 || dim == 0 {
+            // No spread to measure against: no embedding reference.
+            return self;
+        }
         let mut mean = vec![0f64; dim];
         for v in &vectors {
             for (m, x) in mean.iter_mut().zip(v.iter()) {
@@ -329,6 +336,11 @@ impl DriftMonitor {
 
     /// Records one live embedding.
     pub fn observe_embedding(&self, vector: &[f32]) {
+        let expected = self.embedding.as_ref().map(|e| e.mean.len());
+        if expected.is_some_and(|d| d != vector.len()) || vector.iter().any(|x| !x.is_finite()) {
+            // Not comparable with the reference: counting it would look like drift.
+            return;
+        }
         let mut w = self.lock();
         push_bounded(&mut w.embeddings, vector.to_vec(), self.config.window);
         self.tick(w);
@@ -391,6 +403,9 @@ impl DriftMonitor {
             ..DriftReport::default()
         };
         for (i, f) in self.features.iter().enumerate() {
+            if f.sorted.is_empty() {
+                continue;
+            }
             let mut live: Vec<f64> = w
                 .features
                 .iter()
@@ -569,6 +584,12 @@ pub enum FeedbackError {
         /// How many pending predictions are kept.
         capacity: usize,
     },
+    /// A regression prediction or truth is NaN or infinite.
+    #[error("request {id}: the prediction or the truth is not a finite number")]
+    NotFinite {
+        /// The id.
+        id: u64,
+    },
     /// The truth is a class and the prediction a value, or the other way round.
     #[error(
         "request {id}: the truth is {truth:?} but the prediction was {predicted:?}; both must be classes or both values"
@@ -681,6 +702,11 @@ impl AccuracyMonitor {
             (Prediction::Class(p), Prediction::Class(t)) => f64::from(u8::from(p == t)),
             (Prediction::Value(p), Prediction::Value(t)) => (p - t).abs(),
             _ => {
+                // Keep the prediction: the right feedback may still come.
+                self.pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .put(id, (version, predicted));
                 return Err(FeedbackError::KindMismatch {
                     id,
                     predicted,
@@ -688,6 +714,9 @@ impl AccuracyMonitor {
                 });
             }
         };
+        if !score.is_finite() {
+            return Err(FeedbackError::NotFinite { id });
+        }
         let classification = matches!(truth, Prediction::Class(_));
         let alert = {
             let mut scores = self.scores.lock().unwrap_or_else(PoisonError::into_inner);

@@ -31,11 +31,15 @@ pub enum Outcome {
     Panicked,
     /// No worker was left to compute it.
     WorkerGone,
+    /// Answered from the prediction cache (never queued).
+    CacheHit,
+    /// Answered with the result of an identical request in flight (never queued).
+    Coalesced,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Success,
         Outcome::InputError,
         Outcome::QueueFull,
@@ -45,6 +49,8 @@ impl Outcome {
         Outcome::RuntimeError,
         Outcome::Panicked,
         Outcome::WorkerGone,
+        Outcome::CacheHit,
+        Outcome::Coalesced,
     ];
 
     /// The label value used in metrics, e.g. `"queue_full"`.
@@ -59,6 +65,8 @@ impl Outcome {
             Outcome::RuntimeError => "runtime_error",
             Outcome::Panicked => "panicked",
             Outcome::WorkerGone => "worker_gone",
+            Outcome::CacheHit => "cache_hit",
+            Outcome::Coalesced => "coalesced",
         }
     }
 
@@ -90,7 +98,11 @@ impl Outcome {
     fn was_accepted(self) -> bool {
         !matches!(
             self,
-            Outcome::InputError | Outcome::QueueFull | Outcome::ShuttingDown
+            Outcome::InputError
+                | Outcome::QueueFull
+                | Outcome::ShuttingDown
+                | Outcome::CacheHit
+                | Outcome::Coalesced
         )
     }
 }
@@ -161,7 +173,7 @@ pub(crate) struct StatsRecorder {
     /// Time histograms (and tracing spans) are recorded only when set.
     pub(crate) instrument: bool,
     accepted: AtomicU64,
-    outcomes: [AtomicU64; 9],
+    outcomes: [AtomicU64; 11],
     batches: AtomicU64,
     /// Index = batch size.
     batch_sizes: Vec<AtomicU64>,
@@ -196,6 +208,14 @@ impl StatsRecorder {
 
     pub(crate) fn record(&self, outcome: Outcome) {
         self.outcomes[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An outcome answered on the caller's thread (a cache hit), with its latency.
+    pub(crate) fn record_answered(&self, outcome: Outcome, started: std::time::Instant) {
+        self.record(outcome);
+        if self.instrument {
+            self.latency.record(started.elapsed());
+        }
     }
 
     pub(crate) fn record_batch(&self, size: usize, tokens: usize, compute: Duration) {

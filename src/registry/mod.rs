@@ -98,6 +98,18 @@ pub enum RegistryError {
         /// What is wrong and what is allowed.
         reason: String,
     },
+    /// A predictor deployed under a name and version it was not built for.
+    #[error(
+        "the predictor was built as `{predictor}`, not `{name}/{version}`; build it with .identity(\"{name}\", \"{version}\")"
+    )]
+    IdentityMismatch {
+        /// The model.
+        name: String,
+        /// The version.
+        version: String,
+        /// The identity it was built with.
+        predictor: String,
+    },
     /// The version's predictor could not be started.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -165,6 +177,7 @@ struct VersionStats {
     requests: AtomicU64,
     errors: AtomicU64,
     shadow_requests: AtomicU64,
+    shadow_errors: AtomicU64,
     latency: LatencyHistogram,
 }
 
@@ -351,18 +364,36 @@ pub struct VersionReport {
     pub requests: u64,
     /// Of those, failed.
     pub errors: u64,
-    /// Shadow copies it answered.
+    /// Shadow copies sent to it.
     pub shadow_requests: u64,
+    /// Of those, failed or refused.
+    pub shadow_errors: u64,
     /// End-to-end latency of its requests (shadow copies included).
     pub latency: LatencySummary,
     /// Its predictor's counters.
     pub predictor: PredictorStats,
 }
 
+/// The 64-bit FNV-1a hash.
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A stable hash of a sticky key (the same in every process and run).
 fn sticky_draw(key: &impl Hash) -> u64 {
-    // `DefaultHasher::new()` has fixed keys, so the hash does not change between runs.
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    // FNV-1a: a fixed algorithm, so a key lands on the same version in every process,
+    // run and Rust release (std's DefaultHasher promises none of that).
+    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
     key.hash(&mut hasher);
     // Spread the bits so `% total` uses all of them.
     let mut z = hasher.finish();
@@ -408,7 +439,11 @@ impl<M: Model> Registry<M> {
         let mut table = Table::clone(&entry.table.load());
         let out = change(&mut table, &mut seq)?;
         table.resolve();
-        entry.table.store(Arc::new(table));
+        let old = entry.table.swap(Arc::new(table));
+        drop(seq);
+        // The old table may hold the last handle to a retired version, whose drop drains
+        // its queue and joins its workers: never under the writer lock.
+        drop(old);
         Ok(out)
     }
 
@@ -438,13 +473,23 @@ impl<M: Model> Registry<M> {
         self.deploy_predictor(name, version, builder.build()?)
     }
 
-    /// Deploys a predictor you built as `version` of `name`.
+    /// Deploys a predictor you built as `version` of `name`; it must have been built with
+    /// `.identity(name, version)` so that its cache entries and metrics carry the right
+    /// labels.
     pub fn deploy_predictor(
         &self,
         name: &str,
         version: &str,
         predictor: Predictor<M>,
     ) -> Result<VersionHandle<M>, RegistryError> {
+        if predictor.identity() != (name, version) {
+            let (has_model, has_version) = predictor.identity();
+            return Err(RegistryError::IdentityMismatch {
+                name: name.into(),
+                version: version.into(),
+                predictor: format!("{has_model}/{has_version}"),
+            });
+        }
         {
             let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
             models.entry(name.to_string()).or_insert_with(|| {
@@ -667,6 +712,7 @@ impl<M: Model> Registry<M> {
                     requests: s.stats.requests.load(Ordering::Relaxed),
                     errors: s.stats.errors.load(Ordering::Relaxed),
                     shadow_requests: s.stats.shadow_requests.load(Ordering::Relaxed),
+                    shadow_errors: s.stats.shadow_errors.load(Ordering::Relaxed),
                     latency: s.stats.latency.summary(),
                     predictor: s.predictor.stats(),
                 }
@@ -788,7 +834,8 @@ where
             stats_of.stats.latency.record(started.elapsed());
         });
         if submitted.is_err() {
-            shadow.stats.errors.fetch_add(1, Ordering::Relaxed);
+            shadow.stats.shadow_requests.fetch_add(1, Ordering::Relaxed);
+            shadow.stats.shadow_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
