@@ -215,7 +215,8 @@ impl<M: Model> Predictor<M> {
 
     /// Predicts one input as a `Future` that any executor (or none: it is a plain oneshot)
     /// can drive. Validation and preprocessing run now, on the calling thread; dropping the
-    /// future cancels the request if it has not been computed yet.
+    /// future cancels the request if it has not been computed yet (unless, with a cache, it
+    /// leads a flight that identical requests are waiting on: then it is computed for them).
     pub fn predict_async(&self, input: M::Input) -> PredictFuture<M::Output> {
         self.predict_async_with(input, &RequestOptions::default())
     }
