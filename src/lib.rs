@@ -60,10 +60,10 @@ pub use error::{CapacityError, ConfigError, InputError, LoadError, PredictError,
 pub use metrics::{LatencyHistogram, LatencySummary, Metrics, Outcome, PredictorStats};
 pub use model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
 pub use models::Classification;
+pub use models::classifier::{CrossEncoder, Relevance, TextClassifier, TextPair};
 pub use models::mlp::{Mlp, MlpClassifier, MlpConfig};
-pub use models::sentence::{
-    EmbedderOptions, Embedding, Engine, Pooling, SentenceEmbedder, TokenizedText,
-};
+pub use models::sentence::{Embedding, Pooling, SentenceEmbedder};
+pub use models::text::{EmbedderOptions, Engine, TextOptions, TokenizedText};
 pub use predictor::{Health, PredictFuture, Predictor, PredictorBuilder, RequestOptions};
 pub use registry::{
     ModelRepository, Registry, RegistryError, ReloadReport, Routed, Routing, STABLE, StickyKey,

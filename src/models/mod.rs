@@ -1,7 +1,9 @@
 //! Concrete models, each a [`Model`](crate::Model) with typed input and output.
 
+pub mod classifier;
 pub mod mlp;
 pub mod sentence;
+pub mod text;
 
 /// The answer of a classifier.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,13 +16,10 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
-use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::encoder::{BertShape, PackedBert, PortableBert, Segment};
+pub use super::text::{EmbedderOptions, Engine, TokenizedText};
+use super::text::{TextEncoder, TextOptions};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};
 use crate::model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
@@ -96,122 +93,17 @@ pub enum Pooling {
     MeanSqrtLen,
 }
 
-/// A text after tokenization: what the embedder queues and batches. Only
-/// [`SentenceEmbedder::tokenize`] makes one, so it always holds between 1 and
-/// `max_seq_length` tokens with ids inside the model's vocabulary and one type id each.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenizedText {
-    ids: Vec<u32>,
-    type_ids: Vec<u32>,
-}
-
-impl TokenizedText {
-    /// Token ids, special tokens included.
-    pub fn ids(&self) -> &[u32] {
-        &self.ids
-    }
-
-    /// Token type (segment) ids, one per token.
-    pub fn type_ids(&self) -> &[u32] {
-        &self.type_ids
-    }
-
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// Never true for a text the embedder tokenized (it has at least one token).
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-}
-
-/// Options for [`SentenceEmbedder::load_with`].
-#[derive(Debug, Clone)]
-pub struct EmbedderOptions {
-    /// Cut texts longer than the maximum sequence length (as sentence-transformers does).
-    /// When `false`, such a text is refused with [`InputError::TooLong`]. Default `true`.
-    pub truncate: bool,
-    /// Override `max_seq_length` from `sentence_bert_config.json`; it is always capped at the
-    /// model's `max_position_embeddings`.
-    pub max_seq_length: Option<usize>,
-    /// The device to run on (default: CPU).
-    pub device: Device,
-    /// The forward pass (default [`Engine::Auto`]).
-    pub engine: Engine,
-    /// The dtype of the weights and activations (default f32; f16 and bf16 for GPUs — on
-    /// the CPU they run through the portable path and are slower, not faster).
-    pub dtype: DType,
-    /// Threads for the CPU forward pass. `None`: `RAYON_NUM_THREADS` if set, else one per
-    /// core.
-    pub threads: Option<usize>,
-}
-
-/// Which forward pass computes the embeddings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Engine {
-    /// [`Engine::Packed`].
-    #[default]
-    Auto,
-    /// modelhost's padding-free encoder: the tokens of a batch are packed into one matrix
-    /// and attention runs per text over its own length, so no padding is computed. On the
-    /// CPU in f32 it runs on hand-fused kernels; on other devices or dtypes it is
-    /// [`Engine::PackedPortable`].
-    Packed,
-    /// The padding-free encoder written in candle tensor operations: what runs on CUDA (f32,
-    /// f16, bf16). Selectable on the CPU to test it.
-    PackedPortable,
-    /// candle-transformers' stock `BertModel` on padded batches (any device).
-    Candle,
-}
-
-impl Default for EmbedderOptions {
-    fn default() -> Self {
-        EmbedderOptions {
-            truncate: true,
-            max_seq_length: None,
-            device: Device::Cpu,
-            engine: Engine::Auto,
-            dtype: DType::F32,
-            threads: None,
-        }
-    }
-}
-
 /// A BERT-family sentence embedder loaded from a sentence-transformers directory.
 ///
 /// `Input` is a `String`, `Output` an [`Embedding`]. Serve it with a
 /// [`Predictor`](crate::Predictor) to batch concurrent requests.
 pub struct SentenceEmbedder {
     name: String,
-    tokenizer: Tokenizer,
-    backend: Backend,
-    pad_id: u32,
-    vocab_size: usize,
+    encoder: TextEncoder,
     pooling: Vec<Pooling>,
     normalize: bool,
-    lowercase: bool,
-    max_len: usize,
     truncate: bool,
     dim: usize,
-}
-
-/// The loaded forward pass.
-enum Backend {
-    Packed {
-        bert: PackedBert,
-        /// The threads of the forward pass.
-        pool: rayon::ThreadPool,
-    },
-    Portable {
-        bert: PortableBert,
-    },
-    Candle {
-        bert: BertModel,
-        device: Device,
-    },
 }
 
 impl std::fmt::Debug for SentenceEmbedder {
@@ -219,7 +111,7 @@ impl std::fmt::Debug for SentenceEmbedder {
         f.debug_struct("SentenceEmbedder")
             .field("name", &self.name)
             .field("dim", &self.dim)
-            .field("max_len", &self.max_len)
+            .field("max_len", &self.encoder.max_len())
             .field("pooling", &self.pooling)
             .field("normalize", &self.normalize)
             .field("truncate", &self.truncate)
@@ -348,120 +240,32 @@ impl SentenceEmbedder {
     }
 
     /// Loads a sentence-transformers directory.
-    pub fn load_with(dir: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self, LoadError> {
+    pub fn load_with(dir: impl AsRef<Path>, options: TextOptions) -> Result<Self, LoadError> {
         let dir = dir.as_ref();
         let pipeline = read_pipeline(dir)?;
         let tdir = &pipeline.transformer_dir;
 
-        let config_path = require(tdir.join("config.json"), "the model configuration")?;
-        // The shape every engine needs; the candle engine parses its own config below.
-        let config: BertShape = read_json(&config_path)?;
         let st_config: SentenceBertConfig = match tdir.join("sentence_bert_config.json") {
             p if p.is_file() => read_json(&p)?,
             _ => SentenceBertConfig::default(),
         };
-        let max_len = options
-            .max_seq_length
-            .or(st_config.max_seq_length)
-            .unwrap_or(config.max_position_embeddings)
-            .min(config.max_position_embeddings);
-        if max_len < 2 {
-            return Err(LoadError::config(
-                &config_path,
-                format!(
-                    "max sequence length {max_len} leaves no room for a token; it must be at least 2"
-                ),
-            ));
-        }
-
-        let tokenizer_path = require(tdir.join("tokenizer.json"), "the tokenizer")?;
-        let mut tokenizer =
-            Tokenizer::from_file(&tokenizer_path).map_err(|e| LoadError::Tokenizer {
-                path: tokenizer_path.clone(),
-                message: e.to_string(),
-            })?;
-        tokenizer.with_padding(None);
-        let truncation = options.truncate.then(|| TruncationParams {
-            max_length: max_len,
-            ..TruncationParams::default()
-        });
-        tokenizer
-            .with_truncation(truncation)
-            .map_err(|e| LoadError::Tokenizer {
-                path: tokenizer_path.clone(),
-                message: e.to_string(),
-            })?;
-
-        let weights = require(tdir.join("model.safetensors"), "the model weights")?;
-        let fast_cpu = options.device.is_cpu() && options.dtype == DType::F32;
-        let engine = match options.engine {
-            Engine::Auto | Engine::Packed if fast_cpu => Engine::Packed,
-            Engine::Auto | Engine::Packed => Engine::PackedPortable,
-            other => other,
-        };
-        let backend = match engine {
-            Engine::PackedPortable => {
-                let act = crate::encoder::activation(&weights, &config)?;
-                Backend::Portable {
-                    bert: PortableBert::load(
-                        &weights,
-                        &config,
-                        act,
-                        &options.device,
-                        options.dtype,
-                    )?,
-                }
-            }
-            Engine::Packed => {
-                let threads = options.threads.unwrap_or_else(default_threads);
-                // The whole forward pass runs inside this pool, so its parallel parts fork
-                // and join among the pool's threads instead of waking them from outside.
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("modelhost-encoder-{i}"))
-                    .build()
-                    .map_err(|e| LoadError::config(&config_path, e))?;
-                Backend::Packed {
-                    bert: PackedBert::load(&weights, &config)?,
-                    pool,
-                }
-            }
-            _ => {
-                // SAFETY: the file is memory-mapped read-only; candle copies what it needs
-                // into its own tensors, and a file changed underneath us is the caller's to
-                // avoid.
-                let vb = unsafe {
-                    VarBuilder::from_mmaped_safetensors(
-                        std::slice::from_ref(&weights),
-                        options.dtype,
-                        &options.device,
-                    )
-                }
-                .map_err(|e| LoadError::weights(&weights, e))?;
-                let candle_config: BertConfig = read_json(&config_path)?;
-                Backend::Candle {
-                    bert: BertModel::load(vb, &candle_config)
-                        .map_err(|e| LoadError::weights(&weights, e))?,
-                    device: options.device.clone(),
-                }
-            }
-        };
-
+        let loaded = TextEncoder::load(
+            tdir,
+            &options,
+            st_config.max_seq_length,
+            st_config.do_lower_case,
+        )?;
+        let encoder = loaded.encoder;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "sentence-embedder".into());
         Ok(SentenceEmbedder {
             name,
-            tokenizer,
-            backend,
-            pad_id: config.pad_token_id as u32,
-            vocab_size: config.vocab_size,
-            dim: config.hidden_size * pipeline.pooling.len(),
+            dim: encoder.hidden() * pipeline.pooling.len(),
+            encoder,
             pooling: pipeline.pooling,
             normalize: pipeline.normalize,
-            lowercase: st_config.do_lower_case,
-            max_len,
             truncate: options.truncate,
         })
     }
@@ -473,7 +277,7 @@ impl SentenceEmbedder {
 
     /// The most tokens (special tokens included) a text may have.
     pub fn max_seq_length(&self) -> usize {
-        self.max_len
+        self.encoder.max_len()
     }
 
     /// The pooling modes, in the order their vectors are concatenated.
@@ -481,13 +285,10 @@ impl SentenceEmbedder {
         &self.pooling
     }
 
-    /// The forward pass in use ([`Engine::Packed`] or [`Engine::Candle`]).
+    /// The forward pass in use ([`Engine::Packed`], [`Engine::PackedPortable`] or
+    /// [`Engine::Candle`]).
     pub fn engine(&self) -> Engine {
-        match self.backend {
-            Backend::Packed { .. } => Engine::Packed,
-            Backend::Portable { .. } => Engine::PackedPortable,
-            Backend::Candle { .. } => Engine::Candle,
-        }
+        self.encoder.engine()
     }
 
     /// Whether embeddings are L2-normalised.
@@ -497,145 +298,23 @@ impl SentenceEmbedder {
 
     /// Tokenizes one text as the embedder will see it.
     pub fn tokenize(&self, text: &str) -> Result<TokenizedText, InputError> {
-        let lowered;
-        let text = if self.lowercase {
-            lowered = text.to_lowercase();
-            lowered.as_str()
-        } else {
-            text
-        };
-        let encoding = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| InputError::Tokenize {
-                message: e.to_string(),
-            })?;
-        let tokens = encoding.len();
-        if tokens > self.max_len {
-            return Err(InputError::TooLong {
-                tokens,
-                max: self.max_len,
-            });
-        }
-        if tokens == 0 {
-            return Err(InputError::Invalid {
-                field: "text".into(),
-                reason: "the tokenizer produced no tokens for it (and adds no special tokens); give a non-empty text".into(),
-            });
-        }
-        if let Some(&id) = encoding
-            .get_ids()
-            .iter()
-            .find(|&&id| id as usize >= self.vocab_size)
-        {
-            return Err(InputError::Invalid {
-                field: "text".into(),
-                reason: format!(
-                    "the tokenizer produced token id {id}, outside the model's vocabulary of {} (tokenizer.json and config.json disagree)",
-                    self.vocab_size
-                ),
-            });
-        }
-        Ok(TokenizedText {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
-        })
+        self.encoder.tokenize("text", text, None)
     }
 
     /// Embeds a batch of tokenized texts with the loaded engine.
     pub fn embed_batch(&self, batch: &[TokenizedText]) -> Result<Vec<Embedding>, RuntimeError> {
-        let h = self.dim / self.pooling.len();
-        let mut pooled = Vec::with_capacity(batch.len());
-        match &self.backend {
-            Backend::Packed { bert, pool } => {
-                let segments = segments(batch);
-                let (hidden, offsets) =
-                    pool.install(|| bert.forward(&segments, pool.current_num_threads()));
-                pool_packed(&mut pooled, &hidden, &offsets, h, &self.pooling);
-            }
-            Backend::Portable { bert } => {
-                let (hidden, offsets) = bert.forward(&segments(batch))?;
-                pool_packed(&mut pooled, &hidden, &offsets, h, &self.pooling);
-            }
-            Backend::Candle { bert, device } => {
-                let (hidden, len) = self.forward_padded(bert, device, batch)?;
-                for (row, text) in batch.iter().enumerate() {
-                    let start = row * len * h;
-                    let rows = &hidden[start..start + text.ids.len() * h];
-                    pooled.push(pool_rows(rows, h, &self.pooling));
+        let hidden = self.encoder.forward(batch)?;
+        let h = self.encoder.hidden();
+        Ok((0..hidden.len())
+            .map(|i| {
+                let mut v = pool_rows(hidden.text(i), h, &self.pooling);
+                if self.normalize {
+                    l2_normalize(&mut v);
                 }
-            }
-        }
-        if self.normalize {
-            pooled.iter_mut().for_each(|v| l2_normalize(v));
-        }
-        Ok(pooled.into_iter().map(Embedding).collect())
+                Embedding(v)
+            })
+            .collect())
     }
-
-    /// The stock candle forward pass on a batch padded to its longest text; returns the
-    /// hidden states flattened `[batch, len, hidden]` and `len`.
-    fn forward_padded(
-        &self,
-        bert: &BertModel,
-        device: &Device,
-        batch: &[TokenizedText],
-    ) -> candle_core::Result<(Vec<f32>, usize)> {
-        let n = batch.len();
-        let len = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![self.pad_id; n * len];
-        let mut type_ids = vec![0u32; n * len];
-        let mut mask = vec![0u32; n * len];
-        for (row, text) in batch.iter().enumerate() {
-            let start = row * len;
-            ids[start..start + text.ids.len()].copy_from_slice(&text.ids);
-            type_ids[start..start + text.type_ids.len()].copy_from_slice(&text.type_ids);
-            mask[start..start + text.ids.len()].fill(1);
-        }
-        let ids = Tensor::from_vec(ids, (n, len), device)?;
-        let type_ids = Tensor::from_vec(type_ids, (n, len), device)?;
-        let mask = Tensor::from_vec(mask, (n, len), device)?;
-        let hidden = bert.forward(&ids, &type_ids, Some(&mask))?;
-        Ok((
-            hidden
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
-            len,
-        ))
-    }
-}
-
-/// `RAYON_NUM_THREADS` when set to a positive number, else the number of cores.
-fn default_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// Pools each text of a packed `[tokens, hidden]` matrix (rows `offsets[i]..offsets[i+1]`).
-fn pool_packed(
-    out: &mut Vec<Vec<f32>>,
-    hidden: &[f32],
-    offsets: &[usize],
-    h: usize,
-    modes: &[Pooling],
-) {
-    for w in offsets.windows(2) {
-        out.push(pool_rows(&hidden[w[0] * h..w[1] * h], h, modes));
-    }
-}
-
-/// The token ids of a batch as the packed encoders take them.
-fn segments(batch: &[TokenizedText]) -> Vec<Segment<'_>> {
-    batch
-        .iter()
-        .map(|t| Segment {
-            ids: &t.ids,
-            type_ids: &t.type_ids,
-        })
-        .collect()
 }
 
 /// Pools the token vectors of one text (`rows`: `[tokens, hidden]`) into one vector,
@@ -707,7 +386,7 @@ impl Model for SentenceEmbedder {
     }
 
     fn cost(&self, prepared: &TokenizedText) -> usize {
-        prepared.ids.len()
+        prepared.len()
     }
 
     fn run_batch(&self, batch: &[TokenizedText]) -> Result<BatchOutputs<Embedding>, RuntimeError> {

@@ -1,0 +1,449 @@
+//! The text side shared by every BERT-family model: tokenizer, validation of token ids and
+//! lengths, and the forward pass (packed or padded) that yields each text's last hidden
+//! states. [`SentenceEmbedder`](super::sentence::SentenceEmbedder) pools those states,
+//! [`TextClassifier`](super::classifier::TextClassifier) and
+//! [`CrossEncoder`](super::classifier::CrossEncoder) put a classification head on them.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use tokenizers::{EncodeInput, Tokenizer, TruncationParams};
+
+use crate::encoder::{BertShape, PackedBert, PortableBert, Segment};
+use crate::error::{InputError, LoadError, RuntimeError};
+use crate::load::{read_json, require};
+
+/// A text (or a pair of texts) after tokenization: what the text models queue and batch.
+/// Only the models' `tokenize` functions make one, so it always holds between 1 and
+/// `max_seq_length` tokens with ids inside the model's vocabularies and one type id each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedText {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) type_ids: Vec<u32>,
+}
+
+impl TokenizedText {
+    /// Token ids, special tokens included.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Token type (segment) ids, one per token: 0 for a single text and the first text of
+    /// a pair, 1 for the second.
+    pub fn type_ids(&self) -> &[u32] {
+        &self.type_ids
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Never true for a text a model tokenized (it has at least one token).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Options for loading a text model ([`SentenceEmbedder::load_with`],
+/// [`TextClassifier::load_with`], [`CrossEncoder::load_with`]).
+///
+/// [`SentenceEmbedder::load_with`]: super::sentence::SentenceEmbedder::load_with
+/// [`TextClassifier::load_with`]: super::classifier::TextClassifier::load_with
+/// [`CrossEncoder::load_with`]: super::classifier::CrossEncoder::load_with
+#[derive(Debug, Clone)]
+pub struct TextOptions {
+    /// Cut texts longer than the maximum sequence length (as sentence-transformers and
+    /// transformers' pipelines do). When `false`, such a text is refused with
+    /// [`InputError::TooLong`]. Default `true`.
+    pub truncate: bool,
+    /// Override the maximum sequence length (`sentence_bert_config.json` for an embedder);
+    /// it is always capped at the model's `max_position_embeddings`.
+    pub max_seq_length: Option<usize>,
+    /// The device to run on (default: CPU).
+    pub device: Device,
+    /// The forward pass (default [`Engine::Auto`]).
+    pub engine: Engine,
+    /// The dtype of the weights and activations (default f32; f16 and bf16 for GPUs — on
+    /// the CPU they run through the portable path and are slower, not faster).
+    pub dtype: DType,
+    /// Threads for the CPU forward pass. `None`: `RAYON_NUM_THREADS` if set, else one per
+    /// core.
+    pub threads: Option<usize>,
+}
+
+/// The options of a sentence embedder: [`TextOptions`].
+pub type EmbedderOptions = TextOptions;
+
+impl Default for TextOptions {
+    fn default() -> Self {
+        TextOptions {
+            truncate: true,
+            max_seq_length: None,
+            device: Device::Cpu,
+            engine: Engine::Auto,
+            dtype: DType::F32,
+            threads: None,
+        }
+    }
+}
+
+/// Which forward pass computes the hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Engine {
+    /// [`Engine::Packed`].
+    #[default]
+    Auto,
+    /// modelhost's padding-free encoder: the tokens of a batch are packed into one matrix
+    /// and attention runs per text over its own length, so no padding is computed. On the
+    /// CPU in f32 it runs on hand-fused kernels; on other devices or dtypes it is
+    /// [`Engine::PackedPortable`].
+    Packed,
+    /// The padding-free encoder written in candle tensor operations: what runs on CUDA (f32,
+    /// f16, bf16). Selectable on the CPU to test it.
+    PackedPortable,
+    /// candle-transformers' stock `BertModel` on padded batches (any device).
+    Candle,
+}
+
+/// The loaded forward pass.
+enum Backend {
+    Packed {
+        bert: PackedBert,
+        /// The threads of the forward pass.
+        pool: rayon::ThreadPool,
+    },
+    Portable {
+        bert: PortableBert,
+    },
+    Candle {
+        bert: BertModel,
+        device: Device,
+    },
+}
+
+/// Tokenizer plus BERT encoder of a Hugging Face model directory.
+pub(crate) struct TextEncoder {
+    tokenizer: Tokenizer,
+    backend: Backend,
+    pad_id: u32,
+    vocab_size: usize,
+    type_vocab_size: usize,
+    hidden: usize,
+    lowercase: bool,
+    max_len: usize,
+}
+
+/// The last hidden states of a batch: text `i` is rows `offsets[i]..offsets[i + 1]` of
+/// `data` (`[rows, hidden]`, row-major). Rows between texts (padding) are never referenced.
+pub(crate) struct HiddenStates {
+    data: Vec<f32>,
+    /// Start row of each text, and (for the packed layout) one past the last.
+    starts: Vec<usize>,
+    lens: Vec<usize>,
+    hidden: usize,
+}
+
+impl HiddenStates {
+    /// Text `i`'s token vectors, `[tokens, hidden]` row-major.
+    pub(crate) fn text(&self, i: usize) -> &[f32] {
+        let h = self.hidden;
+        &self.data[self.starts[i] * h..(self.starts[i] + self.lens[i]) * h]
+    }
+
+    /// Text `i`'s first (`[CLS]`) token vector.
+    pub(crate) fn first_token(&self, i: usize) -> &[f32] {
+        let h = self.hidden;
+        &self.data[self.starts[i] * h..(self.starts[i] + 1) * h]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lens.len()
+    }
+}
+
+/// What a text model reads from its transformer directory besides the encoder.
+pub(crate) struct Loaded {
+    pub(crate) encoder: TextEncoder,
+    /// The path of `config.json`.
+    pub(crate) config_path: std::path::PathBuf,
+    /// The path of the weights file.
+    pub(crate) weights: std::path::PathBuf,
+}
+
+impl TextEncoder {
+    /// Loads `config.json`, `tokenizer.json` and the weights of `dir`.
+    /// `default_max_len` is the model's own limit before `options.max_seq_length`.
+    pub(crate) fn load(
+        dir: &Path,
+        options: &TextOptions,
+        default_max_len: Option<usize>,
+        lowercase: bool,
+    ) -> Result<Loaded, LoadError> {
+        let config_path = require(dir.join("config.json"), "the model configuration")?;
+        // The shape every engine needs; the candle engine parses its own config below.
+        let config: BertShape = read_json(&config_path)?;
+        let max_len = options
+            .max_seq_length
+            .or(default_max_len)
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+        if max_len < 2 {
+            return Err(LoadError::config(
+                &config_path,
+                format!(
+                    "max sequence length {max_len} leaves no room for a token; it must be at least 2"
+                ),
+            ));
+        }
+
+        let tokenizer_path = require(dir.join("tokenizer.json"), "the tokenizer")?;
+        let tokenizer_error = |e: tokenizers::Error| LoadError::Tokenizer {
+            path: tokenizer_path.clone(),
+            message: e.to_string(),
+        };
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(tokenizer_error)?;
+        tokenizer.with_padding(None);
+        let truncation = options.truncate.then(|| TruncationParams {
+            max_length: max_len,
+            ..TruncationParams::default()
+        });
+        tokenizer
+            .with_truncation(truncation)
+            .map_err(tokenizer_error)?;
+
+        let weights = require(dir.join("model.safetensors"), "the model weights")?;
+        let fast_cpu = options.device.is_cpu() && options.dtype == DType::F32;
+        let engine = match options.engine {
+            Engine::Auto | Engine::Packed if fast_cpu => Engine::Packed,
+            Engine::Auto | Engine::Packed => Engine::PackedPortable,
+            other => other,
+        };
+        let backend = match engine {
+            Engine::PackedPortable => {
+                let act = crate::encoder::activation(&weights, &config)?;
+                Backend::Portable {
+                    bert: PortableBert::load(
+                        &weights,
+                        &config,
+                        act,
+                        &options.device,
+                        options.dtype,
+                    )?,
+                }
+            }
+            Engine::Packed => {
+                let threads = options.threads.unwrap_or_else(default_threads);
+                // The whole forward pass runs inside this pool, so its parallel parts fork
+                // and join among the pool's threads instead of waking them from outside.
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("modelhost-encoder-{i}"))
+                    .build()
+                    .map_err(|e| LoadError::config(&config_path, e))?;
+                Backend::Packed {
+                    bert: PackedBert::load(&weights, &config)?,
+                    pool,
+                }
+            }
+            _ => {
+                // SAFETY: the file is memory-mapped read-only; candle copies what it needs
+                // into its own tensors, and a file changed underneath us is the caller's to
+                // avoid.
+                let vb = unsafe {
+                    VarBuilder::from_mmaped_safetensors(
+                        std::slice::from_ref(&weights),
+                        options.dtype,
+                        &options.device,
+                    )
+                }
+                .map_err(|e| LoadError::weights(&weights, e))?;
+                let candle_config: BertConfig = read_json(&config_path)?;
+                Backend::Candle {
+                    bert: BertModel::load(vb, &candle_config)
+                        .map_err(|e| LoadError::weights(&weights, e))?,
+                    device: options.device.clone(),
+                }
+            }
+        };
+        Ok(Loaded {
+            encoder: TextEncoder {
+                tokenizer,
+                backend,
+                pad_id: config.pad_token_id as u32,
+                vocab_size: config.vocab_size,
+                type_vocab_size: config.type_vocab_size,
+                hidden: config.hidden_size,
+                lowercase,
+                max_len,
+            },
+            config_path,
+            weights,
+        })
+    }
+
+    /// Width of the hidden states.
+    pub(crate) fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// The most tokens (special tokens included) a text may have.
+    pub(crate) fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    pub(crate) fn engine(&self) -> Engine {
+        match self.backend {
+            Backend::Packed { .. } => Engine::Packed,
+            Backend::Portable { .. } => Engine::PackedPortable,
+            Backend::Candle { .. } => Engine::Candle,
+        }
+    }
+
+    /// Tokenizes one text (`second: None`) or a pair, special tokens included; `field`
+    /// names the input in errors.
+    pub(crate) fn tokenize(
+        &self,
+        field: &str,
+        first: &str,
+        second: Option<&str>,
+    ) -> Result<TokenizedText, InputError> {
+        let lower = |t: &str| {
+            if self.lowercase {
+                t.to_lowercase()
+            } else {
+                t.to_owned()
+            }
+        };
+        let input: EncodeInput = match second {
+            None => lower(first).into(),
+            Some(second) => (lower(first), lower(second)).into(),
+        };
+        let encoding = self
+            .tokenizer
+            .encode(input, true)
+            .map_err(|e| InputError::Tokenize {
+                message: e.to_string(),
+            })?;
+        let tokens = encoding.len();
+        if tokens > self.max_len {
+            return Err(InputError::TooLong {
+                tokens,
+                max: self.max_len,
+            });
+        }
+        if tokens == 0 {
+            return Err(InputError::Invalid {
+                field: field.into(),
+                reason: "the tokenizer produced no tokens for it (and adds no special tokens); give a non-empty text".into(),
+            });
+        }
+        if let Some(&id) = encoding
+            .get_ids()
+            .iter()
+            .find(|&&id| id as usize >= self.vocab_size)
+        {
+            return Err(InputError::Invalid {
+                field: field.into(),
+                reason: format!(
+                    "the tokenizer produced token id {id}, outside the model's vocabulary of {} (tokenizer.json and config.json disagree)",
+                    self.vocab_size
+                ),
+            });
+        }
+        if let Some(&t) = encoding
+            .get_type_ids()
+            .iter()
+            .find(|&&t| t as usize >= self.type_vocab_size)
+        {
+            return Err(InputError::Invalid {
+                field: field.into(),
+                reason: format!(
+                    "the tokenizer produced token type {t}, but the model has {} token types (it cannot take text pairs)",
+                    self.type_vocab_size
+                ),
+            });
+        }
+        Ok(TokenizedText {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+        })
+    }
+
+    /// The last hidden states of a batch with the loaded engine.
+    pub(crate) fn forward(&self, batch: &[TokenizedText]) -> Result<HiddenStates, RuntimeError> {
+        let lens: Vec<usize> = batch.iter().map(|t| t.ids.len()).collect();
+        let (data, starts) = match &self.backend {
+            Backend::Packed { bert, pool } => {
+                let segments = segments(batch);
+                pool.install(|| bert.forward(&segments, pool.current_num_threads()))
+            }
+            Backend::Portable { bert } => bert.forward(&segments(batch))?,
+            Backend::Candle { bert, device } => {
+                let (data, len) = self.forward_padded(bert, device, batch)?;
+                (data, (0..batch.len()).map(|row| row * len).collect())
+            }
+        };
+        Ok(HiddenStates {
+            data,
+            starts,
+            lens,
+            hidden: self.hidden,
+        })
+    }
+
+    /// The stock candle forward pass on a batch padded to its longest text; returns the
+    /// hidden states flattened `[batch, len, hidden]` and `len`.
+    fn forward_padded(
+        &self,
+        bert: &BertModel,
+        device: &Device,
+        batch: &[TokenizedText],
+    ) -> candle_core::Result<(Vec<f32>, usize)> {
+        let n = batch.len();
+        let len = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![self.pad_id; n * len];
+        let mut type_ids = vec![0u32; n * len];
+        let mut mask = vec![0u32; n * len];
+        for (row, text) in batch.iter().enumerate() {
+            let start = row * len;
+            ids[start..start + text.ids.len()].copy_from_slice(&text.ids);
+            type_ids[start..start + text.type_ids.len()].copy_from_slice(&text.type_ids);
+            mask[start..start + text.ids.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (n, len), device)?;
+        let type_ids = Tensor::from_vec(type_ids, (n, len), device)?;
+        let mask = Tensor::from_vec(mask, (n, len), device)?;
+        let hidden = bert.forward(&ids, &type_ids, Some(&mask))?;
+        Ok((
+            hidden
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+            len,
+        ))
+    }
+}
+
+/// `RAYON_NUM_THREADS` when set to a positive number, else the number of cores.
+fn default_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The token ids of a batch as the packed encoders take them.
+fn segments(batch: &[TokenizedText]) -> Vec<Segment<'_>> {
+    batch
+        .iter()
+        .map(|t| Segment {
+            ids: &t.ids,
+            type_ids: &t.type_ids,
+        })
+        .collect()
+}
