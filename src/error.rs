@@ -76,6 +76,52 @@ pub enum InputError {
         /// What is wrong and what is allowed.
         reason: String,
     },
+    /// A required named input (a feature) was not given, and it has no default.
+    #[error("`{field}` is missing; the model needs it and it has no default")]
+    Missing {
+        /// The input's name.
+        field: String,
+    },
+    /// A named input the model does not have.
+    #[error("`{field}` is not an input of this model; its inputs are: {}", allowed.join(", "))]
+    Unexpected {
+        /// The name that was given.
+        field: String,
+        /// The model's inputs.
+        allowed: Vec<String>,
+    },
+    /// A named input has the wrong kind of value.
+    #[error("`{field}` is {got}; it must be {expected}")]
+    WrongType {
+        /// The input's name.
+        field: String,
+        /// What the model takes (e.g. "a number", "true or false").
+        expected: String,
+        /// What was given.
+        got: String,
+    },
+    /// A named numeric input is NaN, infinite or outside its declared range.
+    #[error("`{field}` is {value}; allowed values are finite and lie in [{min}, {max}]")]
+    FeatureOutOfRange {
+        /// The input's name.
+        field: String,
+        /// The value given.
+        value: f64,
+        /// Smallest allowed value.
+        min: f64,
+        /// Largest allowed value.
+        max: f64,
+    },
+    /// A categorical input has a value outside its categories.
+    #[error("`{field}` is {value:?}; allowed values are: {}", allowed.join(", "))]
+    UnknownCategory {
+        /// The input's name.
+        field: String,
+        /// The value given.
+        value: String,
+        /// The categories the model knows.
+        allowed: Vec<String>,
+    },
 }
 
 /// A model could not be loaded from its files.

@@ -63,6 +63,10 @@ pub use models::Classification;
 pub use models::classifier::{CrossEncoder, Relevance, TextClassifier, TextPair};
 pub use models::mlp::{Mlp, MlpClassifier, MlpConfig};
 pub use models::sentence::{Embedding, Pooling, SentenceEmbedder};
+pub use models::tabular::{
+    Feature, FeatureKind, FeatureValue, TabularConfig, TabularModel, TabularOutput, TabularRow,
+    Task,
+};
 pub use models::text::{EmbedderOptions, Engine, TextOptions, TokenizedText};
 pub use predictor::{Health, PredictFuture, Predictor, PredictorBuilder, RequestOptions};
 pub use registry::{

@@ -92,6 +92,10 @@ pub enum DataType {
     Bytes,
     /// 32-bit float.
     F32,
+    /// 64-bit float.
+    F64,
+    /// A boolean.
+    Bool,
     /// 64-bit signed integer.
     I64,
     /// 32-bit signed integer.
@@ -106,6 +110,8 @@ impl DataType {
         match self {
             DataType::Bytes => "BYTES",
             DataType::F32 => "FP32",
+            DataType::F64 => "FP64",
+            DataType::Bool => "BOOL",
             DataType::I64 => "INT64",
             DataType::I32 => "INT32",
             DataType::U8 => "UINT8",

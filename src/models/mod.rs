@@ -3,6 +3,7 @@
 pub mod classifier;
 pub mod mlp;
 pub mod sentence;
+pub mod tabular;
 pub mod text;
 
 /// The answer of a classifier.
