@@ -112,6 +112,19 @@ pub enum InputError {
         /// Largest allowed value.
         max: f64,
     },
+    /// An image declares more pixels than the model accepts; refused from its header,
+    /// before any pixel is decoded.
+    #[error(
+        "the image is {width}×{height} pixels; at most {max_pixels} pixels are allowed (downscale it first)"
+    )]
+    ImageTooLarge {
+        /// Width the header declares.
+        width: u32,
+        /// Height the header declares.
+        height: u32,
+        /// The most pixels allowed.
+        max_pixels: u64,
+    },
     /// A categorical input has a value outside its categories.
     #[error("`{field}` is {value:?}; allowed values are: {}", allowed.join(", "))]
     UnknownCategory {

@@ -61,6 +61,7 @@ pub use metrics::{LatencyHistogram, LatencySummary, Metrics, Outcome, PredictorS
 pub use model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
 pub use models::Classification;
 pub use models::classifier::{CrossEncoder, Relevance, TextClassifier, TextPair};
+pub use models::image::{Channels, ImageClassifier, ImageOptions, Preprocess, Resize};
 pub use models::mlp::{Mlp, MlpClassifier, MlpConfig};
 pub use models::sentence::{Embedding, Pooling, SentenceEmbedder};
 pub use models::tabular::{

@@ -1,6 +1,7 @@
 //! Concrete models, each a [`Model`](crate::Model) with typed input and output.
 
 pub mod classifier;
+pub mod image;
 pub mod mlp;
 pub mod sentence;
 pub mod tabular;
