@@ -225,6 +225,13 @@ fn a_timm_resnet_directory_matches_candle_on_the_same_input() {
             .remove(0);
     let predictor = Predictor::builder(classifier).build().unwrap();
     let got = predictor.predict(png).unwrap();
+    // A 1000 × 10 strip would be resized to 7300 × 73 before the crop: refused.
+    let e = predictor.predict(checker_png(1000, 10)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("1000×10; the aspect ratio may be at most 32:1"),
+        "{e}"
+    );
     assert_close(&got.scores, &expected);
     assert_eq!(got.label, ["cat", "dog", "fox"][got.index]);
 }

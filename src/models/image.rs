@@ -68,6 +68,9 @@ pub enum Channels {
     Gray,
 }
 
+/// The most elongated image a shortest-edge resize accepts (long side : short side).
+pub const MAX_ASPECT: u64 = 32;
+
 /// How an image is turned into the network's input, read from the model directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
@@ -116,18 +119,27 @@ impl Preprocess {
     }
 
     /// Resizes, crops, converts and normalises a decoded image into `[C, H, W]` values.
-    pub fn apply(&self, image: &DynamicImage) -> Vec<f32> {
+    ///
+    /// A shortest-edge resize keeps the aspect ratio, so an image more than
+    /// [`MAX_ASPECT`]:1 would be resized into a huge strip before the crop: it is refused.
+    pub fn apply(&self, image: &DynamicImage) -> Result<Vec<f32>, InputError> {
         let (w0, h0) = (image.width().max(1), image.height().max(1));
         let (rw, rh) = match self.resize {
             Resize::Exact(h, w) => (w, h),
             Resize::ShortestEdge(s) => {
-                if w0 <= h0 {
-                    let h = (u64::from(s) * u64::from(h0) / u64::from(w0)) as u32;
-                    (s, h.max(1))
-                } else {
-                    let w = (u64::from(s) * u64::from(w0) / u64::from(h0)) as u32;
-                    (w.max(1), s)
+                let (short, long) = (w0.min(h0), w0.max(h0));
+                if u64::from(long) > MAX_ASPECT * u64::from(short) {
+                    return Err(InputError::Invalid {
+                        field: "image".into(),
+                        reason: format!(
+                            "it is {w0}×{h0}; the aspect ratio may be at most {MAX_ASPECT}:1"
+                        ),
+                    });
                 }
+                // At most MAX_ASPECT × s, so it fits a u32 for any u32 `s` below 2^26.
+                let scaled = (u64::from(s) * u64::from(long) / u64::from(short)).max(1);
+                let scaled = u32::try_from(scaled).unwrap_or(u32::MAX);
+                if w0 <= h0 { (s, scaled) } else { (scaled, s) }
             }
         };
         let mut resized = if (rw, rh) == (w0, h0) {
@@ -164,7 +176,7 @@ impl Preprocess {
                 out[k * h * w + i] = (f32::from(v) * self.rescale - self.mean[k]) / self.std[k];
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -327,6 +339,17 @@ fn read_hf_preprocessor(path: &Path) -> Result<Preprocess, LoadError> {
 }
 
 fn check_normalisation(path: &Path, p: &Preprocess, n: usize) -> Result<(), LoadError> {
+    let sizes = match p.resize {
+        Resize::ShortestEdge(s) => vec![s],
+        Resize::Exact(h, w) => vec![h, w],
+    };
+    let crop = p.crop.map_or(vec![], |(h, w)| vec![h, w]);
+    if sizes.iter().chain(&crop).any(|&d| d == 0 || d > 4096) {
+        return Err(LoadError::config(
+            path,
+            "resize and crop sizes must lie in 1..=4096 pixels",
+        ));
+    }
     if p.mean.len() != n || p.std.len() != n || p.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         return Err(LoadError::config(
             path,
@@ -593,7 +616,7 @@ impl ImageClassifier {
         let image = reader
             .decode()
             .map_err(|e| invalid(format!("it cannot be decoded: {e}")))?;
-        Ok(self.preprocess.apply(&image))
+        self.preprocess.apply(&image)
     }
 
     fn classify(&self, batch: &[Vec<f32>]) -> candle_core::Result<Vec<Classification>> {
