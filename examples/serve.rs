@@ -413,7 +413,8 @@ impl Codec for SentenceEmbedder {
 
     fn input_meta(&self) -> TensorMeta {
         TensorMeta {
-            name: self.signature().inputs[0].name.clone(),
+            name: (self.signature().inputs.first())
+                .map_or_else(|| "text".to_string(), |t| t.name.clone()),
             datatype: "BYTES",
             shape: vec![-1],
         }

@@ -221,7 +221,7 @@ fn floats(v: &Value) -> Vec<f32> {
 
 #[test]
 fn health_metadata_and_infer_answer_with_the_models_numbers() {
-    let server = Server::start("infer", &[]);
+    let server = Server::start("infer", &["--cache-mb", "16"]);
 
     let (status, _, body) = server.get("/v2/health/live");
     assert_eq!((status, json_of(&body)), (200, json!({"live": true})));
@@ -342,6 +342,23 @@ fn health_metadata_and_infer_answer_with_the_models_numbers() {
     assert!(
         body.contains(
             r#"modelhost_requests_total{model="minilm",version="1",outcome="success"} 16"#
+        ),
+        "{body}"
+    );
+    // The same text again is answered from the prediction cache (--cache-mb), same numbers.
+    let (status, _, body) = server.post_json(
+        "/v2/models/minilm/infer",
+        &json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [texts[0]]}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        floats(&json_of(&body)["outputs"][0]["data"]),
+        data[..384].to_vec()
+    );
+    let (_, _, body) = server.get("/metrics");
+    assert!(
+        body.contains(
+            r#"modelhost_requests_total{model="minilm",version="1",outcome="cache_hit"} 1"#
         ),
         "{body}"
     );
