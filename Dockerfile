@@ -3,7 +3,8 @@
 #   docker run --rm -p 8000:8000 -v "$PWD/models-repo:/models:ro" modelhost-serve
 # /models is a model repository, NAME/VERSION/ (see scripts/model-repo.sh and the README).
 
-FROM rust:1.89-slim-bookworm AS build
+# The toolchain this project is built and tested with (cargo 1.95).
+FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src

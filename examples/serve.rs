@@ -38,8 +38,9 @@
 //! waits for room in the queue rather than being shed, and a one-row request is shed with
 //! 429 when the queue is full. SIGTERM or Ctrl-C stops accepting connections, answers every
 //! request already received (for at most `--drain-timeout-s`), drains the predictors and
-//! exits 0. SIGHUP rescans the repository: new version directories are deployed, removed
-//! ones retired.
+//! exits 0. SIGHUP rescans the repository: new version directories are deployed (a new
+//! version of a known model answers at `/versions/{v}`, and by default once the default
+//! version's directory is removed), removed ones retired.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
