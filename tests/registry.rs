@@ -369,3 +369,55 @@ fn the_repository_loads_every_version_and_reload_follows_the_directory() {
     assert_eq!(registry.stable("digits").unwrap(), "11");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn filtered_repositories_share_one_root_and_each_takes_only_its_own_directories() {
+    let root = std::env::temp_dir().join(format!("modelhost-repo-filtered-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/assets/digits");
+    let copy = |name: &str, version: &str| {
+        let dir = root.join(name).join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["model.json", "model.safetensors"] {
+            std::fs::copy(digits.join(file), dir.join(file)).unwrap();
+        }
+    };
+    copy("digits", "1");
+    copy("other", "1");
+    // Marked as another kind's: the first repository must leave it alone.
+    std::fs::write(root.join("other/1/kind"), "other").unwrap();
+
+    let is_other = |dir: &std::path::Path| dir.join("kind").is_file();
+    let mine = Arc::new(Registry::new());
+    let (repo, report) = ModelRepository::open_filtered(
+        &root,
+        mine.clone(),
+        move |dir: &std::path::Path| !is_other(dir),
+        |dir: &std::path::Path| MlpClassifier::load(dir),
+    )
+    .unwrap();
+    assert_eq!(report.added, [("digits".to_string(), "1".to_string())]);
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(mine.models(), ["digits"]);
+
+    let theirs = Arc::new(Registry::new());
+    let (_, report) =
+        ModelRepository::open_filtered(&root, theirs.clone(), is_other, |dir: &std::path::Path| {
+            MlpClassifier::load(dir)
+        })
+        .unwrap();
+    assert_eq!(report.added, [("other".to_string(), "1".to_string())]);
+    assert_eq!(theirs.models(), ["other"]);
+
+    // A new version of the other kind appears: reload leaves it out, and adds this kind's.
+    copy("other", "2");
+    std::fs::write(root.join("other/2/kind"), "other").unwrap();
+    copy("digits", "2");
+    let report = repo.reload().unwrap();
+    assert_eq!(report.added, [("digits".to_string(), "2".to_string())]);
+    assert!(
+        report.removed.is_empty() && report.failed.is_empty(),
+        "{report:?}"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -11,6 +11,9 @@ use crate::model::Model;
 /// Loads one version directory into a model.
 type Loader<M> = Box<dyn Fn(&Path) -> Result<M, LoadError> + Send + Sync>;
 
+/// Says whether a version directory belongs to this repository.
+type Accept = Box<dyn Fn(&Path) -> bool + Send + Sync>;
+
 /// What a [`ModelRepository::reload`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
@@ -30,6 +33,7 @@ pub struct ModelRepository<M: Model> {
     root: PathBuf,
     registry: Arc<Registry<M>>,
     loader: Loader<M>,
+    accept: Accept,
     loaded: Mutex<BTreeSet<(String, String)>>,
 }
 
@@ -57,10 +61,49 @@ impl<M: Model> ModelRepository<M> {
         registry: Arc<Registry<M>>,
         loader: impl Fn(&Path) -> Result<M, LoadError> + Send + Sync + 'static,
     ) -> Result<(Self, ReloadReport), LoadError> {
+        Self::open_filtered(root, registry, |_: &Path| true, loader)
+    }
+
+    /// [`open`](Self::open), taking only the version directories that `accept` returns
+    /// true for; the others are left alone (neither loaded nor reported as failed), on
+    /// every [`reload`](Self::reload) too. Several repositories, one per model type, can
+    /// so share one root: each accepts the directories of its own kind.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use std::sync::Arc;
+    /// use modelhost::{MlpClassifier, ModelRepository, Registry};
+    ///
+    /// let root = std::env::temp_dir().join(format!("modelhost-doc-repo-{}", std::process::id()));
+    /// let version = root.join("digits/1");
+    /// std::fs::create_dir_all(&version)?;
+    /// for file in ["model.json", "model.safetensors"] {
+    ///     std::fs::copy(Path::new("examples/assets/digits").join(file), version.join(file))?;
+    /// }
+    /// std::fs::create_dir_all(root.join("some-text-model/1"))?; // another kind's directory
+    ///
+    /// let registry = Arc::new(Registry::new());
+    /// let is_mlp = |dir: &Path| dir.join("model.json").is_file();
+    /// let load = |dir: &Path| MlpClassifier::load(dir);
+    /// let (_repository, report) =
+    ///     ModelRepository::open_filtered(&root, registry.clone(), is_mlp, load)?;
+    /// assert_eq!(report.added, [("digits".to_string(), "1".to_string())]);
+    /// assert!(report.failed.is_empty());
+    /// assert_eq!(registry.models(), ["digits"]);
+    /// # std::fs::remove_dir_all(&root)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_filtered(
+        root: impl Into<PathBuf>,
+        registry: Arc<Registry<M>>,
+        accept: impl Fn(&Path) -> bool + Send + Sync + 'static,
+        loader: impl Fn(&Path) -> Result<M, LoadError> + Send + Sync + 'static,
+    ) -> Result<(Self, ReloadReport), LoadError> {
         let repository = ModelRepository {
             root: root.into(),
             registry,
             loader: Box::new(loader),
+            accept: Box::new(accept),
             loaded: Mutex::new(BTreeSet::new()),
         };
         let report = repository.reload()?;
@@ -83,7 +126,7 @@ impl<M: Model> ModelRepository<M> {
             let versions =
                 std::fs::read_dir(model.path()).map_err(|e| LoadError::io(model.path(), e))?;
             for version in versions.flatten() {
-                if version.path().is_dir() {
+                if version.path().is_dir() && (self.accept)(&version.path()) {
                     found.insert((
                         name.clone(),
                         version.file_name().to_string_lossy().into_owned(),

@@ -1,0 +1,627 @@
+//! The example HTTP server (`examples/serve.rs`) as a client sees it: the Open Inference
+//! Protocol endpoints, every bad request's status and message, the README's curl lines, and
+//! a graceful stop on SIGTERM that still answers the request in flight.
+//!
+//! Each test starts the built example binary (`target/<profile>/examples/serve`, which
+//! `cargo test` builds with the examples; the test builds it when it is missing) on a free
+//! loopback port against a model repository of symlinks in a temporary directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use modelhost::{MlpClassifier, Predictor};
+use serde_json::{Value, json};
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The example binary next to this test's profile directory. `cargo test` builds it with
+/// the examples; a run of this test alone (`--test serve`) builds it here, once, so it is
+/// never stale (a no-op when it is up to date).
+fn server_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test binary's path");
+            // target/<profile>/deps/serve-<hash> → target/<profile>/examples/serve
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("the test binary lives in target/<profile>/deps");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "--example", "serve"]);
+            if !cfg!(debug_assertions) {
+                build.arg("--release");
+            }
+            let status = build
+                .current_dir(manifest_dir())
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build --example serve failed");
+            profile_dir
+                .join("examples")
+                .join(format!("serve{}", std::env::consts::EXE_SUFFIX))
+        })
+        .clone()
+}
+
+/// A model repository of symlinks: minilm/1, digits/1 (digits-v1), digits/2 (digits).
+fn model_repository(tag: &str) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("modelhost-serve-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let link = |target: &Path, name: &str, version: &str| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(target, dir.join(version)).unwrap();
+    };
+    link(&common::minilm_dir(), "minilm", "1");
+    link(
+        &manifest_dir().join("examples/assets/digits-v1"),
+        "digits",
+        "1",
+    );
+    link(
+        &manifest_dir().join("examples/assets/digits"),
+        "digits",
+        "2",
+    );
+    root
+}
+
+/// A running server; killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    root: PathBuf,
+}
+
+impl Server {
+    fn start(tag: &str, extra_args: &[&str]) -> Server {
+        let root = model_repository(tag);
+        let mut child = Command::new(server_binary())
+            .arg("--models")
+            .arg(&root)
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the example server");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("the server's stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+            .to_string();
+        let server = Server { child, addr, root };
+        // Ready once every model has warmed up; bounded so a broken server fails the test.
+        let started = Instant::now();
+        while server.get("/v2/health/ready").0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the server never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn request(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Response {
+        request(&self.addr, method, path, headers, body)
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.request("POST", path, &[], body.to_string().as_bytes())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// (status, headers in lower case, body).
+type Response = (u16, String, String);
+
+/// One HTTP/1.1 request on its own connection.
+fn request(addr: &str, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect to the server");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).expect("a UTF-8 answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, head.to_ascii_lowercase(), body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// The held-back digits (every fifth row of digits.csv) and their labels.
+fn held_back_digits() -> (Vec<Vec<f32>>, Vec<usize>) {
+    let text =
+        std::fs::read_to_string(manifest_dir().join("examples/assets/digits/digits.csv")).unwrap();
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate().filter(|(i, _)| i % 5 == 4) {
+        let values: Vec<f32> = line.split(',').map(|v| v.trim().parse().unwrap()).collect();
+        assert_eq!(values.len(), 65, "digits.csv line {}", i + 1);
+        labels.push(values[64] as usize);
+        images.push(values[..64].to_vec());
+    }
+    (images, labels)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
+#[test]
+fn health_metadata_and_infer_answer_with_the_models_numbers() {
+    let server = Server::start("infer", &["--cache-mb", "16"]);
+
+    let (status, _, body) = server.get("/v2/health/live");
+    assert_eq!((status, json_of(&body)), (200, json!({"live": true})));
+    let (status, _, body) = server.get("/v2");
+    assert_eq!(status, 200);
+    assert_eq!(json_of(&body)["name"], "modelhost");
+    let (status, _, body) = server.get("/v2/models/digits/versions/1/ready");
+    assert_eq!(
+        (status, json_of(&body)["ready"].clone()),
+        (200, json!(true))
+    );
+
+    // Metadata: kinds recognised from the directories' own files.
+    let (status, _, body) = server.get("/v2/models/minilm");
+    assert_eq!(status, 200);
+    assert_eq!(
+        json_of(&body),
+        json!({
+            "name": "minilm", "versions": ["1"], "platform": "modelhost_text_embedder",
+            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}],
+        })
+    );
+    let (status, _, body) = server.get("/v2/models/digits");
+    assert_eq!(status, 200);
+    let meta = json_of(&body);
+    assert_eq!(meta["versions"], json!(["1", "2"]));
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}])
+    );
+    let (_, _, body) = server.get("/v2/models/digits/versions/1");
+    assert_eq!(json_of(&body)["versions"], json!(["1"]));
+
+    // The embedder: a batch of reference texts, compared with sentence-transformers.
+    let references: Vec<_> = common::references().into_iter().take(16).collect();
+    let texts: Vec<&str> = references.iter().map(|r| r.text.as_str()).collect();
+    let (status, _, body) = server.post_json(
+        "/v2/models/minilm/infer",
+        &json!({"id": "q1", "inputs": [{"name": "text", "shape": [texts.len()], "datatype": "BYTES", "data": texts}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = json_of(&body);
+    assert_eq!(answer["model_name"], "minilm");
+    assert_eq!(answer["model_version"], "1");
+    assert_eq!(answer["id"], "q1");
+    let output = &answer["outputs"][0];
+    assert_eq!(output["name"], "embedding");
+    assert_eq!(output["shape"], json!([16, 384]));
+    let data = floats(&output["data"]);
+    for (row, reference) in data.chunks(384).zip(&references) {
+        let c = cosine(row, &reference.embedding);
+        assert!(c >= 0.9999, "cosine {c} for {:?}", reference.text);
+    }
+
+    // The digits model: every held-back image in one [N, 64] request to the stable
+    // version (2), checked against the labels and against the library in process.
+    let (images, labels) = held_back_digits();
+    let flat: Vec<f32> = images.iter().flatten().copied().collect();
+    let (status, _, body) = server.post_json(
+        "/v2/models/digits/infer",
+        &json!({"inputs": [{"name": "pixels", "shape": [images.len(), 64], "datatype": "FP32", "data": flat}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = json_of(&body);
+    assert_eq!(answer["model_version"], "2");
+    let outputs = answer["outputs"].as_array().unwrap();
+    let names: Vec<&str> = outputs
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["probabilities", "label", "class"]);
+    let classes: Vec<usize> = outputs[2]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap() as usize)
+        .collect();
+    let correct = classes.iter().zip(&labels).filter(|(a, b)| a == b).count();
+    let accuracy = correct as f64 / labels.len() as f64;
+    assert!(accuracy >= 0.95, "held-back accuracy {accuracy}");
+    let local = Predictor::builder(
+        MlpClassifier::load(manifest_dir().join("examples/assets/digits")).unwrap(),
+    )
+    .build()
+    .unwrap();
+    let probabilities = floats(&outputs[0]["data"]);
+    for (i, answer) in local.predict_many(images).into_iter().enumerate() {
+        let answer = answer.unwrap();
+        assert_eq!(classes[i], answer.index);
+        for (got, want) in probabilities[i * 10..(i + 1) * 10]
+            .iter()
+            .zip(&answer.scores)
+        {
+            assert!((got - want).abs() <= 1e-6, "row {i}: {got} vs {want}");
+        }
+    }
+
+    // A pinned version and a subset of the outputs.
+    let zero = &held_back_digits().0[0];
+    let (status, _, body) = server.post_json(
+        "/v2/models/digits/versions/1/infer",
+        &json!({"inputs": [{"name": "pixels", "shape": [64], "datatype": "FP32", "data": zero}],
+                "outputs": [{"name": "label"}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = json_of(&body);
+    assert_eq!(answer["model_version"], "1");
+    assert_eq!(
+        answer["outputs"],
+        json!([{"name": "label", "datatype": "BYTES", "shape": [1], "data": [labels[0].to_string()]}])
+    );
+
+    // Metrics count what was served, per model and version.
+    let (status, head, body) = server.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/plain; version=0.0.4"));
+    assert!(
+        body.contains(
+            r#"modelhost_requests_total{model="minilm",version="1",outcome="success"} 16"#
+        ),
+        "{body}"
+    );
+    // The same text again is answered from the prediction cache (--cache-mb), same numbers.
+    let (status, _, body) = server.post_json(
+        "/v2/models/minilm/infer",
+        &json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [texts[0]]}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        floats(&json_of(&body)["outputs"][0]["data"]),
+        data[..384].to_vec()
+    );
+    let (_, _, body) = server.get("/metrics");
+    assert!(
+        body.contains(
+            r#"modelhost_requests_total{model="minilm",version="1",outcome="cache_hit"} 1"#
+        ),
+        "{body}"
+    );
+    let index = json_of(&server.request("POST", "/v2/repository/index", &[], b"").2);
+    assert_eq!(index.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn every_bad_request_gets_its_status_and_a_message_that_says_what_to_fix() {
+    let server = Server::start("errors", &["--max-body-bytes", "65536"]);
+    let pixels = |shape: Value, datatype: &str, data: Value| json!({"inputs": [{"name": "pixels", "shape": shape, "datatype": datatype, "data": data}]});
+    let zeros = |n: usize| json!(vec![0.0; n]);
+    let infer = "/v2/models/digits/infer";
+    let bad_row = [vec![0.0; 63], vec![-1.0]].concat();
+    let raw =
+        |path: &str, headers: &[&str], body: &[u8]| server.request("POST", path, headers, body);
+    let cases: Vec<(&str, Response, u16, &str)> = vec![
+        (
+            "wrong datatype",
+            server.post_json(infer, &pixels(json!([1, 64]), "BYTES", zeros(64))),
+            400,
+            "input `pixels` has datatype BYTES; the model takes FP32",
+        ),
+        (
+            "wrong shape",
+            server.post_json(infer, &pixels(json!([1, 63]), "FP32", zeros(63))),
+            400,
+            "input `pixels` has shape [1, 63]; the model takes [64] or [N, 64]",
+        ),
+        (
+            "shape and data disagree",
+            server.post_json(infer, &pixels(json!([2, 64]), "FP32", zeros(64))),
+            400,
+            "input `pixels` has shape [2, 64], which holds 128 values, but `data` has 64",
+        ),
+        (
+            "missing input",
+            server.post_json(infer, &json!({"inputs": []})),
+            400,
+            "missing input: model `digits` takes one input, `pixels` (FP32, shape [-1, 64])",
+        ),
+        (
+            "unknown input",
+            server.post_json(
+                infer,
+                &json!({"inputs": [{"name": "image", "shape": [64], "datatype": "FP32", "data": zeros(64)}]}),
+            ),
+            400,
+            "model `digits` has no input `image`; it takes one input, `pixels`",
+        ),
+        (
+            "value out of range",
+            server.post_json(infer, &pixels(json!([64]), "FP32", json!([[99.0], vec![0.0; 63]]))),
+            400,
+            "`pixels`[0] is 99; allowed values lie in [0, 16]",
+        ),
+        (
+            "a bad row of many",
+            server.post_json(
+                infer,
+                &pixels(json!([2, 64]), "FP32", json!([vec![0.0; 64], bad_row])),
+            ),
+            400,
+            "row 1: `pixels`[63] is -1; allowed values lie in [0, 16]",
+        ),
+        (
+            "text that is not a string",
+            server.post_json(
+                "/v2/models/minilm/infer",
+                &json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [7]}]}),
+            ),
+            400,
+            "input `text`: data[0] is 7; BYTES data must be JSON strings",
+        ),
+        (
+            "unknown output",
+            server.post_json(
+                infer,
+                &json!({"inputs": [{"name": "pixels", "shape": [64], "datatype": "FP32", "data": zeros(64)}],
+                        "outputs": [{"name": "logits"}]}),
+            ),
+            400,
+            "model `digits` has no output `logits`; its outputs are [\"probabilities\", \"label\", \"class\"]",
+        ),
+        (
+            "malformed JSON",
+            raw(infer, &[], b"{\"inputs\": [}"),
+            400,
+            "the request body is not valid JSON: expected value at line 1 column 13",
+        ),
+        (
+            "JSON that is not an infer request",
+            raw(infer, &[], b"{\"input\": []}"),
+            400,
+            "the request is not an infer request: missing field `inputs`",
+        ),
+        (
+            "unknown model",
+            server.post_json("/v2/models/resnet/infer", &pixels(json!([64]), "FP32", zeros(64))),
+            404,
+            "no model named `resnet`; this server serves [\"minilm\", \"digits\"]",
+        ),
+        (
+            "unknown version",
+            server.post_json("/v2/models/digits/versions/7/infer", &json!({})),
+            404,
+            "model `digits` has no version or label `7`; it has versions [\"1\", \"2\"]",
+        ),
+        (
+            "unknown model's metadata",
+            server.get("/v2/models/resnet"),
+            404,
+            "no model named `resnet`",
+        ),
+        (
+            "oversized body",
+            raw(infer, &[], &vec![b' '; 100_000]),
+            413,
+            "the request body is over the limit of 65536 bytes; send fewer rows per request or start the server with a larger --max-body-bytes",
+        ),
+        (
+            "binary tensor extension",
+            raw(infer, &["Inference-Header-Content-Length: 2"], b"{}"),
+            415,
+            "the binary tensor data extension is not supported; send tensors as JSON",
+        ),
+        (
+            "unknown endpoint",
+            server.get("/v1/models/digits:predict"),
+            404,
+            "no endpoint GET /v1/models/digits:predict",
+        ),
+        (
+            "wrong method",
+            server.get(infer),
+            405,
+            "GET is not allowed on /v2/models/digits/infer",
+        ),
+    ];
+    for (case, (status, head, body), want_status, want_message) in cases {
+        assert_eq!(status, want_status, "{case}: {body}");
+        assert!(
+            head.contains("content-type: application/json"),
+            "{case}: {head}"
+        );
+        let message = json_of(&body)["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{case}: no error message in {body}"))
+            .to_string();
+        assert!(
+            message.contains(want_message),
+            "{case}: {message:?} does not contain {want_message:?}"
+        );
+    }
+    // The server is still serving after all of that.
+    let (status, _, _) = server.post_json(infer, &pixels(json!([64]), "FP32", zeros(64)));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn the_readme_curl_lines_work_as_written() {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).unwrap();
+    let section = readme
+        .split("## Serving over HTTP")
+        .nth(1)
+        .expect("README has a section \"Serving over HTTP\"");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    // `curl ...   # expected output` lines; the expected text may end in `...`.
+    let lines: Vec<(&str, &str)> = section
+        .lines()
+        .filter(|l| l.starts_with("curl "))
+        .map(|l| {
+            let (command, expected) = l.split_once("  # ").unwrap_or((l, ""));
+            (command.trim(), expected.trim().trim_end_matches("..."))
+        })
+        .collect();
+    assert!(lines.len() >= 5, "curl lines in the README: {lines:?}");
+
+    let server = Server::start("readme", &[]);
+    for (command, expected) in lines {
+        let command = command.replace("localhost:8000", &server.addr);
+        let out = Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(manifest_dir())
+            .output()
+            .expect("run sh");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}: {out:?}");
+        assert!(!stdout.trim().is_empty(), "{command}: no output");
+        assert!(
+            stdout.contains(expected),
+            "{command}:\n{stdout}\ndoes not contain the README's\n{expected}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_answers_the_request_in_flight_then_exits_zero() {
+    let mut server = Server::start("sigterm", &[]);
+    // Enough texts that the request is still being computed when SIGTERM arrives.
+    let references = common::references();
+    let texts: Vec<&str> = references
+        .iter()
+        .cycle()
+        .take(1000)
+        .map(|r| r.text.as_str())
+        .collect();
+    let body = json!({"inputs": [{"name": "text", "shape": [texts.len()], "datatype": "BYTES", "data": texts}]})
+        .to_string();
+    let addr = server.addr.clone();
+    let in_flight = std::thread::spawn(move || {
+        request(
+            &addr,
+            "POST",
+            "/v2/models/minilm/infer",
+            &[],
+            body.as_bytes(),
+        )
+    });
+    // Wait until the embedder has accepted rows of it (and has not answered them all).
+    let started = Instant::now();
+    loop {
+        let (_, _, metrics) = server.get("/metrics");
+        let busy = metrics.lines().any(|l| {
+            l.starts_with(r#"modelhost_in_flight_requests{model="minilm""#) && !l.ends_with(" 0")
+        });
+        if busy {
+            break;
+        }
+        assert!(
+            !in_flight.is_finished(),
+            "the request finished before it was seen in flight"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the request never showed up in flight"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let (status, _, body) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer = json_of(&body);
+    let data = floats(&answer["outputs"][0]["data"]);
+    assert_eq!(data.len(), 1000 * 384);
+    for (row, reference) in data.chunks(384).zip(references.iter().cycle()).take(200) {
+        assert!(cosine(row, &reference.embedding) >= 0.9999);
+    }
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "the server exited with {exit}");
+}
