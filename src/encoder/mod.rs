@@ -189,7 +189,7 @@ pub(crate) fn activation(weights: &Path, shape: &BertShape) -> Result<Activation
             what: format!("position_embedding_type `{kind}`; only `absolute` is supported"),
         });
     }
-    if shape.hidden_size % shape.num_attention_heads != 0 {
+    if !shape.hidden_size.is_multiple_of(shape.num_attention_heads) {
         return Err(LoadError::weights(
             weights,
             format!(
