@@ -182,6 +182,25 @@ pub enum LoadError {
         /// The tensor library's message (names the tensor and shape where it can).
         message: String,
     },
+    /// A pickle (PyTorch checkpoint) asks for something outside tensor reconstruction; it
+    /// is refused before anything in it runs (nothing in a pickle ever runs here).
+    #[error(
+        "refusing {path}: its pickle asks for `{global}`, which is not part of rebuilding tensors (only torch tensor, storage and OrderedDict reconstruction is allowed)"
+    )]
+    UnsafePickle {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What it asked for, `module.name` (or a description when the name is computed).
+        global: String,
+    },
+    /// A weights file is truncated, corrupt or of a format this crate does not read.
+    #[error("{path}: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what is expected.
+        message: String,
+    },
     /// The tokenizer file could not be read.
     #[error("cannot load tokenizer {path}: {message}")]
     Tokenizer {
@@ -202,6 +221,13 @@ impl LoadError {
 
     pub(crate) fn config(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         LoadError::Config {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn format(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        LoadError::Format {
             path: path.into(),
             message: message.to_string(),
         }

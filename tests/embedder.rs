@@ -222,19 +222,6 @@ fn a_directory_without_weights_is_a_typed_load_error() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The `embed` example binary, built by `cargo test` beside the test binaries.
-fn embed_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = profile_dir.join("examples").join("embed");
-    assert!(
-        path.is_file(),
-        "{} is missing: `cargo test --release` builds it (a filtered `--test` run does not; then run `cargo build --release --examples` first)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn embed_cli_reproduces_the_reference_vectors_in_input_order() {
     let refs = common::references();
@@ -244,7 +231,7 @@ fn embed_cli_reproduces_the_reference_vectors_in_input_order() {
     let texts: Vec<&str> = refs.iter().map(|r| r.text.as_str()).collect();
     std::fs::write(&input, texts.join("\n") + "\n").unwrap();
 
-    let status = std::process::Command::new(embed_binary())
+    let status = std::process::Command::new(common::example_binary("embed"))
         .arg("--model")
         .arg(common::minilm_dir())
         .arg("--input")
@@ -271,7 +258,7 @@ fn embed_cli_reproduces_the_reference_vectors_in_input_order() {
 #[test]
 fn embed_cli_reports_a_failing_line_and_goes_on() {
     use std::io::Write;
-    let mut child = std::process::Command::new(embed_binary())
+    let mut child = std::process::Command::new(common::example_binary("embed"))
         .arg("--model")
         .arg(common::minilm_dir())
         .arg("--no-truncate")

@@ -77,10 +77,7 @@ impl Head {
         let config: HeadConfig = read_json(config_path)?;
         let labels = labels(config_path, &config)?;
         let h = config.hidden_size;
-        // SAFETY: read-only memory map; the head's weights are copied out below.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
-                .map_err(|e| LoadError::weights(weights, e))?;
+        let vb = crate::formats::var_builder(weights, DType::F32, &Device::Cpu)?;
         let pooler = if vb.contains_tensor("bert.pooler.dense.weight") {
             vb.pp("bert.pooler.dense")
         } else {

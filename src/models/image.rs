@@ -24,7 +24,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Func, VarBuilder};
+use candle_nn::Func;
 use candle_transformers::models::{resnet, vit};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader, Limits};
@@ -448,12 +448,8 @@ impl ImageClassifier {
     pub fn load_with(dir: impl AsRef<Path>, options: ImageOptions) -> Result<Self, LoadError> {
         let dir = dir.as_ref();
         let device = &options.device;
-        let weights = require(dir.join("model.safetensors"), "the model weights")?;
-        // SAFETY: read-only memory map of a weights file; see `SentenceEmbedder::load_with`.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&weights), DType::F32, device)
-        }
-        .map_err(|e| LoadError::weights(&weights, e))?;
+        let weights = crate::formats::find_weights(dir)?;
+        let vb = crate::formats::var_builder(&weights, DType::F32, device)?;
         let werr = |e: candle_core::Error| LoadError::weights(&weights, e);
         let hf_pre = dir.join("preprocessor_config.json");
         let (network, labels, preprocess) = if dir.join("model.json").is_file() {

@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::Classification;
@@ -483,12 +482,8 @@ impl TabularModel {
         config
             .check()
             .map_err(|m| LoadError::config(&config_path, m))?;
-        let weights = require(dir.join("model.safetensors"), "the model weights")?;
-        // SAFETY: read-only memory map of a weights file; see `SentenceEmbedder::load_with`.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&weights), DType::F32, device)
-        }
-        .map_err(|e| LoadError::weights(&weights, e))?;
+        let weights = crate::formats::find_weights(dir)?;
+        let vb = crate::formats::var_builder(&weights, DType::F32, device)?;
         let mlp = Mlp::new(vb, &config.network()).map_err(|e| LoadError::weights(&weights, e))?;
         let name = dir
             .file_name()

@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{EncodeInput, Tokenizer, TruncationParams};
 
@@ -215,7 +214,7 @@ impl TextEncoder {
             .with_truncation(truncation)
             .map_err(tokenizer_error)?;
 
-        let weights = require(dir.join("model.safetensors"), "the model weights")?;
+        let weights = crate::formats::find_weights(dir)?;
         let fast_cpu = options.device.is_cpu() && options.dtype == DType::F32;
         let engine = match options.engine {
             Engine::Auto | Engine::Packed if fast_cpu => Engine::Packed,
@@ -250,17 +249,7 @@ impl TextEncoder {
                 }
             }
             _ => {
-                // SAFETY: the file is memory-mapped read-only; candle copies what it needs
-                // into its own tensors, and a file changed underneath us is the caller's to
-                // avoid.
-                let vb = unsafe {
-                    VarBuilder::from_mmaped_safetensors(
-                        std::slice::from_ref(&weights),
-                        options.dtype,
-                        &options.device,
-                    )
-                }
-                .map_err(|e| LoadError::weights(&weights, e))?;
+                let vb = crate::formats::var_builder(&weights, options.dtype, &options.device)?;
                 let candle_config: BertConfig = read_json(&config_path)?;
                 Backend::Candle {
                     bert: BertModel::load(vb, &candle_config)

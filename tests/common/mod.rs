@@ -64,3 +64,16 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// An example binary, built by `cargo test` beside the test binaries.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test --release` builds it (a filtered `--test` run does not; then run `cargo build --release --examples` first)",
+        path.display()
+    );
+    path
+}
