@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the weight-format fixtures of tests/formats.rs into tests/fixtures/formats/.
 
-    python3 -m pip install numpy gguf     # nothing else: no torch, no safetensors package
+    python3 -m pip install numpy gguf onnx    # no torch, no safetensors package
     python3 scripts/make-fixtures.py
 
 One small model, the same tensors in every format:
@@ -11,6 +11,10 @@ One small model, the same tensors in every format:
     embed.weight     f16 [5, 2]
     head.weight      f32 [2, 3]   (in the PyTorch file: a transposed view, Fortran order)
     head.bias        f32 [2]      (in the PyTorch file: a view at offset 6 of a shared storage)
+
+mlp.onnx holds the same tensors as initializers of a small graph,
+y = softmax(relu(x @ layers.0.weight.T + layers.0.bias) @ head.weight.T + head.bias), and
+unsupported.onnx a graph with an operator candle-onnx does not run (Einsum).
 
 model.safetensors is the reference the tests compare every other file with. The PyTorch
 checkpoints are written the way torch.save writes them (a zip of archive/data.pkl, pickle
@@ -172,6 +176,32 @@ def main():
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(a, name) for name, a in TENSORS.items()]
+    nodes = [
+        helper.make_node("Gemm", ["x", "layers.0.weight", "layers.0.bias"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Gemm", ["r", "head.weight", "head.bias"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(OUT, "mlp.onnx"))
+    einsum = helper.make_graph(
+        [helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->i")], "einsum",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+    )
+    onnx.save(helper.make_model(einsum, opset_imports=[helper.make_opsetid("", 13)]), os.path.join(OUT, "unsupported.onnx"))
 
     # The malicious checkpoint: torch's zip layout, a state dict holding an object whose
     # __reduce__ runs os.system (protocol 2: GLOBAL posix system + REDUCE).

@@ -96,7 +96,7 @@ fn formats_are_told_by_content_not_by_extension() {
     assert!(err.to_string().contains("notes.txt"), "{err}");
     assert!(
         err.to_string()
-            .contains("safetensors, PyTorch zip checkpoint, .npz, .npy, GGUF"),
+            .contains("safetensors, PyTorch zip checkpoint, .npz, .npy, GGUF, ONNX"),
         "{err}"
     );
 }

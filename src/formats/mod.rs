@@ -8,11 +8,14 @@
 //! | NumPy `.npz` | a zip of `*.npy` | every array, named by its file stem |
 //! | NumPy `.npy` | `\x93NUMPY` | one array, named `array` |
 //! | GGUF | `GGUF` | every tensor, dequantised to f32 |
+//! | ONNX | a protobuf starting with `ir_version` (byte `0x08`) | its initializers (feature `onnx`); [`onnx::OnnxModel`] runs the graph |
 //!
 //! Nothing in a checkpoint ever runs: the pickle reader (candle's) interprets opcodes into
 //! plain values, and the scan here refuses what is not a state dict before it is read.
 //! A truncated or corrupt file gives [`LoadError::Format`] naming the file and what is wrong.
 
+#[cfg(feature = "onnx")]
+pub mod onnx;
 mod pickle;
 
 use std::collections::HashMap;
@@ -41,6 +44,8 @@ pub enum WeightFormat {
     Npy,
     /// GGUF (llama.cpp's format).
     Gguf,
+    /// An ONNX model (its initializers are the tensors; feature `onnx`).
+    Onnx,
 }
 
 /// The largest pickle (`data.pkl`) read for the safety scan: state dicts are a few MB.
@@ -87,6 +92,10 @@ pub fn detect(path: &Path) -> Result<WeightFormat, LoadError> {
     if head.first() == Some(&0x80) && head.get(1).is_some_and(|&p| (2..=5).contains(&p)) {
         return Ok(WeightFormat::Pickle);
     }
+    // An ONNX ModelProto opens with field 1, `ir_version`, a small varint.
+    if head.first() == Some(&0x08) && head.get(1).is_some_and(|&v| (1..=32).contains(&v)) {
+        return Ok(WeightFormat::Onnx);
+    }
     if n >= 9 {
         let header = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
         if head[8] == b'{' && header.checked_add(8).is_some_and(|end| end <= len) {
@@ -103,7 +112,7 @@ pub fn detect(path: &Path) -> Result<WeightFormat, LoadError> {
     }
     Err(LoadError::format(
         path,
-        "not a weights format modelhost reads (by content: safetensors, PyTorch zip checkpoint, .npz, .npy, GGUF)",
+        "not a weights format modelhost reads (by content: safetensors, PyTorch zip checkpoint, .npz, .npy, GGUF, ONNX)",
     ))
 }
 
@@ -305,6 +314,22 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
             Ok(HashMap::from([("array".to_string(), t)]))
         }
         WeightFormat::Gguf => read_gguf(path, device),
+        #[cfg(feature = "onnx")]
+        WeightFormat::Onnx => onnx::OnnxModel::load(path)?
+            .initializers()?
+            .into_iter()
+            .map(|(name, t)| {
+                let t = t
+                    .to_device(device)
+                    .map_err(|e| LoadError::weights(path, e))?;
+                Ok((name, t))
+            })
+            .collect(),
+        #[cfg(not(feature = "onnx"))]
+        WeightFormat::Onnx => Err(LoadError::format(
+            path,
+            "an ONNX model; modelhost reads ONNX when built with the `onnx` feature",
+        )),
     }
 }
 
