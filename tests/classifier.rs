@@ -366,3 +366,161 @@ fn bad_pairs_get_typed_errors_naming_the_field_and_the_limit() {
     assert_eq!(t.len(), 512);
     assert_eq!(t.type_ids().iter().filter(|&&x| x == 0).count(), 4);
 }
+
+#[test]
+fn the_head_computes_berts_pooler_and_classifier_on_the_cls_vector() {
+    // An independent computation: the [CLS] vector from the embedder (CLS pooling, no
+    // normalisation), then tanh(Wp·cls + bp) and Wc·pooled + bc in candle ops.
+    let dir = scratch_dir("head-maths");
+    let weight: Vec<f32> = (0..3 * 384)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 200.0)
+        .collect();
+    let bias = vec![0.1, -0.2, 0.3];
+    write_model(
+        &dir,
+        &["a", "b", "c"],
+        weight.clone(),
+        bias.clone(),
+        serde_json::json!({}),
+    );
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": true}"#,
+    )
+    .unwrap();
+    let text = "The quick brown fox jumps over the lazy dog.";
+    let embedder = modelhost::SentenceEmbedder::load(&dir).unwrap();
+    let cls = embedder
+        .embed_batch(&[embedder.tokenize(text).unwrap()])
+        .unwrap()
+        .remove(0)
+        .into_vec();
+    let tensors =
+        candle_core::safetensors::load(minilm_dir().join("model.safetensors"), &Device::Cpu)
+            .unwrap();
+    let x = Tensor::from_vec(cls, (1, 384), &Device::Cpu).unwrap();
+    let pooled = x
+        .matmul(&tensors["pooler.dense.weight"].t().unwrap())
+        .unwrap()
+        .broadcast_add(&tensors["pooler.dense.bias"])
+        .unwrap()
+        .tanh()
+        .unwrap();
+    let wc = Tensor::from_vec(weight, (3, 384), &Device::Cpu).unwrap();
+    let bc = Tensor::from_vec(bias, 3, &Device::Cpu).unwrap();
+    let logits = pooled
+        .matmul(&wc.t().unwrap())
+        .unwrap()
+        .broadcast_add(&bc)
+        .unwrap();
+    let expected = candle_nn::ops::softmax_last_dim(&logits)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
+        .remove(0);
+
+    let classifier = TextClassifier::load(&dir).unwrap();
+    let got = &classifier
+        .classify_batch(&[classifier.tokenize(text).unwrap()])
+        .unwrap()[0];
+    for (a, b) in got.scores.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-5, "{:?} vs {expected:?}", got.scores);
+    }
+}
+
+#[test]
+fn cross_encoder_activations_follow_both_sentence_transformers_config_keys() {
+    let pair = TextPair::new(
+        "what is a fox",
+        "The quick brown fox jumps over the lazy dog.",
+    );
+    let weight: Vec<f32> = (0..384).map(|i| ((i % 7) as f32 - 3.0) / 10.0).collect();
+    for (extra, identity) in [
+        (serde_json::json!({}), false),
+        // sentence-transformers before v4 (e.g. ms-marco-MiniLM-L-6-v2) wrote this key.
+        (
+            serde_json::json!({"sbert_ce_default_activation_function": "torch.nn.modules.linear.Identity"}),
+            true,
+        ),
+        (
+            serde_json::json!({"sentence_transformers": {"activation_fn": "torch.nn.modules.linear.Identity"}}),
+            true,
+        ),
+        (
+            serde_json::json!({"sentence_transformers": {"activation_fn": "torch.nn.modules.activation.Sigmoid"}, "sbert_ce_default_activation_function": "torch.nn.modules.linear.Identity"}),
+            false,
+        ),
+    ] {
+        let dir = scratch_dir("ce-activation");
+        write_model(&dir, &["LABEL_0"], weight.clone(), vec![0.5], extra.clone());
+        let ranker = CrossEncoder::load(&dir).unwrap();
+        let r = ranker
+            .score_batch(&[ranker.tokenize(&pair).unwrap()])
+            .unwrap()[0];
+        let want = if identity {
+            r.logit
+        } else {
+            1.0 / (1.0 + (-r.logit).exp())
+        };
+        assert_eq!(r.score, want, "{extra}");
+    }
+    let dir = scratch_dir("ce-tanh");
+    write_model(
+        &dir,
+        &["LABEL_0"],
+        weight,
+        vec![0.5],
+        serde_json::json!({"sbert_ce_default_activation_function": "torch.nn.modules.activation.Tanh"}),
+    );
+    let err = CrossEncoder::load(&dir).unwrap_err();
+    assert!(
+        err.to_string().contains("activation function `Tanh`"),
+        "{err}"
+    );
+    // A pair needs room for three special tokens and a token of each text.
+    let short = TextOptions {
+        max_seq_length: Some(4),
+        ..TextOptions::default()
+    };
+    let dir = scratch_dir("ce-short");
+    write_model(
+        &dir,
+        &["LABEL_0"],
+        vec![0.0; 384],
+        vec![0.0],
+        serde_json::json!({}),
+    );
+    let err = CrossEncoder::load_with(&dir, short).unwrap_err();
+    assert!(err.to_string().contains("it must be at least 5"), "{err}");
+}
+
+#[test]
+fn a_text_tokenized_by_another_model_is_refused_not_misread() {
+    let dir = scratch_dir("foreign-tokens");
+    write_model(
+        &dir,
+        &["a", "b"],
+        vec![0.0; 768],
+        vec![0.0; 2],
+        serde_json::json!({}),
+    );
+    let short = TextOptions {
+        max_seq_length: Some(8),
+        ..TextOptions::default()
+    };
+    let classifier = TextClassifier::load_with(&dir, short).unwrap();
+    let long = TextClassifier::load(&dir).unwrap();
+    let foreign = long.tokenize(&"word ".repeat(20)).unwrap();
+    let err = classifier.classify_batch(&[foreign]).unwrap_err();
+    assert!(
+        err.to_string().contains("not tokenized for this model"),
+        "{err}"
+    );
+}

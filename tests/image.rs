@@ -326,3 +326,81 @@ fn unknown_architectures_are_refused_naming_what_is_supported() {
         "{message}"
     );
 }
+
+#[test]
+fn grey_follows_pils_luma_and_small_images_are_padded_not_stretched() {
+    // Pure red through the digits preprocessing (grey, inverted, /255): PIL's "L" gives 76.
+    let classifier = ImageClassifier::load(digits::assets()).unwrap();
+    let red = DynamicImage::ImageRgb8(RgbImage::from_pixel(8, 8, Rgb([255, 0, 0])));
+    let values = classifier
+        .preprocess(&encode(&red, ImageFormat::Png))
+        .unwrap();
+    assert!(
+        values
+            .iter()
+            .all(|&v| (v - (255.0 - 76.0) / 255.0).abs() < 1e-6),
+        "{:?}",
+        &values[..4]
+    );
+
+    // A 4 × 4 resize then an 8 × 8 crop: the image sits in the middle, black around it.
+    let dir = scratch_dir("pad");
+    let config = serde_json::json!({
+        "model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 64, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+        "image_size": 8, "patch_size": 4, "num_channels": 3, "qkv_bias": true,
+        "id2label": {"0": "no", "1": "yes"}
+    });
+    let vit_config: vit::Config = serde_json::from_value(config.clone()).unwrap();
+    save_random(&dir, |vb| {
+        vit::Model::new(&vit_config, 2, vb).unwrap();
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let pre = serde_json::json!({
+        "size": {"height": 4, "width": 4}, "do_center_crop": true, "crop_size": 8,
+        "do_normalize": false
+    });
+    std::fs::write(dir.join("preprocessor_config.json"), pre.to_string()).unwrap();
+    let classifier = ImageClassifier::load(&dir).unwrap();
+    let white = DynamicImage::ImageRgb8(RgbImage::from_pixel(4, 4, Rgb([255, 255, 255])));
+    let values = classifier
+        .preprocess(&encode(&white, ImageFormat::Png))
+        .unwrap();
+    let at = |y: usize, x: usize| values[y * 8 + x];
+    assert_eq!((at(0, 0), at(1, 1), at(7, 7)), (0.0, 0.0, 0.0));
+    assert_eq!((at(2, 2), at(5, 5), at(3, 4)), (1.0, 1.0, 1.0));
+}
+
+#[test]
+fn timm_non_square_inputs_resize_exactly_then_crop() {
+    let dir = scratch_dir("resnet-nonsquare");
+    save_random(&dir, |vb| {
+        resnet::resnet18(2, vb).unwrap();
+    });
+    let config = serde_json::json!({
+        "architecture": "resnet18", "num_classes": 2,
+        "pretrained_cfg": {
+            "input_size": [3, 32, 48], "interpolation": "bilinear", "crop_pct": 0.8,
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]
+        }
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let classifier = ImageClassifier::load(&dir).unwrap();
+    assert_eq!(
+        classifier.preprocessing().resize,
+        modelhost::Resize::Exact(40, 60)
+    );
+    assert_eq!(classifier.preprocessing().crop, Some((32, 48)));
+    let out = classifier.preprocess(&checker_png(90, 70)).unwrap();
+    assert_eq!(out.len(), 3 * 32 * 48);
+    // label_names must agree with num_classes.
+    let mut bad = config.clone();
+    bad["label_names"] = serde_json::json!(["a", "b", "c"]);
+    std::fs::write(dir.join("config.json"), bad.to_string()).unwrap();
+    let err = ImageClassifier::load(&dir).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("equal the number of `label_names`"),
+        "{err}"
+    );
+}

@@ -261,3 +261,65 @@ fn schemas_that_cannot_work_are_refused_at_load_naming_the_feature() {
     let err = TabularModel::load(&dir).unwrap_err();
     assert!(err.to_string().contains("layers.0.weight"), "{err}");
 }
+
+#[test]
+fn values_compare_and_hash_alike_and_unbounded_features_refuse_overflow() {
+    use std::hash::{BuildHasher, RandomState};
+    let hasher = RandomState::new();
+    let (nan, zero, neg_zero) = (
+        FeatureValue::Number(f64::NAN),
+        FeatureValue::Number(0.0),
+        FeatureValue::Number(-0.0),
+    );
+    assert_eq!(nan, nan.clone());
+    assert_eq!(zero, neg_zero);
+    assert_eq!(hasher.hash_one(&zero), hasher.hash_one(&neg_zero));
+    assert_ne!(FeatureValue::Number(1.0), FeatureValue::Text("1".into()));
+
+    // `area` without bounds: 1e300 would standardise to infinity in f32.
+    let dir = scratch_dir("house-unbounded");
+    let mut schema = house_schema();
+    let area = schema["features"][0].as_object_mut().unwrap();
+    area.remove("min");
+    area.remove("max");
+    write_house_model(&dir, schema);
+    let predictor = Predictor::builder(TabularModel::load(&dir).unwrap())
+        .build()
+        .unwrap();
+    let e = input_error(predictor.predict(TabularRow::new().with("area", 1e300).with("rooms", 2)));
+    assert!(
+        matches!(e, InputError::FeatureOutOfRange { ref field, .. } if field == "area"),
+        "{e}"
+    );
+    assert!(
+        predictor
+            .predict(TabularRow::new().with("area", 1e6).with("rooms", 2))
+            .is_ok()
+    );
+}
+
+#[test]
+fn schemas_without_a_whole_number_or_with_one_class_are_refused() {
+    for (pointer, value, expected) in [
+        (
+            "/features/1/min",
+            serde_json::json!(0.2),
+            "no whole number lies in [0.2, 0.8]",
+        ),
+        (
+            "/task",
+            serde_json::json!({"type": "classification", "labels": ["only"]}),
+            "at least two labels",
+        ),
+    ] {
+        let mut schema = house_schema();
+        *schema.pointer_mut(pointer).unwrap() = value;
+        if pointer == "/features/1/min" {
+            schema["features"][1]["max"] = serde_json::json!(0.8);
+        }
+        let dir = scratch_dir("house-refused");
+        write_house_model(&dir, schema);
+        let err = TabularModel::load(&dir).unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+}

@@ -35,8 +35,6 @@ struct HeadConfig {
     num_labels: Option<usize>,
     #[serde(default)]
     problem_type: Option<String>,
-    #[serde(default)]
-    sentence_transformers: Option<SentenceTransformersConfig>,
     hidden_size: usize,
 }
 
@@ -44,6 +42,16 @@ struct HeadConfig {
 struct SentenceTransformersConfig {
     #[serde(default)]
     activation_fn: Option<String>,
+}
+
+/// sentence-transformers' keys for a cross-encoder's activation, newest first (v4 moved it
+/// from `sbert_ce_default_activation_function` into `sentence_transformers`).
+#[derive(Deserialize)]
+struct CrossEncoderConfig {
+    #[serde(default)]
+    sentence_transformers: Option<SentenceTransformersConfig>,
+    #[serde(default)]
+    sbert_ce_default_activation_function: Option<String>,
 }
 
 /// How logits become scores.
@@ -122,9 +130,14 @@ impl Head {
 
 /// Labels in id order from `id2label` (`num_labels` generic names when it is absent).
 fn labels(config_path: &Path, config: &HeadConfig) -> Result<Vec<String>, LoadError> {
+    // transformers' PretrainedConfig defaults to two labels.
     let n = config
         .num_labels
-        .unwrap_or(config.id2label.len())
+        .unwrap_or(if config.id2label.is_empty() {
+            2
+        } else {
+            config.id2label.len()
+        })
         .max(config.id2label.len());
     if n == 0 {
         return Err(LoadError::config(
@@ -196,7 +209,7 @@ impl TextClassifier {
     /// Loads a sequence-classification directory.
     pub fn load_with(dir: impl AsRef<Path>, options: TextOptions) -> Result<Self, LoadError> {
         let dir = dir.as_ref();
-        let loaded = TextEncoder::load(dir, &options, None, false)?;
+        let loaded = TextEncoder::load(dir, &options, None, false, false)?;
         let (head, config) = Head::load(&loaded.config_path, &loaded.weights)?;
         let activation = match config.problem_type.as_deref() {
             None | Some("single_label_classification") if head.labels.len() > 1 => {
@@ -367,8 +380,8 @@ impl CrossEncoder {
     /// Loads a cross-encoder directory.
     pub fn load_with(dir: impl AsRef<Path>, options: TextOptions) -> Result<Self, LoadError> {
         let dir = dir.as_ref();
-        let loaded = TextEncoder::load(dir, &options, None, false)?;
-        let (head, config) = Head::load(&loaded.config_path, &loaded.weights)?;
+        let loaded = TextEncoder::load(dir, &options, None, false, true)?;
+        let (head, _) = Head::load(&loaded.config_path, &loaded.weights)?;
         if head.labels.len() != 1 {
             return Err(LoadError::Unsupported {
                 path: loaded.config_path,
@@ -378,9 +391,11 @@ impl CrossEncoder {
                 ),
             });
         }
-        let named = config
+        let ce: CrossEncoderConfig = read_json(&loaded.config_path)?;
+        let named = ce
             .sentence_transformers
             .and_then(|st| st.activation_fn)
+            .or(ce.sbert_ce_default_activation_function)
             .unwrap_or_default();
         let activation = match named.rsplit('.').next().unwrap_or("") {
             "" | "Sigmoid" => Activation::Sigmoid,
@@ -389,7 +404,7 @@ impl CrossEncoder {
                 return Err(LoadError::Unsupported {
                     path: loaded.config_path,
                     what: format!(
-                        "activation_fn `{other}`; supported are torch.nn.Sigmoid and torch.nn.Identity"
+                        "activation function `{other}`; supported are torch.nn.Sigmoid and torch.nn.Identity"
                     ),
                 });
             }

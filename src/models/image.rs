@@ -27,7 +27,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Func;
 use candle_transformers::models::{resnet, vit};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 use serde::Deserialize;
 
 use super::Classification;
@@ -142,32 +142,39 @@ impl Preprocess {
                 if w0 <= h0 { (s, scaled) } else { (scaled, s) }
             }
         };
+        let (c, _, _) = self.output_shape();
+        if self.mean.len() != c || self.std.len() != c {
+            return Err(InputError::Invalid {
+                field: "image".into(),
+                reason: format!(
+                    "the model's preprocessing has {} means and {} stds for {c} channels",
+                    self.mean.len(),
+                    self.std.len()
+                ),
+            });
+        }
         let mut resized = if (rw, rh) == (w0, h0) {
             image.clone()
         } else {
             image.resize_exact(rw, rh, self.filter)
         };
         if let Some((ch, cw)) = self.crop {
-            // Pad-free center crop; an image smaller than the crop is resized up to it.
-            if resized.width() < cw || resized.height() < ch {
-                resized = resized.resize_exact(
-                    cw.max(resized.width()),
-                    ch.max(resized.height()),
-                    self.filter,
-                );
+            let (w, h) = (resized.width(), resized.height());
+            if w < cw || h < ch {
+                // As torchvision and transformers do: pad with black to the crop's size.
+                let mut canvas = image::RgbImage::new(cw.max(w), ch.max(h));
+                let (x, y) = ((cw.max(w) - w) / 2, (ch.max(h) - h) / 2);
+                image::imageops::overlay(&mut canvas, &resized.to_rgb8(), x.into(), y.into());
+                resized = DynamicImage::ImageRgb8(canvas);
             }
             let left = (resized.width() - cw) / 2;
             let top = (resized.height() - ch) / 2;
             resized = resized.crop_imm(left, top, cw, ch);
         }
-        let (c, h, w) = (
-            self.output_shape().0,
-            resized.height() as usize,
-            resized.width() as usize,
-        );
+        let (h, w) = (resized.height() as usize, resized.width() as usize);
         let raw: Vec<u8> = match self.channels {
             Channels::Rgb => resized.to_rgb8().into_raw(),
-            Channels::Gray => resized.to_luma8().into_raw(),
+            Channels::Gray => luma_like_pil(&resized),
         };
         let mut out = vec![0f32; c * h * w];
         for (i, px) in raw.chunks_exact(c).enumerate() {
@@ -178,6 +185,22 @@ impl Preprocess {
         }
         Ok(out)
     }
+}
+
+/// Grey levels as PIL's `convert("L")` computes them (ITU-R 601-2 luma, rounded), which is
+/// what a Python pipeline fed the model in training; a grey image is taken as it is.
+fn luma_like_pil(image: &DynamicImage) -> Vec<u8> {
+    if let DynamicImage::ImageLuma8(gray) = image {
+        return gray.as_raw().clone();
+    }
+    image
+        .to_rgb8()
+        .pixels()
+        .map(|p| {
+            let [r, g, b] = p.0.map(u32::from);
+            ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
+        })
+        .collect()
 }
 
 /// Hugging Face `preprocessor_config.json`, with modelhost's two additions.
@@ -207,6 +230,10 @@ struct HfPreprocessor {
     channels: Option<Channels>,
     #[serde(default)]
     invert: bool,
+    #[serde(default)]
+    image_processor_type: Option<String>,
+    #[serde(default)]
+    crop_pct: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -234,6 +261,8 @@ struct TimmPretrained {
     interpolation: Option<String>,
     #[serde(default)]
     crop_pct: Option<f64>,
+    #[serde(default)]
+    crop_mode: Option<String>,
     mean: Vec<f32>,
     std: Vec<f32>,
 }
@@ -275,7 +304,23 @@ fn read_hf_preprocessor(path: &Path) -> Result<Preprocess, LoadError> {
         SizeSpec::Shortest { shortest_edge } => Resize::ShortestEdge(shortest_edge),
         SizeSpec::Square(s) => Resize::Exact(s, s),
     };
+    // A bare number is a square for ViT-style processors but the shortest edge for the
+    // CLIP / ConvNeXT / BiT family (transformers' `default_to_square`).
+    let shortest_by_default = cfg.image_processor_type.as_deref().is_some_and(|t| {
+        [
+            "CLIP",
+            "ConvNext",
+            "Bit",
+            "MobileNet",
+            "EfficientNet",
+            "LevitImage",
+            "Poolformer",
+        ]
+        .iter()
+        .any(|family| t.starts_with(family))
+    });
     let resize = match (&cfg.size, cfg.do_resize) {
+        (Some(SizeSpec::Square(s)), true) if shortest_by_default => Resize::ShortestEdge(*s),
         (Some(s), true) => size(s),
         _ => {
             return Err(bad(
@@ -294,6 +339,17 @@ fn read_hf_preprocessor(path: &Path) -> Result<Preprocess, LoadError> {
         },
         (None, true) => return Err(bad("`do_center_crop` is set but `crop_size` is missing")),
         _ => None,
+    };
+    // ConvNeXT: resize the shortest edge to size / crop_pct, then crop size × size.
+    let (resize, crop) = match (resize, crop, cfg.crop_pct) {
+        (Resize::ShortestEdge(s), None, Some(pct)) if pct > 0.0 && pct <= 1.0 && s < 384 => (
+            Resize::ShortestEdge((f64::from(s) / pct).floor() as u32),
+            Some((s, s)),
+        ),
+        (_, _, Some(pct)) if !(pct > 0.0 && pct <= 1.0) => {
+            return Err(bad("`crop_pct` must lie in (0, 1]"));
+        }
+        other => (other.0, other.1),
     };
     if crop.is_none() && matches!(resize, Resize::ShortestEdge(_)) {
         return Err(bad(
@@ -350,10 +406,17 @@ fn check_normalisation(path: &Path, p: &Preprocess, n: usize) -> Result<(), Load
             "resize and crop sizes must lie in 1..=4096 pixels",
         ));
     }
-    if p.mean.len() != n || p.std.len() != n || p.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+    if p.mean.len() != n
+        || p.std.len() != n
+        || p.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        || p.mean.iter().any(|m| !m.is_finite())
+        || !p.rescale.is_finite()
+    {
         return Err(LoadError::config(
             path,
-            format!("`mean` and `std` need one value per channel ({n}), and every std must be > 0"),
+            format!(
+                "`mean` and `std` need one finite value per channel ({n}), every std > 0, and a finite rescale factor"
+            ),
         ));
     }
     Ok(())
@@ -381,8 +444,21 @@ fn timm_preprocess(path: &Path, cfg: &TimmPretrained) -> Result<Preprocess, Load
     if !(crop_pct > 0.0 && crop_pct <= 1.0) {
         return Err(LoadError::config(path, "`crop_pct` must lie in (0, 1]"));
     }
+    if let Some(mode) = cfg.crop_mode.as_deref().filter(|m| *m != "center") {
+        return Err(LoadError::config(
+            path,
+            format!("`crop_mode` {mode:?}; modelhost implements timm's \"center\" crop"),
+        ));
+    }
+    // timm's eval transform: a square input resizes the shortest edge, another shape
+    // resizes to exactly (h, w) / crop_pct; then the center crop.
+    let scaled = |d: u32| (f64::from(d) / crop_pct).floor() as u32;
     let preprocess = Preprocess {
-        resize: Resize::ShortestEdge((f64::from(h.min(w)) / crop_pct).floor() as u32),
+        resize: if h == w {
+            Resize::ShortestEdge(scaled(h))
+        } else {
+            Resize::Exact(scaled(h), scaled(w))
+        },
         crop: Some((h, w)),
         filter,
         channels: Channels::Rgb,
@@ -478,6 +554,14 @@ impl ImageClassifier {
                         .num_classes
                         .or(config.label_names.as_ref().map(Vec::len))
                         .ok_or_else(|| LoadError::config(&path, "`num_classes` is missing"))?;
+                    if n == 0 || config.label_names.as_ref().is_some_and(|l| l.len() != n) {
+                        return Err(LoadError::config(
+                            &path,
+                            format!(
+                                "`num_classes` is {n}; it must be at least 1 and equal the number of `label_names`"
+                            ),
+                        ));
+                    }
                     let net = match arch {
                         "resnet18" => resnet::resnet18(n, vb),
                         "resnet34" => resnet::resnet34(n, vb),
@@ -492,6 +576,12 @@ impl ImageClassifier {
                         })?;
                         timm_preprocess(&path, cfg)?
                     };
+                    if pre.output_shape().0 != 3 {
+                        return Err(LoadError::config(
+                            &hf_pre,
+                            "a ResNet reads 3 colour channels; the preprocessing gives 1",
+                        ));
+                    }
                     (Network::Resnet(net), labels_from(&config, Some(n)), pre)
                 }
                 (_, Some("vit")) => {
@@ -594,8 +684,13 @@ impl ImageClassifier {
             .with_guessed_format()
             .and_then(|r| r.into_dimensions().map_err(std::io::Error::other))
             .map_err(|e| invalid(format!("its header cannot be read: {e}")))?;
+        if width == 0 || height == 0 {
+            return Err(invalid(format!(
+                "its header declares {width}×{height} pixels; an image needs at least one"
+            )));
+        }
         let pixels = u64::from(width) * u64::from(height);
-        if pixels > self.options.max_pixels || width == 0 || height == 0 {
+        if pixels > self.options.max_pixels {
             return Err(InputError::ImageTooLarge {
                 width,
                 height,
@@ -609,9 +704,13 @@ impl ImageClassifier {
         // RGBA at 16 bits per channel is the most a decoder needs per pixel.
         limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(1 << 20));
         reader.limits(limits);
-        let image = reader
-            .decode()
-            .map_err(|e| invalid(format!("it cannot be decoded: {e}")))?;
+        let cannot = |e: image::ImageError| invalid(format!("it cannot be decoded: {e}"));
+        let mut decoder = reader.into_decoder().map_err(cannot)?;
+        // Phone cameras store the rotation in EXIF; Python's loaders (PIL's exif_transpose
+        // in transformers' load_image) apply it, so the model saw upright images.
+        let orientation = decoder.orientation().map_err(cannot)?;
+        let mut image = DynamicImage::from_decoder(decoder).map_err(cannot)?;
+        image.apply_orientation(orientation);
         self.preprocess.apply(&image)
     }
 

@@ -254,6 +254,7 @@ impl SentenceEmbedder {
             &options,
             st_config.max_seq_length,
             st_config.do_lower_case,
+            false,
         )?;
         let encoder = loaded.encoder;
         let name = dir

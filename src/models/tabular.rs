@@ -24,7 +24,7 @@ use crate::load::{read_json, require};
 use crate::model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
 
 /// One feature's value in a [`TabularRow`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum FeatureValue {
     /// `true` or `false`.
@@ -45,8 +45,29 @@ impl FeatureValue {
     }
 }
 
-// Rows are cache keys: numbers compare and hash by their bits, so NaN equals itself there
-// (it never reaches the cache: validation refuses it first).
+// Rows are cache keys, so equality and hashing must agree for every value, NaN included:
+// numbers compare by their bits, with -0.0 taken as 0.0 (and every NaN as one NaN).
+fn number_key(n: f64) -> u64 {
+    if n == 0.0 {
+        0
+    } else if n.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        n.to_bits()
+    }
+}
+
+impl PartialEq for FeatureValue {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (FeatureValue::Bool(a), FeatureValue::Bool(b)) => a == b,
+            (FeatureValue::Number(a), FeatureValue::Number(b)) => number_key(*a) == number_key(*b),
+            (FeatureValue::Text(a), FeatureValue::Text(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl Eq for FeatureValue {}
 
 impl std::hash::Hash for FeatureValue {
@@ -54,7 +75,7 @@ impl std::hash::Hash for FeatureValue {
         std::mem::discriminant(self).hash(state);
         match self {
             FeatureValue::Bool(b) => b.hash(state),
-            FeatureValue::Number(n) => n.to_bits().hash(state),
+            FeatureValue::Number(n) => number_key(*n).hash(state),
             FeatureValue::Text(t) => t.hash(state),
         }
     }
@@ -327,6 +348,12 @@ impl TabularConfig {
                     if min.is_nan() || max.is_nan() || min > max {
                         return Err(format!("feature `{}`: min must be <= max", f.name));
                     }
+                    if matches!(f.kind, FeatureKind::Integer { .. }) && min.ceil() > max.floor() {
+                        return Err(format!(
+                            "integer feature `{}`: no whole number lies in [{min}, {max}]",
+                            f.name
+                        ));
+                    }
                     if !mean.is_finite() || !std.is_finite() || *std <= 0.0 {
                         return Err(format!(
                             "feature `{}`: mean must be finite and std a finite number > 0",
@@ -352,9 +379,9 @@ impl TabularConfig {
             }
         }
         match &self.task {
-            Task::Classification { labels } if labels.is_empty() => {
-                Err("a classification task needs at least one label".into())
-            }
+            Task::Classification { labels } if labels.len() < 2 => Err(
+                "a classification task needs at least two labels (softmax over one output is always 1; a binary model has two)".into(),
+            ),
             Task::Regression { mean, std, .. }
                 if !mean.is_finite() || !std.is_finite() || *std <= 0.0 =>
             {
@@ -400,7 +427,17 @@ fn encode(f: &Feature, value: &FeatureValue, out: &mut Vec<f32>) -> Result<(), I
             if matches!(f.kind, FeatureKind::Integer { .. }) && x.fract() != 0.0 {
                 return Err(wrong("a whole number"));
             }
-            out.push(((x - mean) / std) as f32);
+            // Without declared bounds a huge value would standardise to infinity in f32.
+            let z = ((x - mean) / std) as f32;
+            if !z.is_finite() {
+                return Err(InputError::FeatureOutOfRange {
+                    field: f.name.clone(),
+                    value: *x,
+                    min: *min,
+                    max: *max,
+                });
+            }
+            out.push(z);
         }
         (FeatureKind::Number { .. }, _) => return Err(wrong("a number")),
         (FeatureKind::Integer { .. }, _) => return Err(wrong("a whole number")),

@@ -176,11 +176,14 @@ pub(crate) struct Loaded {
 impl TextEncoder {
     /// Loads `config.json`, `tokenizer.json` and the weights of `dir`.
     /// `default_max_len` is the model's own limit before `options.max_seq_length`.
+    /// `pairs`: the model reads text pairs (it needs two token types and room for three
+    /// special tokens and one token of each text).
     pub(crate) fn load(
         dir: &Path,
         options: &TextOptions,
         default_max_len: Option<usize>,
         lowercase: bool,
+        pairs: bool,
     ) -> Result<Loaded, LoadError> {
         let config_path = require(dir.join("config.json"), "the model configuration")?;
         // The shape every engine needs; the candle engine parses its own config below.
@@ -190,13 +193,23 @@ impl TextEncoder {
             .or(default_max_len)
             .unwrap_or(config.max_position_embeddings)
             .min(config.max_position_embeddings);
-        if max_len < 2 {
+        let least = if pairs { 5 } else { 2 };
+        if max_len < least {
             return Err(LoadError::config(
                 &config_path,
                 format!(
-                    "max sequence length {max_len} leaves no room for a token; it must be at least 2"
+                    "max sequence length {max_len} leaves no room for the special tokens and the text; it must be at least {least}"
                 ),
             ));
+        }
+        if pairs && config.type_vocab_size < 2 {
+            return Err(LoadError::Unsupported {
+                path: config_path,
+                what: format!(
+                    "text pairs on a model with {} token type(s); a pair model needs type_vocab_size >= 2",
+                    config.type_vocab_size
+                ),
+            });
         }
 
         let tokenizer_path = require(dir.join("tokenizer.json"), "the tokenizer")?;
@@ -363,8 +376,29 @@ impl TextEncoder {
     }
 
     /// The last hidden states of a batch with the loaded engine.
+    ///
+    /// A `TokenizedText` made by another model (the type is shared) is checked against
+    /// this one's limits and vocabularies first, so it can neither read past its rows nor
+    /// index outside the embedding tables.
     pub(crate) fn forward(&self, batch: &[TokenizedText]) -> Result<HiddenStates, RuntimeError> {
-        let lens: Vec<usize> = batch.iter().map(|t| t.ids.len()).collect();
+        for (i, t) in batch.iter().enumerate() {
+            let fits = !t.ids.is_empty()
+                && t.ids.len() <= self.max_len
+                && t.type_ids.len() == t.ids.len()
+                && t.ids.iter().all(|&id| (id as usize) < self.vocab_size)
+                && t.type_ids
+                    .iter()
+                    .all(|&ty| (ty as usize) < self.type_vocab_size);
+            if !fits {
+                return Err(RuntimeError::Backend {
+                    message: format!(
+                        "text {i} of the batch was not tokenized for this model (1 to {} tokens, ids below {}, token types below {}); tokenize it with this model",
+                        self.max_len, self.vocab_size, self.type_vocab_size
+                    ),
+                });
+            }
+        }
+        let mut lens: Vec<usize> = batch.iter().map(|t| t.ids.len()).collect();
         let (data, starts) = match &self.backend {
             Backend::Packed { bert, pool } => {
                 let segments = segments(batch);
@@ -372,10 +406,15 @@ impl TextEncoder {
             }
             Backend::Portable { bert } => bert.forward(&segments(batch))?,
             Backend::Candle { bert, device } => {
+                // Padded rows: each text starts at a multiple of the longest length.
                 let (data, len) = self.forward_padded(bert, device, batch)?;
                 (data, (0..batch.len()).map(|row| row * len).collect())
             }
         };
+        if starts.len() == batch.len() + 1 {
+            // The packed layout: each text's rows are exactly its offsets.
+            lens = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        }
         Ok(HiddenStates {
             data,
             starts,
