@@ -10,9 +10,11 @@
 
 #[path = "common/digits.rs"]
 mod digits;
+#[path = "common/fit.rs"]
+mod fit;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap, loss};
+use candle_nn::{ParamsAdamW, VarBuilder, VarMap};
 use modelhost::{Mlp, MlpConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -64,35 +66,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &config,
     )?;
     reseed(&varmap, 42)?;
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
+    fit::fit(
+        &mlp,
+        &varmap,
+        (&train_x, &train_y),
+        (&test_x, &test_y),
+        epochs,
         ParamsAdamW {
             lr: 0.01,
             weight_decay: 1e-4,
             ..ParamsAdamW::default()
         },
     )?;
-    let accuracy = |x: &Tensor, y: &Tensor| -> candle_core::Result<f32> {
-        let predicted = mlp.forward(x)?.argmax(1)?;
-        let correct = predicted
-            .eq(y)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()?;
-        Ok(correct / y.dims1()? as f32)
-    };
-    for epoch in 1..=epochs {
-        let loss = loss::cross_entropy(&mlp.forward(&train_x)?, &train_y)?;
-        opt.backward_step(&loss)?;
-        if epoch % 50 == 0 || epoch == epochs {
-            println!(
-                "epoch {epoch:4}  loss {:.4}  train acc {:.3}  held-back acc {:.3}",
-                loss.to_scalar::<f32>()?,
-                accuracy(&train_x, &train_y)?,
-                accuracy(&test_x, &test_y)?
-            );
-        }
-    }
 
     std::fs::create_dir_all(&out)?;
     varmap.save(out.join("model.safetensors"))?;

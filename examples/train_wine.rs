@@ -9,11 +9,13 @@
 //! training mean and standard deviation, and accepts values from 0 to 1.5× the largest
 //! seen, so a row far outside what the model knows is refused instead of extrapolated.
 
+#[path = "common/fit.rs"]
+mod fit;
 #[path = "common/wine.rs"]
 mod wine;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap, loss};
+use candle_nn::{ParamsAdamW, VarBuilder, VarMap};
 use modelhost::{Feature, FeatureKind, FeatureValue, Mlp, TabularConfig, TabularRow, Task};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -111,35 +113,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (train_x, train_y) = encode(&strip(train_rows))?;
     let (test_x, test_y) = encode(&strip(test_rows))?;
 
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
+    fit::fit(
+        &mlp,
+        &varmap,
+        (&train_x, &train_y),
+        (&test_x, &test_y),
+        epochs,
         ParamsAdamW {
             lr: 0.05,
             weight_decay: 1e-3,
             ..ParamsAdamW::default()
         },
     )?;
-    let accuracy = |x: &Tensor, y: &Tensor| -> candle_core::Result<f32> {
-        let predicted = mlp.forward(x)?.argmax(1)?;
-        let correct = predicted
-            .eq(y)?
-            .to_dtype(DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()?;
-        Ok(correct / y.dims1()? as f32)
-    };
-    for epoch in 1..=epochs {
-        let loss = loss::cross_entropy(&mlp.forward(&train_x)?, &train_y)?;
-        opt.backward_step(&loss)?;
-        if epoch % 50 == 0 || epoch == epochs {
-            println!(
-                "epoch {epoch:4}  loss {:.4}  train acc {:.3}  held-back acc {:.3}",
-                loss.to_scalar::<f32>()?,
-                accuracy(&train_x, &train_y)?,
-                accuracy(&test_x, &test_y)?
-            );
-        }
-    }
     varmap.save(out.join("model.safetensors"))?;
     println!(
         "saved {} ({} train / {} held-back wines)",

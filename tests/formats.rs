@@ -11,27 +11,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use common::{minilm_dir, scratch_dir};
+use common::{format_fixture, minilm_dir, scratch_dir, values};
 use modelhost::formats::{self, WeightFormat};
 use modelhost::{LoadError, SentenceEmbedder};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/formats")
-        .join(name)
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 fn reference() -> HashMap<String, Tensor> {
-    formats::load_tensors(&fixture("model.safetensors"), &Device::Cpu).unwrap()
+    formats::load_tensors(&format_fixture("model.safetensors"), &Device::Cpu).unwrap()
 }
 
 #[test]
@@ -44,7 +29,7 @@ fn every_format_loads_the_same_tensors_as_safetensors() {
         // GGUF tensors are dequantised to f32.
         ("model.gguf", WeightFormat::Gguf, false),
     ] {
-        let path = fixture(file);
+        let path = format_fixture(file);
         assert_eq!(formats::detect(&path).unwrap(), format, "{file}");
         let loaded = formats::load_tensors(&path, &Device::Cpu).unwrap();
         let mut names: Vec<_> = loaded.keys().collect();
@@ -62,7 +47,7 @@ fn every_format_loads_the_same_tensors_as_safetensors() {
     }
     // The PyTorch file stores head.weight transposed and head.bias at an offset of a
     // shared storage; both come out as the logical tensors.
-    let single = formats::load_tensors(&fixture("embed.npy"), &Device::Cpu).unwrap();
+    let single = formats::load_tensors(&format_fixture("embed.npy"), &Device::Cpu).unwrap();
     assert_eq!(values(&single["array"]), values(&reference["embed.weight"]));
 }
 
@@ -84,7 +69,7 @@ fn formats_are_told_by_content_not_by_extension() {
         ("model.gguf", "weights.npz", WeightFormat::Gguf),
     ] {
         let path = dir.join(disguise);
-        std::fs::copy(fixture(file), &path).unwrap();
+        std::fs::copy(format_fixture(file), &path).unwrap();
         assert_eq!(formats::detect(&path).unwrap(), format, "{file}");
         let vb = formats::var_builder(&path, DType::F32, &Device::Cpu).unwrap();
         let w = vb.get((3, 4), "layers.0.weight").unwrap();
@@ -107,7 +92,7 @@ const MARKER: &str = "/tmp/modelhost-pickle-marker";
 fn malicious_pickles_are_refused_naming_what_they_ask_for_and_never_run() {
     let _ = std::fs::remove_file(MARKER);
     for file in ["malicious.pth", "malicious-proto4.pt"] {
-        let err = formats::load_tensors(&fixture(file), &Device::Cpu).unwrap_err();
+        let err = formats::load_tensors(&format_fixture(file), &Device::Cpu).unwrap_err();
         match &err {
             LoadError::UnsafePickle { path, global } => {
                 assert_eq!(global, "posix.system", "{file}");
@@ -164,7 +149,7 @@ fn truncated_and_corrupt_files_get_typed_errors_naming_the_file() {
         "model.gguf",
         "embed.npy",
     ] {
-        let bytes = std::fs::read(fixture(file)).unwrap();
+        let bytes = std::fs::read(format_fixture(file)).unwrap();
         // (Not the last few bytes: GGUF pads its data to 32 bytes, so such a cut is whole.)
         let cuts = [
             0,

@@ -3,36 +3,23 @@
 //! a `Model`, and an operator candle-onnx lacks is refused at load, by name.
 #![cfg(feature = "onnx")]
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod common;
 
-use candle_core::{D, DType, Device, Tensor};
+use std::collections::HashMap;
+
+use candle_core::{D, Device, Tensor};
+use common::{format_fixture, values};
 use modelhost::formats::onnx::OnnxModel;
 use modelhost::formats::{self, WeightFormat};
 use modelhost::{InputError, LoadError, PredictError, Predictor};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/formats")
-        .join(name)
-}
-
 fn reference() -> HashMap<String, Tensor> {
-    formats::load_tensors(&fixture("model.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    formats::load_tensors(&format_fixture("model.safetensors"), &Device::Cpu).unwrap()
 }
 
 #[test]
 fn the_graphs_initializers_are_the_safetensors_tensors() {
-    let path = fixture("mlp.onnx");
+    let path = format_fixture("mlp.onnx");
     assert_eq!(formats::detect(&path).unwrap(), WeightFormat::Onnx);
     let loaded = formats::load_tensors(&path, &Device::Cpu).unwrap();
     let reference = reference();
@@ -46,7 +33,7 @@ fn the_graphs_initializers_are_the_safetensors_tensors() {
 
 #[test]
 fn the_graph_computes_what_candle_computes_and_serves_as_a_model() {
-    let model = OnnxModel::load(fixture("mlp.onnx")).unwrap();
+    let model = OnnxModel::load(format_fixture("mlp.onnx")).unwrap();
     assert_eq!(model.inputs()[0].name, "x");
     assert_eq!(model.inputs()[0].shape, vec![-1, 4]);
     let rows = vec![vec![0.5f32, -1.0, 2.0, 0.25], vec![-0.3, 0.7, 0.1, -2.0]];
@@ -91,13 +78,13 @@ fn the_graph_computes_what_candle_computes_and_serves_as_a_model() {
 
 #[test]
 fn an_operator_candle_onnx_lacks_is_refused_at_load_by_name() {
-    let err = OnnxModel::load(fixture("unsupported.onnx")).unwrap_err();
+    let err = OnnxModel::load(format_fixture("unsupported.onnx")).unwrap_err();
     assert!(matches!(err, LoadError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("ONNX operator `Einsum`"), "{err}");
     assert!(err.to_string().contains("MatMul"), "{err}");
     let dir = std::env::temp_dir().join(format!("modelhost-onnx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bytes = std::fs::read(fixture("mlp.onnx")).unwrap();
+    let bytes = std::fs::read(format_fixture("mlp.onnx")).unwrap();
     let cut = dir.join("cut.onnx");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = OnnxModel::load(&cut).unwrap_err();

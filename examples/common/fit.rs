@@ -1,0 +1,42 @@
+//! Full-batch training of an [`Mlp`] with AdamW and cross-entropy, shared by the
+//! `train_*` examples, printing loss and accuracy every 50 epochs.
+
+use candle_core::{DType, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap, loss};
+use modelhost::Mlp;
+
+/// The share of rows of `x` whose predicted class is `y`.
+pub fn accuracy(mlp: &Mlp, x: &Tensor, y: &Tensor) -> candle_core::Result<f32> {
+    let predicted = mlp.forward(x)?.argmax(1)?;
+    let correct = predicted
+        .eq(y)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    Ok(correct / y.dims1()? as f32)
+}
+
+/// Trains every variable of `varmap` for `epochs` full-batch steps.
+pub fn fit(
+    mlp: &Mlp,
+    varmap: &VarMap,
+    (train_x, train_y): (&Tensor, &Tensor),
+    (test_x, test_y): (&Tensor, &Tensor),
+    epochs: usize,
+    params: ParamsAdamW,
+) -> candle_core::Result<()> {
+    let mut opt = AdamW::new(varmap.all_vars(), params)?;
+    for epoch in 1..=epochs {
+        let loss = loss::cross_entropy(&mlp.forward(train_x)?, train_y)?;
+        opt.backward_step(&loss)?;
+        if epoch % 50 == 0 || epoch == epochs {
+            println!(
+                "epoch {epoch:4}  loss {:.4}  train acc {:.3}  held-back acc {:.3}",
+                loss.to_scalar::<f32>()?,
+                accuracy(mlp, train_x, train_y)?,
+                accuracy(mlp, test_x, test_y)?
+            );
+        }
+    }
+    Ok(())
+}
