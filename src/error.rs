@@ -131,6 +131,53 @@ pub enum LoadError {
         /// The tokenizer library's message.
         message: String,
     },
+    /// The file's content matches none of the weight formats this crate reads.
+    #[error(
+        "cannot tell the format of {path}: {what}; recognised by content are {}",
+        crate::formats::RECOGNISED
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// What the first bytes looked like.
+        what: String,
+    },
+    /// A weights file is truncated or corrupt.
+    #[error("{path} is not a valid {format} file: {what}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The format its first bytes announce.
+        format: crate::formats::WeightFormat,
+        /// What is wrong, and where.
+        what: String,
+    },
+    /// A pickle (PyTorch checkpoint) asks for a Python global outside tensor
+    /// reconstruction. Nothing in it was run: the file is refused when the global is read.
+    #[error(
+        "{path} asks for the Python global `{global}`, which is not part of tensor reconstruction; the pickle was refused and nothing in it was run (allowed globals: {})",
+        crate::formats::pickle::ALLOWED_GLOBALS.join(", ")
+    )]
+    UnsafePickle {
+        /// The file.
+        path: PathBuf,
+        /// `module.name` of the global the pickle asked for, e.g. `posix.system`.
+        global: String,
+    },
+    /// An ONNX graph uses an operator that the ONNX runtime (candle-onnx) does not
+    /// implement.
+    #[error(
+        "{path}: node `{node}` uses the ONNX operator `{op}`, which is not supported; supported operators: {}",
+        crate::formats::ONNX_OPERATORS.join(", ")
+    )]
+    UnsupportedOperator {
+        /// The ONNX file.
+        path: PathBuf,
+        /// The operator type, e.g. `NonMaxSuppression`.
+        op: String,
+        /// The name of the first node that uses it.
+        node: String,
+    },
 }
 
 impl LoadError {
@@ -145,6 +192,18 @@ impl LoadError {
         LoadError::Config {
             path: path.into(),
             message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        format: crate::formats::WeightFormat,
+        what: impl std::fmt::Display,
+    ) -> Self {
+        LoadError::Corrupt {
+            path: path.into(),
+            format,
+            what: what.to_string(),
         }
     }
 

@@ -40,6 +40,7 @@ mod cache;
 mod drift;
 mod encoder;
 mod error;
+pub mod formats;
 mod load;
 mod metrics;
 mod model;
