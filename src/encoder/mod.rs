@@ -207,10 +207,7 @@ impl PackedBert {
     pub(crate) fn load(weights: &Path, shape: &BertShape) -> Result<Self, LoadError> {
         let err = |e: candle_core::Error| LoadError::weights(weights, e);
         let act = activation(weights, shape)?;
-        // SAFETY: read-only memory map; the weights are copied out below.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
-                .map_err(err)?;
+        let vb = crate::formats::var_builder(weights, DType::F32, &Device::Cpu)?;
         let vb = bert_root(vb, shape);
         let (h, i) = (shape.hidden_size, shape.intermediate_size);
         let get = |vb: &VarBuilder, dims: &[usize], name: &str| -> candle_core::Result<Vec<f32>> {

@@ -58,9 +58,7 @@ impl PortableBert {
         dtype: DType,
     ) -> Result<Self, LoadError> {
         let err = |e: candle_core::Error| LoadError::weights(weights, e);
-        // SAFETY: read-only memory map; candle copies the tensors it loads.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], dtype, device) }
-            .map_err(err)?;
+        let vb = crate::formats::var_builder(weights, dtype, device)?;
         let vb = bert_root(vb, shape);
         let (h, i) = (shape.hidden_size, shape.intermediate_size);
         let norm = |vb: VarBuilder| -> candle_core::Result<Norm> {

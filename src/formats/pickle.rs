@@ -1002,7 +1002,7 @@ mod tests {
             );
         }
         // Nesting past the limit.
-        let mut deep = b"]".repeat(1);
+        let mut deep = b"]".to_vec();
         deep.extend(std::iter::repeat_n(0x85u8, 100));
         deep.push(b'.');
         assert!(matches!(unpickle(&deep), Err(PickleError::Malformed(_))));

@@ -45,7 +45,12 @@ pub(crate) fn classify(path: &Path) -> Result<WeightFormat, LoadError> {
         Err(e) => return Err(e),
     };
     let names = names(&archive, path, WeightFormat::PyTorchZip)?;
-    if names.iter().any(|n| is_data_pkl(n)) {
+    let torch_entry = |n: &String| {
+        is_data_pkl(n)
+            || n.split_once('/')
+                .is_some_and(|(_, rest)| rest.starts_with("data/") || rest == "version")
+    };
+    if names.iter().any(torch_entry) {
         Ok(WeightFormat::PyTorchZip)
     } else if names.iter().any(|n| n.ends_with(".npy")) {
         Ok(WeightFormat::Npz)

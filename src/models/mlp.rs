@@ -104,12 +104,8 @@ impl MlpClassifier {
                 "input_min and input_max must be finite with input_min <= input_max, and input_scale must be finite",
             ));
         }
-        let weights = require(dir.join("model.safetensors"), "the model weights")?;
-        // SAFETY: read-only memory map of a weights file; see `SentenceEmbedder::load_with`.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&weights), DType::F32, device)
-        }
-        .map_err(|e| LoadError::weights(&weights, e))?;
+        let weights = crate::formats::find_weights(dir)?;
+        let vb = crate::formats::var_builder(&weights, DType::F32, device)?;
         let mlp = Mlp::new(vb, &config).map_err(|e| LoadError::weights(&weights, e))?;
         let name = dir
             .file_name()

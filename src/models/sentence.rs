@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `modules.json` | the pipeline: `Transformer` → `Pooling` → optional `Normalize` |
 //! | `config.json` | the BERT configuration |
-//! | `model.safetensors` | the weights (memory-mapped) |
+//! | `model.safetensors` | the weights (memory-mapped); or `pytorch_model.bin`, read by [`formats`](crate::formats) without running its pickle |
 //! | `tokenizer.json` | the tokenizer (its own padding and truncation are replaced) |
 //! | `sentence_bert_config.json` | `max_seq_length`, `do_lower_case` |
 //! | `1_Pooling/config.json` | CLS / mean / max / mean-sqrt-len pooling |
@@ -17,7 +17,6 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
@@ -392,7 +391,7 @@ impl SentenceEmbedder {
                 message: e.to_string(),
             })?;
 
-        let weights = require(tdir.join("model.safetensors"), "the model weights")?;
+        let weights = crate::formats::find_weights(tdir)?;
         let fast_cpu = options.device.is_cpu() && options.dtype == DType::F32;
         let engine = match options.engine {
             Engine::Auto | Engine::Packed if fast_cpu => Engine::Packed,
@@ -427,17 +426,7 @@ impl SentenceEmbedder {
                 }
             }
             _ => {
-                // SAFETY: the file is memory-mapped read-only; candle copies what it needs
-                // into its own tensors, and a file changed underneath us is the caller's to
-                // avoid.
-                let vb = unsafe {
-                    VarBuilder::from_mmaped_safetensors(
-                        std::slice::from_ref(&weights),
-                        options.dtype,
-                        &options.device,
-                    )
-                }
-                .map_err(|e| LoadError::weights(&weights, e))?;
+                let vb = crate::formats::var_builder(&weights, options.dtype, &options.device)?;
                 let candle_config: BertConfig = read_json(&config_path)?;
                 Backend::Candle {
                     bert: BertModel::load(vb, &candle_config)
