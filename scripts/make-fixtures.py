@@ -3,6 +3,8 @@
 
     pip install numpy safetensors gguf onnx
     python3 scripts/make-fixtures.py
+    # and, after scripts/fetch-models.sh, the Silero VAD reference outputs:
+    pip install onnxruntime && python3 scripts/make-fixtures.py --silero
 
 One small model, the same tensors in every format, so tests/formats.rs can check that each
 format loads exactly what safetensors loads:
@@ -246,7 +248,37 @@ def write_onnx():
     onnx.save(model, OUT / "unsupported-op.onnx")
 
 
+def write_silero_reference():
+    """tests/data/silero-vad-reference.json: ONNX Runtime's outputs of Silero VAD
+    (models/silero-vad/silero_vad.onnx) on three chunks of a synthetic signal, the state
+    carried from chunk to chunk, for the candle-onnx parity test."""
+    import json
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(ROOT / "models/silero-vad/silero_vad.onnx"))
+    t = np.arange(3 * 512) / 16000.0
+    rng = np.random.default_rng(11)
+    # A voiced-like signal: harmonics of a gliding 140-220 Hz pitch, amplitude-modulated, with noise.
+    pitch = 140 + 80 * t / t[-1]
+    phase = 2 * np.pi * np.cumsum(pitch) / 16000.0
+    voice = sum(np.sin(k * phase) / k for k in range(1, 8)) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    signal = (0.3 * voice + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    state = np.zeros((2, 1, 128), np.float32)
+    chunks = []
+    for i in range(3):
+        x = signal[i * 512 : (i + 1) * 512][None]
+        prob, state = session.run(None, {"input": x, "state": state, "sr": np.array(16000, np.int64)})
+        chunks.append({"input": x[0].tolist(), "prob": float(prob.ravel()[0]), "state": state.ravel().tolist()})
+    path = ROOT / "tests/data/silero-vad-reference.json"
+    path.write_text(json.dumps({"sample_rate": 16000, "chunks": chunks}) + "\n")
+    print(f"{path.stat().st_size:7d}  {path.relative_to(ROOT)}  probs {[round(c['prob'], 4) for c in chunks]}")
+
+
 def main():
+    if sys.argv[1:] == ["--silero"]:
+        write_silero_reference()
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     write_safetensors()
     write_npz()

@@ -549,6 +549,37 @@ fn the_embed_example_reads_a_pytorch_model_bin_directory() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+// --- real files: Silero VAD from PyPI -------------------------------------------------
+
+/// `models/silero-vad`, as `scripts/fetch-models.sh` leaves it.
+fn silero(file: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/silero-vad")
+        .join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-models.sh first",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn a_real_torchscript_archive_is_refused_naming_the_class_it_asks_for() {
+    // Written by torch.jit.save: a real PyTorch zip whose data.pkl rebuilds a scripted module.
+    let jit = silero("silero_vad.jit");
+    assert_eq!(formats::detect(&jit).unwrap(), WeightFormat::PyTorchZip);
+    assert_refused(&jit, "__torch__.vad.model.vad_annotator.VADRNNJITMerge");
+    // The same model's safetensors and ONNX exports are recognised by content.
+    let st = formats::load_tensors(&silero("silero_vad_16k.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(st.len(), 15);
+    assert_eq!(st["stft_conv.weight"].dims(), &[258, 1, 256]);
+    assert_eq!(
+        formats::detect(&silero("silero_vad.onnx")).unwrap(),
+        WeightFormat::Onnx
+    );
+}
+
 // --- ONNX ----------------------------------------------------------------------------
 
 #[cfg(feature = "onnx")]
@@ -620,6 +651,59 @@ mod onnx {
         // A missing input is refused before it is queued.
         let err = predictor.predict(HashMap::new()).unwrap_err();
         assert!(err.to_string().contains("`x`"), "{err}");
+    }
+
+    #[derive(serde::Deserialize)]
+    struct VadChunk {
+        input: Vec<f32>,
+        prob: f32,
+        state: Vec<f32>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct VadReference {
+        chunks: Vec<VadChunk>,
+    }
+
+    #[test]
+    fn silero_vad_runs_through_candle_onnx_like_onnx_runtime() {
+        // A real exported graph (If, LSTM, Conv, STFT as Conv, ...), state carried across
+        // chunks; the reference is ONNX Runtime's (scripts/make-fixtures.py --silero).
+        let model = OnnxModel::load(silero("silero_vad.onnx")).unwrap();
+        let names: Vec<&str> = model.inputs().iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["input", "state", "sr"]);
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/silero-vad-reference.json");
+        let reference: VadReference =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut state = Tensor::zeros((2, 1, 128), DType::F32, &Device::Cpu).unwrap();
+        for (i, chunk) in reference.chunks.iter().enumerate() {
+            let x = Tensor::from_vec(chunk.input.clone(), (1, 512), &Device::Cpu).unwrap();
+            let sr = Tensor::new(16000i64, &Device::Cpu).unwrap();
+            let out = model
+                .run(HashMap::from([
+                    ("input".to_string(), x),
+                    ("state".to_string(), state),
+                    ("sr".to_string(), sr),
+                ]))
+                .unwrap();
+            let prob = values(&out["output"]);
+            assert_eq!(prob.len(), 1);
+            assert!(
+                (prob[0] - f64::from(chunk.prob)).abs() <= 1e-5,
+                "chunk {i}: {prob:?} vs {}",
+                chunk.prob
+            );
+            let got = values(&out["stateN"]);
+            assert_eq!(got.len(), 256);
+            for (g, w) in got.iter().zip(&chunk.state) {
+                assert!(
+                    (g - f64::from(*w)).abs() <= 1e-5,
+                    "chunk {i}: state {g} vs {w}"
+                );
+            }
+            state = out["stateN"].clone();
+        }
     }
 
     #[test]
