@@ -16,6 +16,7 @@ format loads exactly what safetensors loads:
                       non-contiguous view of layers.1.weight's storage), an nn.Parameter
                       (_rebuild_parameter), f16 and i64 storages
   model.npz           np.savez (layers.1.weight_t is Fortran-ordered)
+  compressed.npz      np.savez_compressed, which is refused with a typed error
   model.gguf          GGUF v3, the f32 and f16 tensors (GGUF has no i64 tensors in candle)
   model.onnx          the MLP as a graph: Gemm(transB) -> Relu -> Transpose/MatMul -> Add
                       -> Softmax, with layers.{0,1}.{weight,bias} as initializers
@@ -77,6 +78,8 @@ def write_safetensors():
 def write_npz():
     with open(OUT / "model.npz", "wb") as f:
         np.savez(f, **TENSORS)
+    with open(OUT / "compressed.npz", "wb") as f:
+        np.savez_compressed(f, w=w0)
 
 
 def write_gguf():
@@ -144,12 +147,15 @@ class TorchPickler(pickle.Pickler):
 
 
 def write_torch_zip(path, pkl_bytes, storages=()):
+    def entry(name):  # a fixed timestamp keeps the fixtures byte-for-byte reproducible
+        return zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", pkl_bytes)
-        z.writestr("archive/byteorder", "little")
+        z.writestr(entry("archive/data.pkl"), pkl_bytes)
+        z.writestr(entry("archive/byteorder"), "little")
         for s in storages:
-            z.writestr(f"archive/data/{s.key}", s.array.astype(s.array.dtype.newbyteorder("<")).tobytes())
-        z.writestr("archive/version", "3\n")
+            z.writestr(entry(f"archive/data/{s.key}"), s.array.astype(s.array.dtype.newbyteorder("<")).tobytes())
+        z.writestr(entry("archive/version"), "3\n")
 
 
 def write_pth():

@@ -360,6 +360,10 @@ fn damaged_files_say_what_is_wrong() {
     let err = assert_typed_error(&path, "npz with too little data");
     assert!(err.to_string().contains("needs 24 bytes"), "{err}");
 
+    // A compressed npz (deflate) says how to re-save it.
+    let err = assert_typed_error(&fixture("compressed.npz"), "compressed npz");
+    assert!(err.to_string().contains("np.savez_compressed"), "{err}");
+
     // GGUF cut off in its tensor data.
     let gguf = std::fs::read(fixture("model.gguf")).unwrap();
     let data_end = gguf.iter().rposition(|&b| b != 0).unwrap();

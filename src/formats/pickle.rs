@@ -884,7 +884,10 @@ fn materialize(t: &TensorRef, storage: &[u8], device: &Device) -> Result<Tensor,
                 t.size, t.stride, t.offset
             ));
         }
-        bytes.reserve(count * es);
+        let total = count.checked_mul(es).ok_or("its byte count overflows")?;
+        bytes
+            .try_reserve_exact(total)
+            .map_err(|_| format!("no memory for its {total} bytes"))?;
         let contiguous = {
             let mut expect = 1usize;
             let mut ok = true;

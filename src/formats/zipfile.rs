@@ -82,16 +82,28 @@ pub(crate) fn read_entry(
     format: WeightFormat,
 ) -> Result<Vec<u8>, LoadError> {
     let corrupt = |what: String| LoadError::corrupt(path, format, what);
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| LoadError::io(path, e))?
+        .len();
     let mut entry = archive
         .by_name(name)
         .map_err(|e| corrupt(format!("cannot open entry `{name}`: {e}")))?;
-    let size = entry.size();
-    if size > limit {
+    if entry.compression() != zip::CompressionMethod::Stored {
         return Err(corrupt(format!(
-            "entry `{name}` declares {size} bytes, over the {limit}-byte limit"
+            "entry `{name}` is compressed ({}); only stored (uncompressed) entries are read, as torch.save and np.savez write them (re-save without np.savez_compressed)",
+            entry.compression()
         )));
     }
-    let mut data = Vec::with_capacity(size as usize);
+    let size = entry.size();
+    if size > limit || size > file_len {
+        return Err(corrupt(format!(
+            "entry `{name}` declares {size} bytes, more than the {} allowed",
+            limit.min(file_len)
+        )));
+    }
+    let mut data = Vec::new();
+    data.try_reserve_exact(size as usize)
+        .map_err(|_| corrupt(format!("no memory for the {size} bytes of entry `{name}`")))?;
     (&mut entry)
         .take(size)
         .read_to_end(&mut data)
