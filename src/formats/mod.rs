@@ -7,7 +7,7 @@
 //! | PyTorch checkpoint (`.pt`, `.pth`, `.bin`, torch ≥ 1.6 zip) | `PK\x03\x04` and a `<dir>/data.pkl` entry | a restricted unpickler ([`pickle`]) that builds tensors and nothing else |
 //! | NumPy `.npz` (`np.savez`) | `PK\x03\x04` and `.npy` entries | a bounds-checked `.npy` reader |
 //! | GGUF | `GGUF` | candle's GGUF reader, dequantised to `f32` |
-//! | ONNX | a protobuf `ModelProto` whose fields are all known, `ir_version` among them | `candle-onnx` (cargo feature `onnx`), see [`OnnxModel`](crate::formats::OnnxModel) |
+//! | ONNX | a protobuf `ModelProto` whose fields are all known, `ir_version` among them | `candle-onnx` (cargo feature `onnx`), see `OnnxModel` |
 //! | bare pickle (legacy PyTorch before 1.6, joblib) | pickle `PROTO` opcode or a protocol-0 `GLOBAL` first | refused: scanned for unsafe globals, then [`LoadError::Unsupported`] |
 //!
 //! The file name's extension is never consulted: `pytorch_model.bin`, `model.pt` and a
@@ -184,7 +184,7 @@ fn onnx_initializers(path: &Path, _device: &Device) -> Result<HashMap<String, Te
     })
 }
 
-/// The ONNX operators [`OnnxModel`](crate::formats) runs (those `candle-onnx` 0.11.1
+/// The ONNX operators `OnnxModel` (cargo feature `onnx`) runs (those `candle-onnx` 0.11.1
 /// implements). A graph with any other operator is refused at load time with
 /// [`LoadError::UnsupportedOperator`].
 pub const ONNX_OPERATORS: &[&str] = &[
