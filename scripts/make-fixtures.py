@@ -21,6 +21,8 @@ format loads exactly what safetensors loads:
   model.onnx          the MLP as a graph: Gemm(transB) -> Relu -> Transpose/MatMul -> Add
                       -> Softmax, with layers.{0,1}.{weight,bias} as initializers
   unsupported-op.onnx a graph with an Einsum node (candle-onnx has no Einsum)
+  model-p4.pth        the same checkpoint pickled with protocol 4 (STACK_GLOBAL, FRAME,
+                      MEMOIZE), `ids` rebuilt through _rebuild_from_type_v2
   malicious.pth       a zip checkpoint whose data.pkl calls os.system (pickled as
                       `posix system`, protocol 2 GLOBAL) to touch ./modelhost-pwned-marker
   malicious-p4.pkl    the same as a bare protocol-4 pickle (STACK_GLOBAL)
@@ -108,8 +110,10 @@ def fake_torch():
         setattr(sys.modules[module], name, obj)
         return obj
 
+    tensor_mod = types.ModuleType("torch._tensor")
     sys.modules["torch"], sys.modules["torch._utils"] = torch, utils
-    torch._utils = utils
+    sys.modules["torch._tensor"] = tensor_mod
+    torch._utils, torch._tensor = utils, tensor_mod
     storages = {
         np.float32: named(type("FloatStorage", (), {}), "torch", "FloatStorage"),
         np.float16: named(type("HalfStorage", (), {}), "torch", "HalfStorage"),
@@ -117,7 +121,10 @@ def fake_torch():
     }
     rebuild = named(lambda *a: None, "torch._utils", "_rebuild_tensor_v2")
     parameter = named(lambda *a: None, "torch._utils", "_rebuild_parameter")
-    return storages, rebuild, parameter
+    # Tensor subclasses are pickled through _rebuild_from_type_v2(func, type, args, state).
+    from_type = named(lambda *a: None, "torch._tensor", "_rebuild_from_type_v2")
+    named(type("Tensor", (), {}), "torch", "Tensor")
+    return storages, rebuild, parameter, from_type
 
 
 class Storage:
@@ -128,11 +135,13 @@ class Storage:
 class TensorView:
     """A tensor as torch pickles it: a view (offset, size, stride) of a storage."""
 
-    def __init__(self, rebuild, storage, offset, size, stride, parameter=None):
+    def __init__(self, rebuild, storage, offset, size, stride, parameter=None, from_type=None):
         self.args = (storage, offset, tuple(size), tuple(stride), False, collections.OrderedDict())
-        self.rebuild, self.parameter = rebuild, parameter
+        self.rebuild, self.parameter, self.from_type = rebuild, parameter, from_type
 
     def __reduce__(self):
+        if self.from_type is not None:
+            return (self.from_type, (self.rebuild, sys.modules["torch"].Tensor, self.args, {}))
         if self.parameter is not None:
             inner = TensorView(self.rebuild, *self.args[:4])
             return (self.parameter, (inner, False, collections.OrderedDict()))
@@ -158,8 +167,11 @@ def write_torch_zip(path, pkl_bytes, storages=()):
         z.writestr(entry("archive/version"), "3\n")
 
 
-def write_pth():
-    storages, rebuild, parameter = fake_torch()
+def write_pth(name="model.pth", protocol=2):
+    storages, rebuild, parameter, from_type = fake_torch()
+    # The protocol-4 variant (torch.save(..., pickle_protocol=4): STACK_GLOBAL, FRAME,
+    # MEMOIZE) also rebuilds one tensor through _rebuild_from_type_v2.
+    sub = from_type if protocol >= 4 else None
     s0 = Storage("0", storages[np.float32], w0)
     s1 = Storage("1", storages[np.float32], b0)
     s2 = Storage("2", storages[np.float32], w1)
@@ -176,14 +188,14 @@ def write_pth():
             ("layers.0.row2", TensorView(rebuild, s0, 8, (4,), (1,))),
             ("layers.1.weight_t", TensorView(rebuild, s2, 0, (8, 3), (1, 8))),
             ("embed.half", TensorView(rebuild, s4, 0, (5, 2), (2, 1))),
-            ("ids", TensorView(rebuild, s5, 0, (6,), (1,))),
+            ("ids", TensorView(rebuild, s5, 0, (6,), (1,), from_type=sub)),
         ]
     )
     import io
 
     buf = io.BytesIO()
-    TorchPickler(buf, protocol=2).dump(sd)
-    write_torch_zip(OUT / "model.pth", buf.getvalue(), [s0, s1, s2, s3, s4, s5])
+    TorchPickler(buf, protocol=protocol).dump(sd)
+    write_torch_zip(OUT / name, buf.getvalue(), [s0, s1, s2, s3, s4, s5])
 
 
 class Pwn:
@@ -290,6 +302,7 @@ def main():
     write_npz()
     write_gguf()
     write_pth()
+    write_pth("model-p4.pth", protocol=4)
     write_malicious()
     write_onnx()
     for p in sorted(OUT.iterdir()):

@@ -58,6 +58,7 @@ fn every_format_is_detected_by_content() {
     for (file, format) in [
         ("model.safetensors", WeightFormat::Safetensors),
         ("model.pth", WeightFormat::PyTorchZip),
+        ("model-p4.pth", WeightFormat::PyTorchZip),
         ("malicious.pth", WeightFormat::PyTorchZip),
         ("malicious-p4.pkl", WeightFormat::Pickle),
         ("model.npz", WeightFormat::Npz),
@@ -87,6 +88,9 @@ fn a_pytorch_checkpoint_loads_the_same_tensors_as_safetensors() {
     // nn.Parameter, f16 and i64 storages.
     let pth = formats::load_tensors(&fixture("model.pth"), &Device::Cpu).unwrap();
     assert_same(&pth, &reference(), "model.pth");
+    // Pickle protocol 4, and a tensor rebuilt through `_rebuild_from_type_v2`.
+    let p4 = formats::load_tensors(&fixture("model-p4.pth"), &Device::Cpu).unwrap();
+    assert_same(&p4, &reference(), "model-p4.pth");
 }
 
 #[test]
@@ -284,6 +288,7 @@ fn every_fixture_cut_short_at_any_length_is_a_typed_error_naming_the_file() {
     for file in [
         "model.safetensors",
         "model.pth",
+        "model-p4.pth",
         "model.npz",
         "model.gguf",
         "model.onnx",
@@ -437,6 +442,7 @@ fn every_single_byte_corruption_of_every_fixture_is_handled_without_panicking() 
     for file in [
         "model.safetensors",
         "model.pth",
+        "model-p4.pth",
         "model.npz",
         "model.gguf",
         "model.onnx",
