@@ -55,7 +55,18 @@ fn read(path: &Path) -> Result<onnx::ModelProto, LoadError> {
             what: "this file is not an ONNX model".into(),
         });
     }
-    candle_onnx::read_file(path).map_err(|e| LoadError::corrupt(path, WeightFormat::Onnx, e))
+    let model = candle_onnx::read_file(path)
+        .map_err(|e| LoadError::corrupt(path, WeightFormat::Onnx, e))?;
+    // Protobuf has no end marker: a file cut at a field boundary decodes. Every valid model
+    // has a graph and an opset import, which exporters write last.
+    if model.graph.is_none() || model.opset_import.is_empty() {
+        return Err(LoadError::corrupt(
+            path,
+            WeightFormat::Onnx,
+            "the model has no graph or no opset_import (is the file cut short?)",
+        ));
+    }
+    Ok(model)
 }
 
 /// The graph's initializers (its weights), by name.
