@@ -39,6 +39,7 @@ pub const ALLOWED_GLOBALS: &[&str] = &[
     "collections.OrderedDict",
     "torch._utils._rebuild_tensor_v2",
     "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state",
     "torch._tensor._rebuild_from_type_v2",
     "torch.nn.parameter.Parameter",
     "torch.Tensor",
@@ -704,7 +705,9 @@ fn reduce(callable: Value, args: Value) -> PResult<Value> {
                 stride,
             }))
         }
-        "torch._utils._rebuild_parameter" | "torch.nn.parameter.Parameter" => {
+        "torch._utils._rebuild_parameter"
+        | "torch._utils._rebuild_parameter_with_state"
+        | "torch.nn.parameter.Parameter" => {
             // (data, requires_grad, backward_hooks) / Parameter(data, requires_grad)
             match args.into_iter().next() {
                 Some(t @ Value::Tensor(_)) => Ok(t),
