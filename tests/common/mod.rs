@@ -77,20 +77,3 @@ pub fn example_binary(name: &str) -> PathBuf {
     );
     path
 }
-
-/// A file of `tests/fixtures/formats/` (written by `scripts/make-fixtures.py`).
-pub fn format_fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/formats")
-        .join(name)
-}
-
-/// A tensor's values as f32, flattened.
-pub fn values(t: &candle_core::Tensor) -> Vec<f32> {
-    t.to_dtype(candle_core::DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
