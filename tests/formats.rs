@@ -541,17 +541,7 @@ fn a_sentence_transformers_dir_with_pytorch_model_bin_embeds_identically() {
 
 #[test]
 fn the_embed_example_reads_a_pytorch_model_bin_directory() {
-    let exe = std::env::current_exe().unwrap();
-    let embed = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("examples/embed");
-    assert!(
-        embed.is_file(),
-        "{} is missing: `cargo test --release` builds it (for a filtered run, `cargo build --release --examples` first)",
-        embed.display()
-    );
+    let embed = common::example_binary("embed");
     let dir = minilm_with_pytorch_model_bin("minilm-bin-cli");
     let input: String = common::references()
         .into_iter()
