@@ -124,6 +124,22 @@ impl Server {
         self.request("GET", path, &[], b"")
     }
 
+    /// A gauge of `/metrics` summed over the versions of `model`.
+    fn gauge(&self, name: &str, model: &str) -> f64 {
+        let (_, _, metrics) = self.get("/metrics");
+        let prefix = format!(r#"{name}{{model="{model}","#);
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(|l| {
+                let value = l.rsplit(' ').next().unwrap_or_default();
+                value
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("a gauge value in {l:?}"))
+            })
+            .sum()
+    }
+
     fn post_json(&self, path: &str, body: &Value) -> Response {
         self.request("POST", path, &[], body.to_string().as_bytes())
     }
@@ -581,11 +597,7 @@ fn sigterm_answers_the_request_in_flight_then_exits_zero() {
     // Wait until the embedder has accepted rows of it (and has not answered them all).
     let started = Instant::now();
     loop {
-        let (_, _, metrics) = server.get("/metrics");
-        let busy = metrics.lines().any(|l| {
-            l.starts_with(r#"modelhost_in_flight_requests{model="minilm""#) && !l.ends_with(" 0")
-        });
-        if busy {
+        if server.gauge("modelhost_in_flight_requests", "minilm") > 0.0 {
             break;
         }
         assert!(
@@ -624,4 +636,139 @@ fn sigterm_answers_the_request_in_flight_then_exits_zero() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "the server exited with {exit}");
+}
+
+/// Whether a lower-cased response head carries `Retry-After: 1`.
+fn retry_after_one(head: &str) -> bool {
+    head.lines().any(|l| l.trim() == "retry-after: 1")
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after_and_the_queued_request_still_gets_its_answer() {
+    // One queue slot and a long batch window: the first request waits in the queue for
+    // company, so the second finds it full.
+    let server = Server::start(
+        "queue-full",
+        &[
+            "--queue-capacity",
+            "1",
+            "--max-batch-size",
+            "8",
+            "--max-delay-ms",
+            "1500",
+        ],
+    );
+    let (images, labels) = held_back_digits();
+    let body = |i: usize| {
+        json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": images[i]}]})
+            .to_string()
+    };
+    let addr = server.addr.clone();
+    let first_body = body(0);
+    let first = std::thread::spawn(move || {
+        request(
+            &addr,
+            "POST",
+            "/v2/models/digits/infer",
+            &[],
+            first_body.as_bytes(),
+        )
+    });
+    // Wait until the first request sits in the queue.
+    let started = Instant::now();
+    loop {
+        if server.gauge("modelhost_queue_depth", "digits") == 1.0 {
+            break;
+        }
+        if first.is_finished() {
+            let (status, _, body) = first.join().unwrap();
+            panic!("the first request was not held in the queue: {status} {body}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the first request never showed up in the queue"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let (status, head, refused) =
+        server.request("POST", "/v2/models/digits/infer", &[], body(1).as_bytes());
+    assert_eq!(status, 429, "{refused}");
+    assert!(retry_after_one(&head), "no Retry-After: 1 in {head}");
+    assert_eq!(
+        json_of(&refused)["error"],
+        "the queue is full (1 requests waiting); retry later or raise queue_capacity"
+    );
+
+    let (status, _, answer) = first.join().unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let class = json_of(&answer)["outputs"][2]["data"][0].as_u64().unwrap();
+    assert_eq!(class as usize, labels[0]);
+
+    // The refused request was not computed; sent again once the queue is free, it is.
+    let (status, _, retried) =
+        server.request("POST", "/v2/models/digits/infer", &[], body(1).as_bytes());
+    assert_eq!(status, 200, "{retried}");
+    let class = json_of(&retried)["outputs"][2]["data"][0].as_u64().unwrap();
+    assert_eq!(class as usize, labels[1]);
+}
+
+#[test]
+fn requests_past_their_deadline_answer_503_with_retry_after_and_are_not_computed() {
+    // One text per batch and a 20 ms deadline: sixteen long texts at once cannot all start
+    // within 20 ms on any machine (one takes tens of milliseconds), so some wait past it.
+    let server = Server::start(
+        "deadline",
+        &["--max-batch-size", "1", "--deadline-ms", "20"],
+    );
+    let mut references = common::references();
+    references.sort_by_key(|r| std::cmp::Reverse(r.text.len()));
+    references.truncate(16);
+    let answers: Vec<(usize, Response)> = std::thread::scope(|s| {
+        let handles: Vec<_> = references
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let body = json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [r.text]}]})
+                    .to_string();
+                let addr = &server.addr;
+                s.spawn(move || {
+                    let answer = request(addr, "POST", "/v2/models/minilm/infer", &[], body.as_bytes());
+                    (i, answer)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    let mut late = Vec::new();
+    for (i, (status, head, body)) in &answers {
+        match status {
+            200 => {
+                let embedding = floats(&json_of(body)["outputs"][0]["data"]);
+                assert!(cosine(&embedding, &references[*i].embedding) >= 0.9999);
+            }
+            503 => {
+                assert!(retry_after_one(head), "no Retry-After: 1 in {head}");
+                let message = json_of(body)["error"].as_str().unwrap().to_string();
+                assert!(
+                    message.contains("past its deadline of 20ms; it was not computed"),
+                    "{message}"
+                );
+                late.push(*i);
+            }
+            other => panic!("request {i} got status {other}: {body}"),
+        }
+    }
+    assert!(!late.is_empty(), "no request of sixteen waited past 20 ms");
+
+    // A late request was not computed (errors are not cached): alone, it gets its answer.
+    let r = &references[late[0]];
+    let (status, _, body) = server.post_json(
+        "/v2/models/minilm/infer",
+        &json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [r.text]}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let embedding = floats(&json_of(&body)["outputs"][0]["data"]);
+    assert!(cosine(&embedding, &r.embedding) >= 0.9999);
 }
