@@ -18,20 +18,7 @@ use candle_nn::{ParamsAdamW, VarBuilder, VarMap};
 use modelhost::{Mlp, MlpConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut epochs = 300usize;
-    let mut out = digits::assets();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--epochs" => epochs = args.next().ok_or("--epochs needs a value")?.parse()?,
-            "--out" => out = args.next().ok_or("--out needs a value")?.into(),
-            other => {
-                return Err(
-                    format!("unknown argument {other}; expected --epochs N or --out DIR").into(),
-                );
-            }
-        }
-    }
+    let (epochs, out) = fit::args(digits::assets())?;
 
     let data = digits::load(&digits::assets().join("digits.csv"))?;
     let (train, test) = digits::split(data);

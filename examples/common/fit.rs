@@ -5,6 +5,27 @@ use candle_core::{DType, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap, loss};
 use modelhost::Mlp;
 
+/// The `train_*` examples' arguments: `[--epochs N] [--out DIR]`, by default 300 epochs
+/// written to `default_out`.
+pub fn args(
+    default_out: std::path::PathBuf,
+) -> Result<(usize, std::path::PathBuf), Box<dyn std::error::Error>> {
+    let (mut epochs, mut out) = (300usize, default_out);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--epochs" => epochs = args.next().ok_or("--epochs needs a value")?.parse()?,
+            "--out" => out = args.next().ok_or("--out needs a value")?.into(),
+            other => {
+                return Err(
+                    format!("unknown argument {other}; expected --epochs N or --out DIR").into(),
+                );
+            }
+        }
+    }
+    Ok((epochs, out))
+}
+
 /// The share of rows of `x` whose predicted class is `y`.
 pub fn accuracy(mlp: &Mlp, x: &Tensor, y: &Tensor) -> candle_core::Result<f32> {
     let predicted = mlp.forward(x)?.argmax(1)?;

@@ -199,6 +199,49 @@ pub enum FeatureKind {
     },
 }
 
+/// A numeric feature's bounds and standardisation: the fields `Number` and `Integer` share.
+#[derive(Debug, Clone, Copy)]
+struct Numeric {
+    min: f64,
+    max: f64,
+    mean: f64,
+    std: f64,
+    integer: bool,
+}
+
+impl FeatureKind {
+    /// The bounds and standardisation of a `Number` or `Integer` feature.
+    fn numeric(&self) -> Option<Numeric> {
+        match *self {
+            FeatureKind::Number {
+                min,
+                max,
+                mean,
+                std,
+            } => Some(Numeric {
+                min,
+                max,
+                mean,
+                std,
+                integer: false,
+            }),
+            FeatureKind::Integer {
+                min,
+                max,
+                mean,
+                std,
+            } => Some(Numeric {
+                min,
+                max,
+                mean,
+                std,
+                integer: true,
+            }),
+            FeatureKind::Boolean | FeatureKind::Category { .. } => None,
+        }
+    }
+}
+
 fn neg_inf() -> f64 {
     f64::NEG_INFINITY
 }
@@ -332,44 +375,37 @@ impl TabularConfig {
             if !seen.insert(f.name.as_str()) {
                 return Err(format!("feature `{}` is declared twice", f.name));
             }
-            match &f.kind {
-                FeatureKind::Number {
-                    min,
-                    max,
-                    mean,
-                    std,
+            if let Some(Numeric {
+                min,
+                max,
+                mean,
+                std,
+                integer,
+            }) = f.kind.numeric()
+            {
+                if min.is_nan() || max.is_nan() || min > max {
+                    return Err(format!("feature `{}`: min must be <= max", f.name));
                 }
-                | FeatureKind::Integer {
-                    min,
-                    max,
-                    mean,
-                    std,
-                } => {
-                    if min.is_nan() || max.is_nan() || min > max {
-                        return Err(format!("feature `{}`: min must be <= max", f.name));
-                    }
-                    if matches!(f.kind, FeatureKind::Integer { .. }) && min.ceil() > max.floor() {
-                        return Err(format!(
-                            "integer feature `{}`: no whole number lies in [{min}, {max}]",
-                            f.name
-                        ));
-                    }
-                    if !mean.is_finite() || !std.is_finite() || *std <= 0.0 {
-                        return Err(format!(
-                            "feature `{}`: mean must be finite and std a finite number > 0",
-                            f.name
-                        ));
-                    }
+                if integer && min.ceil() > max.floor() {
+                    return Err(format!(
+                        "integer feature `{}`: no whole number lies in [{min}, {max}]",
+                        f.name
+                    ));
                 }
-                FeatureKind::Boolean => {}
-                FeatureKind::Category { values } => {
-                    let unique: std::collections::HashSet<_> = values.iter().collect();
-                    if values.is_empty() || unique.len() != values.len() {
-                        return Err(format!(
-                            "feature `{}`: categories must be a non-empty list without repeats",
-                            f.name
-                        ));
-                    }
+                if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
+                    return Err(format!(
+                        "feature `{}`: mean must be finite and std a finite number > 0",
+                        f.name
+                    ));
+                }
+            }
+            if let FeatureKind::Category { values } = &f.kind {
+                let unique: std::collections::HashSet<_> = values.iter().collect();
+                if values.is_empty() || unique.len() != values.len() {
+                    return Err(format!(
+                        "feature `{}`: categories must be a non-empty list without repeats",
+                        f.name
+                    ));
                 }
             }
             if let Some(default) = &f.default {
@@ -400,49 +436,37 @@ fn encode(f: &Feature, value: &FeatureValue, out: &mut Vec<f32>) -> Result<(), I
         expected: expected.into(),
         got: value.describe(),
     };
-    match (&f.kind, value) {
-        (
-            FeatureKind::Number {
-                min,
-                max,
-                mean,
-                std,
-            }
-            | FeatureKind::Integer {
-                min,
-                max,
-                mean,
-                std,
-            },
-            FeatureValue::Number(x),
-        ) => {
-            if !x.is_finite() || x < min || x > max {
-                return Err(InputError::FeatureOutOfRange {
-                    field: f.name.clone(),
-                    value: *x,
-                    min: *min,
-                    max: *max,
-                });
-            }
-            if matches!(f.kind, FeatureKind::Integer { .. }) && x.fract() != 0.0 {
-                return Err(wrong("a whole number"));
-            }
-            // Without declared bounds a huge value would standardise to infinity in f32.
-            let z = ((x - mean) / std) as f32;
-            if !z.is_finite() {
-                return Err(InputError::FeatureOutOfRange {
-                    field: f.name.clone(),
-                    value: *x,
-                    min: *min,
-                    max: *max,
-                });
-            }
-            out.push(z);
+    if let Some(n) = f.kind.numeric() {
+        let whole = if n.integer {
+            "a whole number"
+        } else {
+            "a number"
+        };
+        let FeatureValue::Number(x) = *value else {
+            return Err(wrong(whole));
+        };
+        let out_of_range = || InputError::FeatureOutOfRange {
+            field: f.name.clone(),
+            value: x,
+            min: n.min,
+            max: n.max,
+        };
+        if !x.is_finite() || x < n.min || x > n.max {
+            return Err(out_of_range());
         }
-        (FeatureKind::Number { .. }, _) => return Err(wrong("a number")),
-        (FeatureKind::Integer { .. }, _) => return Err(wrong("a whole number")),
+        if n.integer && x.fract() != 0.0 {
+            return Err(wrong(whole));
+        }
+        // Without declared bounds a huge value would standardise to infinity in f32.
+        let z = ((x - n.mean) / n.std) as f32;
+        if !z.is_finite() {
+            return Err(out_of_range());
+        }
+        out.push(z);
+        return Ok(());
+    }
+    match (&f.kind, value) {
         (FeatureKind::Boolean, FeatureValue::Bool(b)) => out.push(f32::from(u8::from(*b))),
-        (FeatureKind::Boolean, _) => return Err(wrong("true or false")),
         (FeatureKind::Category { values }, FeatureValue::Text(t)) => {
             let Some(at) = values.iter().position(|v| v == t) else {
                 return Err(InputError::UnknownCategory {
@@ -456,6 +480,8 @@ fn encode(f: &Feature, value: &FeatureValue, out: &mut Vec<f32>) -> Result<(), I
         (FeatureKind::Category { values }, _) => {
             return Err(wrong(&format!("one of the texts {}", values.join(", "))));
         }
+        // A boolean feature given anything else (numeric kinds returned above).
+        _ => return Err(wrong("true or false")),
     }
     Ok(())
 }
@@ -599,18 +625,19 @@ impl Model for TabularModel {
             .features
             .iter()
             .map(|f| {
-                let value = f.default.clone().unwrap_or_else(|| match &f.kind {
-                    FeatureKind::Number { min, max, mean, .. }
-                    | FeatureKind::Integer { min, max, mean, .. } => {
-                        let v = mean.clamp(*min, *max);
-                        FeatureValue::Number(if matches!(f.kind, FeatureKind::Integer { .. }) {
-                            v.round().clamp(min.ceil(), max.floor())
+                let value = f.default.clone().unwrap_or_else(|| {
+                    if let Some(n) = f.kind.numeric() {
+                        let v = n.mean.clamp(n.min, n.max);
+                        FeatureValue::Number(if n.integer {
+                            v.round().clamp(n.min.ceil(), n.max.floor())
                         } else {
                             v
                         })
+                    } else if let FeatureKind::Category { values } = &f.kind {
+                        FeatureValue::Text(values[0].clone())
+                    } else {
+                        FeatureValue::Bool(false)
                     }
-                    FeatureKind::Boolean => FeatureValue::Bool(false),
-                    FeatureKind::Category { values } => FeatureValue::Text(values[0].clone()),
                 });
                 (f.name.clone(), value)
             })
