@@ -4,6 +4,7 @@
 //! cargo run --release --example bench_embed -- --model DIR --corpus FILE [--n 1024]
 //!     [--concurrency 32] [--max-batch-size 32] [--max-delay-ms 2] [--grouping arrival|length]
 //!     [--engine packed|portable|candle] [--threads T] [--direct] [--warmup 32] [--no-instrument]
+//!     [--device cpu|cuda[:N]] [--dtype f32|f16|bf16]
 //! ```
 //!
 //! `--concurrency C`: C caller threads, each sending one text at a time through a
@@ -13,7 +14,7 @@
 //! `"concurrency":0`. Latencies are per request (per batch with `--direct`).
 //!
 //! Output: `{"concurrency":C,"n":N,"sent_per_s":..,"p50_ms":..,"p99_ms":..,"mean_batch":..,
-//! "engine":..,"max_batch_size":..,"grouping":..,"threads":..}`.
+//! "engine":..,"max_batch_size":..,"grouping":..,"threads":..,"instrument":..,"device":..,"dtype":..}`.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use modelhost::{EmbedderOptions, Engine, Grouping, Predictor, SentenceEmbedder};
 
-const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|candle] [--threads T] [--direct] [--warmup W] [--no-instrument]";
+const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|candle] [--threads T] [--direct] [--warmup W] [--no-instrument] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16]";
 
 struct Args {
     model: PathBuf,
@@ -37,6 +38,8 @@ struct Args {
     direct: bool,
     warmup: usize,
     instrument: bool,
+    device: String,
+    dtype: modelhost::DType,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -55,6 +58,8 @@ fn parse_args() -> Result<Args, String> {
         direct: false,
         warmup: 32,
         instrument: true,
+        device: "cpu".into(),
+        dtype: modelhost::DType::F32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -91,6 +96,15 @@ fn parse_args() -> Result<Args, String> {
             "--direct" => a.direct = true,
             "--no-instrument" => a.instrument = false,
             "--warmup" => a.warmup = num(value()?)?,
+            "--device" => a.device = value()?,
+            "--dtype" => {
+                a.dtype = match value()?.as_str() {
+                    "f32" => modelhost::DType::F32,
+                    "f16" => modelhost::DType::F16,
+                    "bf16" => modelhost::DType::BF16,
+                    other => return Err(format!("--dtype {other}: use f32, f16 or bf16")),
+                }
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -125,9 +139,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(str::to_owned)
         .collect();
     let n = texts.len();
+    let device = match args.device.as_str() {
+        "cpu" => modelhost::Device::Cpu,
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal = cuda
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), str::parse)
+                .map_err(|e| format!("--device {cuda}: {e}"))?;
+            modelhost::Device::new_cuda(ordinal)?
+        }
+        other => return Err(format!("--device {other}: use cpu or cuda[:N]").into()),
+    };
     let options = EmbedderOptions {
         engine: args.engine,
         threads: args.threads,
+        device,
+        dtype: args.dtype,
         ..EmbedderOptions::default()
     };
     let embedder = SentenceEmbedder::load_with(&args.model, options)?;
@@ -218,6 +245,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "grouping": match args.grouping { Grouping::Length => "length", _ => "arrival" },
         "threads": threads,
         "instrument": args.instrument,
+        "device": args.device,
+        "dtype": format!("{:?}", args.dtype).to_lowercase(),
     });
     println!("{line}");
     Ok(())

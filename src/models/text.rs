@@ -119,7 +119,9 @@ enum Backend {
         bert: PortableBert,
     },
     Candle {
-        bert: BertModel,
+        /// Boxed: with the `cuda` feature `BertModel` (its device handles) is twice the
+        /// size of the other variants.
+        bert: Box<BertModel>,
         device: Device,
     },
 }
@@ -265,8 +267,10 @@ impl TextEncoder {
                 let vb = crate::formats::var_builder(&weights, options.dtype, &options.device)?;
                 let candle_config: BertConfig = read_json(&config_path)?;
                 Backend::Candle {
-                    bert: BertModel::load(vb, &candle_config)
-                        .map_err(|e| LoadError::weights(&weights, e))?,
+                    bert: Box::new(
+                        BertModel::load(vb, &candle_config)
+                            .map_err(|e| LoadError::weights(&weights, e))?,
+                    ),
                     device: options.device.clone(),
                 }
             }
