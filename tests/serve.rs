@@ -655,7 +655,7 @@ fn a_full_queue_answers_429_with_retry_after_and_the_queued_request_still_gets_i
             "--max-batch-size",
             "8",
             "--max-delay-ms",
-            "1500",
+            "3000",
         ],
     );
     let (images, labels) = held_back_digits();
@@ -762,12 +762,15 @@ fn requests_past_their_deadline_answer_503_with_retry_after_and_are_not_computed
     }
     assert!(!late.is_empty(), "no request of sixteen waited past 20 ms");
 
-    // A late request was not computed (errors are not cached): alone, it gets its answer.
+    // A late request was not computed (errors are not cached): sent again alone, it gets
+    // its answer. A few tries, in case a busy machine delays even a lone request 20 ms.
     let r = &references[late[0]];
-    let (status, _, body) = server.post_json(
-        "/v2/models/minilm/infer",
-        &json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [r.text]}]}),
-    );
+    let again =
+        json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [r.text]}]});
+    let (status, _, body) = (0..5)
+        .map(|_| server.post_json("/v2/models/minilm/infer", &again))
+        .find(|(status, _, _)| *status != 503)
+        .expect("five lone tries all missed a 20 ms deadline");
     assert_eq!(status, 200, "{body}");
     let embedding = floats(&json_of(&body)["outputs"][0]["data"]);
     assert!(cosine(&embedding, &r.embedding) >= 0.9999);
