@@ -9,11 +9,14 @@
 //! ```
 //!
 //! `ROOT` is a model repository, `ROOT/NAME/VERSION/`. The kind of each version directory
-//! is recognised from its own files: `tokenizer.json` with `modules.json` or `config.json`
-//! (a sentence-transformers directory as it comes) is a text embedder; `model.json` with
-//! `model.safetensors` is an MLP classifier (the shipped digits model). A `modelhost.json`
-//! of `{"kind": "text-embedder"}` or `{"kind": "mlp-classifier"}` overrides the guess. The
-//! highest version of each model is the one that answers when a request names no version.
+//! is recognised from its own files: `tokenizer.json` with a `config.json` whose
+//! `architectures` name a `...ForSequenceClassification` (a Hugging Face fine-tuned text
+//! classifier as it comes) is a text classifier; other `tokenizer.json` directories with
+//! `modules.json` or `config.json` (a sentence-transformers directory) are text embedders;
+//! `model.json` with `model.safetensors` is an MLP classifier (the shipped digits model). A
+//! `modelhost.json` of `{"kind": "text-embedder"}`, `{"kind": "text-classifier"}` or
+//! `{"kind": "mlp-classifier"}` overrides the guess. The highest version of each model is
+//! the one that answers when a request names no version.
 //!
 //! Endpoints (see `GET /v2/openapi.json`):
 //!
@@ -63,7 +66,7 @@ use serde_json::{Value, json};
 use modelhost::{
     BatchPolicy, CapacityError, Classification, Embedding, LoadError, Metrics, MlpClassifier,
     Model, ModelRepository, PredictError, PredictionCache, PredictorBuilder, Registry,
-    RegistryError, ReloadReport, SentenceEmbedder,
+    RegistryError, ReloadReport, SentenceEmbedder, TextClassifier,
 };
 
 const USAGE: &str = "usage: serve --models ROOT [--addr 127.0.0.1:8000] [--max-batch-size 32] \
@@ -141,15 +144,21 @@ fn parse_args() -> Result<Args, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     TextEmbedder,
+    TextClassifier,
     MlpClassifier,
 }
 
 impl Kind {
-    const ALL: [Kind; 2] = [Kind::TextEmbedder, Kind::MlpClassifier];
+    const ALL: [Kind; 3] = [
+        Kind::TextEmbedder,
+        Kind::TextClassifier,
+        Kind::MlpClassifier,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Kind::TextEmbedder => "text-embedder",
+            Kind::TextClassifier => "text-classifier",
             Kind::MlpClassifier => "mlp-classifier",
         }
     }
@@ -172,7 +181,7 @@ impl Kind {
                 .find(|k| k.name() == m.kind)
                 .ok_or_else(|| {
                     format!(
-                        "{}: unknown kind `{}`; use \"text-embedder\" or \"mlp-classifier\"",
+                        "{}: unknown kind `{}`; use \"text-embedder\", \"text-classifier\" or \"mlp-classifier\"",
                         manifest.display(),
                         m.kind
                     )
@@ -181,16 +190,38 @@ impl Kind {
         let has = |f: &str| dir.join(f).is_file();
         if has("model.json") && has("model.safetensors") {
             Ok(Kind::MlpClassifier)
+        } else if has("tokenizer.json") && sequence_classification(&dir.join("config.json")) {
+            Ok(Kind::TextClassifier)
         } else if has("tokenizer.json") && (has("modules.json") || has("config.json")) {
             Ok(Kind::TextEmbedder)
         } else {
             Err(format!(
                 "{}: not a model directory this server knows (a sentence-transformers directory, \
-                 model.json + model.safetensors, or a modelhost.json naming the kind)",
+                 a transformers text classifier, model.json + model.safetensors, or a \
+                 modelhost.json naming the kind)",
                 dir.display()
             ))
         }
     }
+}
+
+/// Whether a Hugging Face `config.json` declares a sequence-classification head (as
+/// transformers saves a fine-tuned classifier). Unreadable files say no: loading as an
+/// embedder then reports what is wrong with them.
+fn sequence_classification(config: &Path) -> bool {
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(default)]
+        architectures: Vec<String>,
+    }
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Config>(&text).ok())
+        .is_some_and(|c| {
+            c.architectures
+                .iter()
+                .any(|a| a.ends_with("ForSequenceClassification"))
+        })
 }
 
 /// Version directories under `root` whose kind cannot be told, with the reason.
@@ -409,16 +440,98 @@ fn no_rows(tensor: &InputTensor) -> ApiError {
     ))
 }
 
+/// A one-text-per-row input named as the model's signature names it.
+fn text_input_meta(model: &impl Model) -> TensorMeta {
+    TensorMeta {
+        name: (model.signature().inputs.first())
+            .map_or_else(|| "text".to_string(), |t| t.name.clone()),
+        datatype: "BYTES",
+        shape: vec![-1],
+    }
+}
+
+/// The texts of a BYTES input of shape `[N]` or `[N, 1]`.
+fn decode_texts(tensor: &InputTensor) -> ApiResult<Vec<String>> {
+    expect_datatype(tensor, "BYTES")?;
+    let rows = match tensor.shape[..] {
+        [n] | [n, 1] => n,
+        _ => {
+            return Err(ApiError::bad(format!(
+                "input `{}` has shape {:?}; the model takes one text per row: [N] or [N, 1]",
+                tensor.name, tensor.shape
+            )));
+        }
+    };
+    if rows == 0 {
+        return Err(no_rows(tensor));
+    }
+    flat_data(tensor)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str().map(str::to_owned).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "input `{}`: data[{i}] is {v}; BYTES data must be JSON strings",
+                    tensor.name
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A classifier's outputs: `probabilities` `[N, classes]`, `label` and `class` `[N]`.
+fn classification_meta(classes: usize) -> Vec<TensorMeta> {
+    vec![
+        TensorMeta {
+            name: "probabilities".into(),
+            datatype: "FP32",
+            shape: vec![-1, classes as i64],
+        },
+        TensorMeta {
+            name: "label".into(),
+            datatype: "BYTES",
+            shape: vec![-1],
+        },
+        TensorMeta {
+            name: "class".into(),
+            datatype: "INT64",
+            shape: vec![-1],
+        },
+    ]
+}
+
+fn encode_classifications(outputs: Vec<Classification>, classes: usize) -> Vec<OutputTensor> {
+    let rows = outputs.len();
+    let class = outputs.iter().map(|c| c.index as i64).collect();
+    let label = outputs.iter().map(|c| c.label.clone()).collect();
+    let probabilities = outputs.into_iter().flat_map(|c| c.scores).collect();
+    vec![
+        OutputTensor {
+            name: "probabilities",
+            datatype: "FP32",
+            shape: vec![rows, classes],
+            data: TensorData::Fp32(probabilities),
+        },
+        OutputTensor {
+            name: "label",
+            datatype: "BYTES",
+            shape: vec![rows],
+            data: TensorData::Bytes(label),
+        },
+        OutputTensor {
+            name: "class",
+            datatype: "INT64",
+            shape: vec![rows],
+            data: TensorData::Int64(class),
+        },
+    ]
+}
+
 impl Codec for SentenceEmbedder {
     const PLATFORM: &'static str = "modelhost_text_embedder";
 
     fn input_meta(&self) -> TensorMeta {
-        TensorMeta {
-            name: (self.signature().inputs.first())
-                .map_or_else(|| "text".to_string(), |t| t.name.clone()),
-            datatype: "BYTES",
-            shape: vec![-1],
-        }
+        text_input_meta(self)
     }
 
     fn outputs_meta(&self) -> Vec<TensorMeta> {
@@ -430,31 +543,7 @@ impl Codec for SentenceEmbedder {
     }
 
     fn decode(&self, tensor: &InputTensor) -> ApiResult<Vec<String>> {
-        expect_datatype(tensor, "BYTES")?;
-        let rows = match tensor.shape[..] {
-            [n] | [n, 1] => n,
-            _ => {
-                return Err(ApiError::bad(format!(
-                    "input `{}` has shape {:?}; the model takes one text per row: [N] or [N, 1]",
-                    tensor.name, tensor.shape
-                )));
-            }
-        };
-        if rows == 0 {
-            return Err(no_rows(tensor));
-        }
-        flat_data(tensor)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_str().map(str::to_owned).ok_or_else(|| {
-                    ApiError::bad(format!(
-                        "input `{}`: data[{i}] is {v}; BYTES data must be JSON strings",
-                        tensor.name
-                    ))
-                })
-            })
-            .collect()
+        decode_texts(tensor)
     }
 
     fn encode(&self, outputs: Vec<Embedding>) -> Vec<OutputTensor> {
@@ -480,24 +569,7 @@ impl Codec for MlpClassifier {
     }
 
     fn outputs_meta(&self) -> Vec<TensorMeta> {
-        let classes = self.config().labels.len() as i64;
-        vec![
-            TensorMeta {
-                name: "probabilities".into(),
-                datatype: "FP32",
-                shape: vec![-1, classes],
-            },
-            TensorMeta {
-                name: "label".into(),
-                datatype: "BYTES",
-                shape: vec![-1],
-            },
-            TensorMeta {
-                name: "class".into(),
-                datatype: "INT64",
-                shape: vec![-1],
-            },
-        ]
+        classification_meta(self.config().labels.len())
     }
 
     fn decode(&self, tensor: &InputTensor) -> ApiResult<Vec<Vec<f32>>> {
@@ -532,31 +604,29 @@ impl Codec for MlpClassifier {
     }
 
     fn encode(&self, outputs: Vec<Classification>) -> Vec<OutputTensor> {
-        let rows = outputs.len();
-        let classes = self.config().labels.len();
-        let class = outputs.iter().map(|c| c.index as i64).collect();
-        let label = outputs.iter().map(|c| c.label.clone()).collect();
-        let probabilities = outputs.into_iter().flat_map(|c| c.scores).collect();
-        vec![
-            OutputTensor {
-                name: "probabilities",
-                datatype: "FP32",
-                shape: vec![rows, classes],
-                data: TensorData::Fp32(probabilities),
-            },
-            OutputTensor {
-                name: "label",
-                datatype: "BYTES",
-                shape: vec![rows],
-                data: TensorData::Bytes(label),
-            },
-            OutputTensor {
-                name: "class",
-                datatype: "INT64",
-                shape: vec![rows],
-                data: TensorData::Int64(class),
-            },
-        ]
+        encode_classifications(outputs, self.config().labels.len())
+    }
+}
+
+impl Codec for TextClassifier {
+    const PLATFORM: &'static str = "modelhost_text_classifier";
+
+    fn input_meta(&self) -> TensorMeta {
+        text_input_meta(self)
+    }
+
+    /// `probabilities` are softmax scores, or independent sigmoids for a multi-label head
+    /// (`label` and `class` are then the highest-scoring label).
+    fn outputs_meta(&self) -> Vec<TensorMeta> {
+        classification_meta(self.labels().len())
+    }
+
+    fn decode(&self, tensor: &InputTensor) -> ApiResult<Vec<String>> {
+        decode_texts(tensor)
+    }
+
+    fn encode(&self, outputs: Vec<Classification>) -> Vec<OutputTensor> {
+        encode_classifications(outputs, self.labels().len())
     }
 }
 
@@ -1101,6 +1171,17 @@ fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn ModelSet>>, S
         |dir: &Path| SentenceEmbedder::load(dir),
     )
     .map_err(|e| e.to_string())?;
+    let classifier = Arc::new(Registry::with_predictor_config(configure(
+        policy.clone(),
+        deadline,
+    )));
+    let (classifier_repo, classifier_report) = ModelRepository::open_filtered(
+        &args.models,
+        classifier.clone(),
+        of_kind(Kind::TextClassifier),
+        |dir: &Path| TextClassifier::load(dir),
+    )
+    .map_err(|e| e.to_string())?;
     let mlp = Arc::new(Registry::with_predictor_config(configure(policy, deadline)));
     let (mlp_repo, mlp_report) = ModelRepository::open_filtered(
         &args.models,
@@ -1110,9 +1191,10 @@ fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn ModelSet>>, S
     )
     .map_err(|e| e.to_string())?;
     metrics.register_registry(&text);
+    metrics.register_registry(&classifier);
     metrics.register_registry(&mlp);
 
-    let failed: Vec<String> = [&text_report, &mlp_report]
+    let failed: Vec<String> = [&text_report, &classifier_report, &mlp_report]
         .iter()
         .flat_map(|r| &r.failed)
         .map(|(name, version, e)| format!("{name}/{version}: {e}"))
@@ -1124,26 +1206,37 @@ fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn ModelSet>>, S
             failed.join("\n  ")
         ));
     }
-    let clash: Vec<String> = text
-        .models()
-        .into_iter()
-        .filter(|n| mlp.models().contains(n))
-        .collect();
-    if !clash.is_empty() {
-        return Err(format!(
-            "models {clash:?} have versions of two kinds; give each kind its own model name"
-        ));
-    }
-    Ok(vec![
+    let sets: Vec<Box<dyn ModelSet>> = vec![
         Box::new(Served {
             kind: Kind::TextEmbedder,
             repository: text_repo,
         }),
         Box::new(Served {
+            kind: Kind::TextClassifier,
+            repository: classifier_repo,
+        }),
+        Box::new(Served {
             kind: Kind::MlpClassifier,
             repository: mlp_repo,
         }),
-    ])
+    ];
+    let mut clash: Vec<String> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| {
+            let later = &sets[i + 1..];
+            a.names()
+                .into_iter()
+                .filter(move |n| later.iter().any(|b| b.names().contains(n)))
+        })
+        .collect();
+    clash.dedup();
+    if !clash.is_empty() {
+        return Err(format!(
+            "models {clash:?} have versions of two kinds; give each kind its own model name"
+        ));
+    }
+    Ok(sets)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

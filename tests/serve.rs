@@ -53,7 +53,7 @@ fn server_binary() -> PathBuf {
 }
 
 /// A model repository of symlinks: minilm/1, digits/1 (digits-v1), digits/2 (digits).
-fn model_repository(tag: &str) -> PathBuf {
+fn model_repository(tag: &str, extra: &[(&str, &Path)]) -> PathBuf {
     let root = std::env::temp_dir().join(format!("modelhost-serve-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let link = |target: &Path, name: &str, version: &str| {
@@ -72,6 +72,9 @@ fn model_repository(tag: &str) -> PathBuf {
         "digits",
         "2",
     );
+    for (name, dir) in extra {
+        link(dir, name, "1");
+    }
     root
 }
 
@@ -84,7 +87,12 @@ struct Server {
 
 impl Server {
     fn start(tag: &str, extra_args: &[&str]) -> Server {
-        let root = model_repository(tag);
+        Server::start_with(tag, extra_args, &[])
+    }
+
+    /// A server whose repository also holds `extra` models (name, version 1 directory).
+    fn start_with(tag: &str, extra_args: &[&str], extra: &[(&str, &Path)]) -> Server {
+        let root = model_repository(tag, extra);
         let mut child = Command::new(server_binary())
             .arg("--models")
             .arg(&root)
@@ -774,4 +782,86 @@ fn requests_past_their_deadline_answer_503_with_retry_after_and_are_not_computed
     assert_eq!(status, 200, "{body}");
     let embedding = floats(&json_of(&body)["outputs"][0]["data"]);
     assert!(cosine(&embedding, &r.embedding) >= 0.9999);
+}
+
+#[test]
+fn a_fine_tuned_text_classifier_directory_is_served_with_the_librarys_numbers() {
+    // MiniLM with a two-label head, saved as transformers saves a
+    // `BertForSequenceClassification`: the server recognises it from its config.json.
+    let dir = common::scratch_dir("classifier-to-serve");
+    let weight: Vec<f32> = (0..2 * 384).map(|i| (i as f32 * 0.7).sin() * 0.2).collect();
+    common::write_text_classifier(
+        &dir,
+        &["negative", "positive"],
+        weight,
+        vec![0.1, -0.1],
+        json!({}),
+    );
+    let server = Server::start_with("text-classifier", &[], &[("topic", &dir)]);
+
+    let (status, _, body) = server.get("/v2/models/topic");
+    assert_eq!(status, 200, "{body}");
+    let meta = json_of(&body);
+    assert_eq!(meta["platform"], "modelhost_text_classifier");
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "text", "datatype": "BYTES", "shape": [-1]}])
+    );
+    assert_eq!(
+        meta["outputs"],
+        json!([
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "class", "datatype": "INT64", "shape": [-1]},
+        ])
+    );
+
+    let texts: Vec<String> = common::references()
+        .into_iter()
+        .take(20)
+        .map(|r| r.text)
+        .collect();
+    let (status, _, body) = server.post_json(
+        "/v2/models/topic/infer",
+        &json!({"inputs": [{"name": "text", "shape": [texts.len()], "datatype": "BYTES", "data": texts}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = json_of(&body);
+    let probabilities = floats(&answer["outputs"][0]["data"]);
+    let labels = answer["outputs"][1]["data"].as_array().unwrap();
+    let classes = answer["outputs"][2]["data"].as_array().unwrap();
+    assert_eq!(answer["outputs"][0]["shape"], json!([20, 2]));
+
+    let library = Predictor::builder(modelhost::TextClassifier::load(&dir).unwrap())
+        .build()
+        .unwrap();
+    let expected = library.predict_many(texts.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    for (i, want) in expected.into_iter().enumerate() {
+        let want = want.unwrap();
+        let got = &probabilities[2 * i..2 * i + 2];
+        for (g, w) in got.iter().zip(&want.scores) {
+            assert!(
+                (g - w).abs() <= 1e-6,
+                "text {i}: {got:?} against {:?}",
+                want.scores
+            );
+        }
+        assert!((got[0] + got[1] - 1.0).abs() < 1e-5);
+        assert_eq!(labels[i], want.label.as_str());
+        assert_eq!(classes[i], want.index);
+        seen.insert(want.index);
+    }
+    assert_eq!(seen.len(), 2, "the head should tell these texts apart");
+
+    let (status, _, body) = server.post_json(
+        "/v2/models/topic/infer",
+        &json!({"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        json_of(&body)["error"],
+        "input `text` has datatype FP32; the model takes BYTES"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,9 @@
 //! Shared test helpers: where the reference model and data are.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
 
 /// The MiniLM reference model directory: `$MODELHOST_MINILM_DIR`, else
 /// `models/all-MiniLM-L6-v2` as `scripts/fetch-models.sh` leaves it.
@@ -76,4 +78,47 @@ pub fn example_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Writes MiniLM with a classification head (`weight`: `[labels, 384]`) into `dir` the way
+/// transformers saves a `BertForSequenceClassification`: encoder under `bert.`.
+pub fn write_text_classifier(
+    dir: &Path,
+    labels: &[&str],
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    extra: serde_json::Value,
+) {
+    let src = minilm_dir();
+    let mut tensors: std::collections::HashMap<String, Tensor> =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(name, t)| (format!("bert.{name}"), t))
+            .collect();
+    let n = labels.len();
+    tensors.insert(
+        "classifier.weight".into(),
+        Tensor::from_vec(weight, (n, 384), &Device::Cpu).unwrap(),
+    );
+    tensors.insert(
+        "classifier.bias".into(),
+        Tensor::from_vec(bias, n, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let id2label: serde_json::Map<_, _> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+        .collect();
+    config["architectures"] = serde_json::json!(["BertForSequenceClassification"]);
+    config["id2label"] = id2label.into();
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
 }
