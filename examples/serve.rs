@@ -1230,6 +1230,7 @@ fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn ModelSet>>, S
                 .filter(move |n| later.iter().any(|b| b.names().contains(n)))
         })
         .collect();
+    clash.sort();
     clash.dedup();
     if !clash.is_empty() {
         return Err(format!(

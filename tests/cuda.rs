@@ -65,8 +65,9 @@ fn packed_f32_on_the_gpu_matches_the_references_and_the_cpu_kernels() {
 
 #[test]
 fn half_precision_on_the_gpu_stays_close_to_the_references() {
-    // On the CPU the same layout gives f16 0.999998 and bf16 0.99968 over 40 references.
-    for (dtype, floor) in [(DType::F16, 0.9999), (DType::BF16, 0.999)] {
+    // On the CPU the same layout gives f16 0.99998 and bf16 0.9932 over these 200 texts;
+    // the floors leave room for the GPU's different summation order.
+    for (dtype, floor) in [(DType::F16, 0.9995), (DType::BF16, 0.99)] {
         let cos = min_cosine(load(Engine::Auto, gpu(), dtype));
         println!("gpu {dtype:?}: min cosine over 200 references {cos}");
         assert!(cos >= floor, "{dtype:?}: min cosine {cos} < {floor}");

@@ -74,14 +74,18 @@ fn the_portable_packed_engine_matches_the_cpu_kernels_within_1e_5() {
 
 #[test]
 fn half_precision_packed_embeddings_stay_close_to_the_reference() {
-    for dtype in [modelhost::DType::BF16, modelhost::DType::F16] {
+    // Measured here over all 200: bf16 0.9932, f16 0.99998 (bf16 keeps 8 bits of mantissa).
+    for (dtype, floor) in [
+        (modelhost::DType::BF16, 0.99),
+        (modelhost::DType::F16, 0.9999),
+    ] {
         let options = EmbedderOptions {
             dtype,
             ..EmbedderOptions::default()
         };
         let embedder = SentenceEmbedder::load_with(common::minilm_dir(), options).unwrap();
         assert_eq!(embedder.engine(), Engine::PackedPortable);
-        let refs: Vec<_> = common::references().into_iter().take(40).collect();
+        let refs = common::references();
         let batch: Vec<_> = refs
             .iter()
             .map(|r| embedder.tokenize(&r.text).unwrap())
@@ -92,8 +96,8 @@ fn half_precision_packed_embeddings_stay_close_to_the_reference() {
             .zip(&refs)
             .map(|(e, r)| e.cosine(&Embedding(r.embedding.clone())))
             .fold(f32::INFINITY, f32::min);
-        println!("{dtype:?}: min cosine over 40 references {worst}");
-        assert!(worst >= 0.99, "{dtype:?}: min cosine {worst}");
+        println!("{dtype:?}: min cosine over 200 references {worst}");
+        assert!(worst >= floor, "{dtype:?}: min cosine {worst} < {floor}");
     }
 }
 
