@@ -433,6 +433,24 @@ fn flat_data(tensor: &InputTensor) -> ApiResult<Vec<&Value>> {
     Ok(values)
 }
 
+/// The tensor's values (see [`flat_data`]) read by `read`; a value it refuses is a 400
+/// naming its index and `rule`.
+fn typed_data<T>(
+    tensor: &InputTensor,
+    rule: &str,
+    read: impl Fn(&Value) -> Option<T>,
+) -> ApiResult<Vec<T>> {
+    flat_data(tensor)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            read(v).ok_or_else(|| {
+                ApiError::bad(format!("input `{}`: data[{i}] is {v}; {rule}", tensor.name))
+            })
+        })
+        .collect()
+}
+
 fn no_rows(tensor: &InputTensor) -> ApiError {
     ApiError::bad(format!(
         "input `{}` has shape {:?}, with no rows; send at least one",
@@ -465,18 +483,9 @@ fn decode_texts(tensor: &InputTensor) -> ApiResult<Vec<String>> {
     if rows == 0 {
         return Err(no_rows(tensor));
     }
-    flat_data(tensor)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.as_str().map(str::to_owned).ok_or_else(|| {
-                ApiError::bad(format!(
-                    "input `{}`: data[{i}] is {v}; BYTES data must be JSON strings",
-                    tensor.name
-                ))
-            })
-        })
-        .collect()
+    typed_data(tensor, "BYTES data must be JSON strings", |v| {
+        v.as_str().map(str::to_owned)
+    })
 }
 
 /// A classifier's outputs: `probabilities` `[N, classes]`, `label` and `class` `[N]`.
@@ -588,18 +597,9 @@ impl Codec for MlpClassifier {
         if rows == 0 {
             return Err(no_rows(tensor));
         }
-        let values = flat_data(tensor)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_f64().map(|x| x as f32).ok_or_else(|| {
-                    ApiError::bad(format!(
-                        "input `{}`: data[{i}] is {v}; FP32 data must be JSON numbers",
-                        tensor.name
-                    ))
-                })
-            })
-            .collect::<ApiResult<Vec<f32>>>()?;
+        let values = typed_data(tensor, "FP32 data must be JSON numbers", |v| {
+            v.as_f64().map(|x| x as f32)
+        })?;
         Ok(values.chunks(dim).map(<[f32]>::to_vec).collect())
     }
 

@@ -235,6 +235,13 @@ impl<'a> Unpickler<'a> {
         std::str::from_utf8(&line[..n]).or_else(|_| bad("a text line is not UTF-8"))
     }
 
+    /// The memo key of a text opcode (GET, PUT): a decimal number on its own line.
+    fn line_memo_key(&mut self) -> PResult<u64> {
+        let line = self.line()?;
+        line.parse()
+            .or_else(|_| bad(format!("bad memo key {line:?}")))
+    }
+
     fn sized(&mut self, n: u64) -> PResult<&'a [u8]> {
         let n = usize::try_from(n).or_else(|_| bad("a length does not fit in memory"))?;
         self.take(n)
@@ -545,10 +552,7 @@ impl<'a> Unpickler<'a> {
                     self.memo_get(k.into())?
                 }
                 b'g' => {
-                    let line = self.line()?;
-                    let k = line
-                        .parse()
-                        .or_else(|_| bad(format!("bad memo key {line:?}")))?;
+                    let k = self.line_memo_key()?;
                     self.memo_get(k)?
                 }
                 b'q' => {
@@ -560,10 +564,7 @@ impl<'a> Unpickler<'a> {
                     self.memo_put(k.into())?
                 }
                 b'p' => {
-                    let line = self.line()?;
-                    let k = line
-                        .parse()
-                        .or_else(|_| bad(format!("bad memo key {line:?}")))?;
+                    let k = self.line_memo_key()?;
                     self.memo_put(k)?
                 }
                 0x94 => {

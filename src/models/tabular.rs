@@ -218,14 +218,8 @@ impl FeatureKind {
                 max,
                 mean,
                 std,
-            } => Some(Numeric {
-                min,
-                max,
-                mean,
-                std,
-                integer: false,
-            }),
-            FeatureKind::Integer {
+            }
+            | FeatureKind::Integer {
                 min,
                 max,
                 mean,
@@ -235,7 +229,7 @@ impl FeatureKind {
                 max,
                 mean,
                 std,
-                integer: true,
+                integer: matches!(self, FeatureKind::Integer { .. }),
             }),
             FeatureKind::Boolean | FeatureKind::Category { .. } => None,
         }
