@@ -44,18 +44,7 @@ fn packed_f32_on_the_gpu_matches_the_references_and_the_cpu_kernels() {
     let gpu_embedder = load(Engine::Auto, gpu(), DType::F32);
     assert_eq!(gpu_embedder.engine(), Engine::PackedPortable);
     let cpu = load(Engine::Packed, Device::Cpu, DType::F32);
-    let texts: Vec<String> = common::references().into_iter().map(|r| r.text).collect();
-    let mut worst = 0f32;
-    for chunk in texts.chunks(25) {
-        let batch: Vec<_> = chunk.iter().map(|t| cpu.tokenize(t).unwrap()).collect();
-        let a = cpu.embed_batch(&batch).unwrap();
-        let b = gpu_embedder.embed_batch(&batch).unwrap();
-        for (a, b) in a.iter().zip(&b) {
-            for (x, y) in a.iter().zip(b.iter()) {
-                worst = worst.max((x - y).abs());
-            }
-        }
-    }
+    let worst = common::max_component_difference(&cpu, &gpu_embedder);
     println!("max |cpu kernels - gpu f32| over 200 texts: {worst:e}");
     assert!(worst <= 1e-4, "max component difference {worst}");
     let cos = min_cosine(gpu_embedder);

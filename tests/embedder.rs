@@ -34,40 +34,18 @@ fn candle_engine_matches_sentence_transformers_on_all_200_references() {
 
 #[test]
 fn packed_and_padded_engines_agree_within_1e_5_per_component() {
-    let texts: Vec<String> = common::references().into_iter().map(|r| r.text).collect();
     let (packed, padded) = (load(Engine::Packed), load(Engine::Candle));
-    let mut worst = 0f32;
     // Batches of mixed lengths, so the padded engine really pads.
-    for chunk in texts.chunks(25) {
-        let batch: Vec<_> = chunk.iter().map(|t| packed.tokenize(t).unwrap()).collect();
-        let a = packed.embed_batch(&batch).unwrap();
-        let b = padded.embed_batch(&batch).unwrap();
-        for (a, b) in a.iter().zip(&b) {
-            for (x, y) in a.iter().zip(b.iter()) {
-                worst = worst.max((x - y).abs());
-            }
-        }
-    }
+    let worst = common::max_component_difference(&packed, &padded);
     println!("max |packed - padded| over 200 texts: {worst:e}");
     assert!(worst <= 1e-5, "max component difference {worst}");
 }
 
 #[test]
 fn the_portable_packed_engine_matches_the_cpu_kernels_within_1e_5() {
-    let texts: Vec<String> = common::references().into_iter().map(|r| r.text).collect();
     let (fast, portable) = (load(Engine::Packed), load(Engine::PackedPortable));
     assert_eq!(portable.engine(), Engine::PackedPortable);
-    let mut worst = 0f32;
-    for chunk in texts.chunks(25) {
-        let batch: Vec<_> = chunk.iter().map(|t| fast.tokenize(t).unwrap()).collect();
-        let a = fast.embed_batch(&batch).unwrap();
-        let b = portable.embed_batch(&batch).unwrap();
-        for (a, b) in a.iter().zip(&b) {
-            for (x, y) in a.iter().zip(b.iter()) {
-                worst = worst.max((x - y).abs());
-            }
-        }
-    }
+    let worst = common::max_component_difference(&fast, &portable);
     println!("max |cpu kernels - portable| over 200 texts: {worst:e}");
     assert!(worst <= 1e-5, "max component difference {worst}");
 }
@@ -261,27 +239,14 @@ fn embed_cli_reproduces_the_reference_vectors_in_input_order() {
 
 #[test]
 fn embed_cli_reports_a_failing_line_and_goes_on() {
-    use std::io::Write;
-    let mut child = std::process::Command::new(common::example_binary("embed"))
-        .arg("--model")
-        .arg(common::minilm_dir())
-        .arg("--no-truncate")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let long = "word ".repeat(300);
     let input = format!("first\n{long}\n\nlast\n");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let model = common::minilm_dir();
+    let out = common::run_embed(
+        &["--model".as_ref(), model.as_ref(), "--no-truncate".as_ref()],
+        &input,
+    );
+    let lines: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

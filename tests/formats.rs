@@ -282,17 +282,20 @@ fn assert_typed_error(path: &Path, what: &str) -> LoadError {
     err
 }
 
+/// One fixture of every format (PyTorch zip in both protocols), cut and corrupted below.
+const EVERY_FORMAT: [&str; 6] = [
+    "model.safetensors",
+    "model.pth",
+    "model-p4.pth",
+    "model.npz",
+    "model.gguf",
+    "model.onnx",
+];
+
 #[test]
 fn every_fixture_cut_short_at_any_length_is_a_typed_error_naming_the_file() {
     let dir = scratch("truncated");
-    for file in [
-        "model.safetensors",
-        "model.pth",
-        "model-p4.pth",
-        "model.npz",
-        "model.gguf",
-        "model.onnx",
-    ] {
+    for file in EVERY_FORMAT {
         let bytes = std::fs::read(fixture(file)).unwrap();
         let path = dir.join(file);
         for len in 0..bytes.len() {
@@ -439,14 +442,7 @@ fn every_single_byte_corruption_of_a_checkpoint_pickle_is_handled_without_panick
 #[test]
 fn every_single_byte_corruption_of_every_fixture_is_handled_without_panicking() {
     let dir = scratch("flip-all");
-    for file in [
-        "model.safetensors",
-        "model.pth",
-        "model-p4.pth",
-        "model.npz",
-        "model.gguf",
-        "model.onnx",
-    ] {
+    for file in EVERY_FORMAT {
         let bytes = std::fs::read(fixture(file)).unwrap();
         let path = dir.join(file);
         for i in 0..bytes.len() {
@@ -541,32 +537,13 @@ fn a_sentence_transformers_dir_with_pytorch_model_bin_embeds_identically() {
 
 #[test]
 fn the_embed_example_reads_a_pytorch_model_bin_directory() {
-    let embed = common::example_binary("embed");
     let dir = minilm_with_pytorch_model_bin("minilm-bin-cli");
     let input: String = common::references()
         .into_iter()
         .take(24)
         .map(|r| r.text + "\n")
         .collect();
-    let run = |model: &Path| {
-        use std::io::Write;
-        let mut child = std::process::Command::new(&embed)
-            .arg("--model")
-            .arg(model)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |model: &Path| common::run_embed(&["--model".as_ref(), model.as_ref()], &input);
     let (st, bin) = (run(&common::minilm_dir()), run(&dir));
     assert_eq!(st.lines().count(), 24);
     assert!(st.contains("\"embedding\""));

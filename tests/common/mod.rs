@@ -122,3 +122,45 @@ pub fn write_text_classifier(
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
 }
+
+/// The largest difference of any embedding component between two embedders over the 200
+/// reference texts, embedded in batches of 25 mixed lengths (tokenized by `a`).
+pub fn max_component_difference(
+    a: &modelhost::SentenceEmbedder,
+    b: &modelhost::SentenceEmbedder,
+) -> f32 {
+    let texts: Vec<String> = references().into_iter().map(|r| r.text).collect();
+    let mut worst = 0f32;
+    for chunk in texts.chunks(25) {
+        let batch: Vec<_> = chunk.iter().map(|t| a.tokenize(t).unwrap()).collect();
+        let ours = a.embed_batch(&batch).unwrap();
+        let theirs = b.embed_batch(&batch).unwrap();
+        for (x, y) in ours.iter().zip(&theirs) {
+            for (p, q) in x.iter().zip(y.iter()) {
+                worst = worst.max((p - q).abs());
+            }
+        }
+    }
+    worst
+}
+
+/// Runs the `embed` example with `args`, `input` on its stdin; asserts it succeeds and
+/// returns its stdout.
+pub fn run_embed(args: &[&std::ffi::OsStr], input: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(example_binary("embed"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "embed {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
