@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use modelhost::{PredictionCache, Predictor, Registry, Routing, SentenceEmbedder};
+use modelhost::{
+    Predictor, cache::PredictionCache, models::sentence::SentenceEmbedder, registry::Registry,
+    registry::Routing,
+};
 
 fn cache_hit(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");

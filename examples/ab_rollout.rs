@@ -18,7 +18,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use modelhost::{AccuracyMonitor, MlpClassifier, ModelRepository, Prediction, Registry, Routing};
+use modelhost::{
+    drift::AccuracyMonitor, drift::Prediction, models::mlp::MlpClassifier,
+    registry::ModelRepository, registry::Registry, registry::Routing,
+};
 
 fn install(root: &Path, version: &str, from: &Path) -> std::io::Result<()> {
     let dir = root.join("digits").join(version);

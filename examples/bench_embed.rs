@@ -21,7 +21,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use modelhost::{EmbedderOptions, Engine, Grouping, Predictor, SentenceEmbedder};
+use modelhost::{
+    Predictor, batch::Grouping, models::sentence::SentenceEmbedder, models::text::EmbedderOptions,
+    models::text::Engine,
+};
 
 const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|candle] [--threads T] [--direct] [--warmup W] [--no-instrument] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16]";
 

@@ -14,7 +14,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use modelhost::{DriftConfig, DriftMonitor, DriftReport, Metrics, Predictor, SentenceEmbedder};
+use modelhost::{
+    Predictor, drift::DriftConfig, drift::DriftMonitor, drift::DriftReport, metrics::Metrics,
+    models::sentence::SentenceEmbedder,
+};
 
 fn features(text: &str) -> Vec<f64> {
     let chars = text.chars().count().max(1) as f64;
@@ -130,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .observe_inputs(1.0, move |text: &String| {
             on_in.observe_features(&features(text))
         })
-        .observe_outputs(1.0, move |e: &modelhost::Embedding| {
+        .observe_outputs(1.0, move |e: &modelhost::models::sentence::Embedding| {
             on_out.observe_embedding(e)
         })
         .build()?;

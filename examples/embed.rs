@@ -16,7 +16,10 @@
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
-use modelhost::{EmbedderOptions, Engine, Predictor, SentenceEmbedder};
+use modelhost::{
+    Predictor, models::sentence::SentenceEmbedder, models::text::EmbedderOptions,
+    models::text::Engine,
+};
 
 const USAGE: &str =
     "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate]";

@@ -16,7 +16,10 @@ mod wine;
 use std::path::PathBuf;
 
 use image::{DynamicImage, GrayImage, ImageFormat, Luma};
-use modelhost::{ImageClassifier, Predictor, TabularModel, TabularRow};
+use modelhost::{
+    Predictor, models::image::ImageClassifier, models::tabular::TabularModel,
+    models::tabular::TabularRow,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     images()?;

@@ -14,7 +14,7 @@ mod digits;
 
 use std::time::Duration;
 
-use modelhost::{MlpClassifier, Predictor};
+use modelhost::{Predictor, models::mlp::MlpClassifier};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = MlpClassifier::load(digits::assets())?;

@@ -64,9 +64,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use modelhost::{
-    BatchPolicy, CapacityError, Classification, Embedding, LoadError, Metrics, MlpClassifier,
-    Model, ModelRepository, PredictError, PredictionCache, PredictorBuilder, Registry,
-    RegistryError, ReloadReport, SentenceEmbedder, TextClassifier,
+    Model, PredictorBuilder, batch::BatchPolicy, cache::PredictionCache, error::CapacityError,
+    error::LoadError, error::PredictError, metrics::Metrics, models::Classification,
+    models::classifier::TextClassifier, models::mlp::MlpClassifier, models::sentence::Embedding,
+    models::sentence::SentenceEmbedder, registry::ModelRepository, registry::Registry,
+    registry::RegistryError, registry::ReloadReport,
 };
 
 const USAGE: &str = "usage: serve --models ROOT [--addr 127.0.0.1:8000] [--max-batch-size 32] \
@@ -752,7 +754,7 @@ impl<M: Codec> ModelSet for Served<M> {
     fn metadata(&self, name: &str, version: Option<&str>) -> ApiResult<Value> {
         let registry = self.registry();
         let handle = registry
-            .handle(name, version.unwrap_or(modelhost::STABLE))
+            .handle(name, version.unwrap_or(modelhost::registry::STABLE))
             .map_err(ApiError::registry)?;
         let versions: Vec<String> = match version {
             Some(_) => vec![handle.version().to_string()],
@@ -771,7 +773,7 @@ impl<M: Codec> ModelSet for Served<M> {
     fn ready(&self, name: &str, version: Option<&str>) -> ApiResult<bool> {
         let handle = self
             .registry()
-            .handle(name, version.unwrap_or(modelhost::STABLE))
+            .handle(name, version.unwrap_or(modelhost::registry::STABLE))
             .map_err(ApiError::registry)?;
         Ok(handle.predictor().health().ready)
     }

@@ -6,7 +6,7 @@
 //!
 //! Data: scikit-learn's 8×8 handwritten digits (`examples/assets/digits/digits.csv`); every
 //! fifth image is held back for evaluation. Writes `model.safetensors` and `model.json`
-//! (an [`MlpConfig`]) that [`MlpClassifier::load`](modelhost::MlpClassifier::load) reads.
+//! (an [`MlpConfig`]) that [`MlpClassifier::load`](modelhost::models::mlp::MlpClassifier::load) reads.
 
 #[path = "common/digits.rs"]
 mod digits;
@@ -15,7 +15,7 @@ mod fit;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{ParamsAdamW, VarBuilder, VarMap};
-use modelhost::{Mlp, MlpConfig};
+use modelhost::{models::mlp::Mlp, models::mlp::MlpConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (epochs, out) = fit::args(digits::assets())?;

@@ -16,7 +16,11 @@ mod wine;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{ParamsAdamW, VarBuilder, VarMap};
-use modelhost::{Feature, FeatureKind, FeatureValue, Mlp, TabularConfig, TabularRow, Task};
+use modelhost::{
+    models::mlp::Mlp, models::tabular::Feature, models::tabular::FeatureKind,
+    models::tabular::FeatureValue, models::tabular::TabularConfig, models::tabular::TabularRow,
+    models::tabular::Task,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (epochs, out) = fit::args(wine::assets())?;

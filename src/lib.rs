@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use modelhost::Predictor;
-//! use modelhost::models::mlp::MlpClassifier;
+//! use modelhost::models::MlpClassifier;
 //!
 //! let model = MlpClassifier::load("examples/assets/digits")?;
 //! let predictor = Predictor::builder(model).max_batch_size(16).build()?;
@@ -28,50 +28,48 @@
 //! ```
 //!
 //! The path of a request: [`Model::prepare`] (caller's thread) → bounded queue → a batch of
-//! up to [`BatchPolicy::max_batch_size`] requests, waiting at most
-//! [`BatchPolicy::max_delay`] → [`Model::run_batch`] (worker thread) → one answer per
-//! request. Every accepted request gets exactly one answer: its output or a typed
-//! [`PredictError`].
+//! up to [`BatchPolicy::max_batch_size`](batch::BatchPolicy::max_batch_size) requests,
+//! waiting at most [`BatchPolicy::max_delay`](batch::BatchPolicy::max_delay) →
+//! [`Model::run_batch`] (worker thread) → one answer per request. Every accepted request
+//! gets exactly one answer: its output or a typed [`PredictError`](error::PredictError).
+//!
+//! ## Where things are
+//!
+//! The request path is at the root: [`Predictor`] (with [`PredictorBuilder`],
+//! [`PredictFuture`], [`RequestOptions`], [`Health`]) and the [`Model`] trait it serves
+//! (with [`Signature`], [`TensorSpec`], [`DataType`], [`BatchOutputs`]). Each concept
+//! around it is a module with a page of its own:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`models`] | the concrete models: sentence embedder, text classifier, cross-encoder, image classifier, tabular model, MLP |
+//! | [`batch`] | the batching policy: batch size, token budget, delay, queue capacity, grouping |
+//! | [`cache`] | the LRU prediction cache with single-flight |
+//! | [`registry`] | model versions: deploy, promote, roll back, A/B and shadow routing, model repositories |
+//! | [`metrics`] | counters, latency histograms and the Prometheus exposition |
+//! | [`drift`] | data and concept drift monitors |
+//! | [`formats`] | weight files by content: safetensors, PyTorch checkpoints, npz, GGUF, ONNX |
+//! | [`error`] | one error type per boundary |
+//!
+//! Every public type has one path: the root for the request path, its module otherwise.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
-mod batch;
-mod cache;
-mod drift;
+pub mod batch;
+pub mod cache;
+pub mod drift;
 mod encoder;
-mod error;
+pub mod error;
 pub mod formats;
 mod load;
-mod metrics;
+pub mod metrics;
 mod model;
 pub mod models;
 mod oneshot;
 mod predictor;
-mod registry;
+pub mod registry;
 mod util;
 
-pub use batch::{BatchPolicy, Grouping};
-pub use cache::{CacheBuilder, CacheConfig, CacheStats, CacheWeight, PredictionCache};
 pub use candle_core::{DType, Device};
-pub use drift::{
-    AccuracyMonitor, DriftConfig, DriftMonitor, DriftMonitorBuilder, DriftReport, EmbeddingDrift,
-    FeatureDrift, FeedbackError, Prediction,
-};
-pub use error::{CapacityError, ConfigError, InputError, LoadError, PredictError, RuntimeError};
-pub use metrics::{LatencyHistogram, LatencySummary, Metrics, Outcome, PredictorStats};
 pub use model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
-pub use models::Classification;
-pub use models::classifier::{CrossEncoder, Relevance, TextClassifier, TextPair};
-pub use models::image::{Channels, ImageClassifier, ImageOptions, Preprocess, Resize};
-pub use models::mlp::{Mlp, MlpClassifier, MlpConfig};
-pub use models::sentence::{Embedding, Pooling, SentenceEmbedder};
-pub use models::tabular::{
-    Feature, FeatureKind, FeatureValue, TabularConfig, TabularModel, TabularOutput, TabularRow,
-    Task,
-};
-pub use models::text::{EmbedderOptions, Engine, TextOptions, TokenizedText};
 pub use predictor::{Health, PredictFuture, Predictor, PredictorBuilder, RequestOptions};
-pub use registry::{
-    ModelRepository, Registry, RegistryError, ReloadReport, Routed, Routing, STABLE, StickyKey,
-    VersionHandle, VersionReport,
-};

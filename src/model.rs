@@ -16,7 +16,7 @@ pub type BatchOutputs<O> = Vec<Result<O, RuntimeError>>;
 /// inputs as the batching policy allows. A model never sees queues, caches or versions.
 ///
 /// ```
-/// use modelhost::{BatchOutputs, DataType, InputError, Model, RuntimeError, Signature, TensorSpec};
+/// use modelhost::{BatchOutputs, DataType, error::InputError, Model, error::RuntimeError, Signature, TensorSpec};
 ///
 /// /// Doubles a number; rejects non-finite input.
 /// struct Doubler;

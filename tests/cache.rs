@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use modelhost::{
-    BatchOutputs, CacheWeight, DataType, InputError, Model, PredictError, PredictionCache,
-    Predictor, RuntimeError, Signature, TensorSpec,
+    BatchOutputs, DataType, Model, Predictor, Signature, TensorSpec, cache::CacheWeight,
+    cache::PredictionCache, error::InputError, error::PredictError, error::RuntimeError,
 };
 
 /// An input whose hash is the same for every value: every lookup collides.
@@ -277,8 +277,8 @@ fn a_follower_is_answered_even_when_the_async_leader_is_never_polled() {
     drop(leader);
     assert_eq!(p.model().computed.load(Ordering::SeqCst), 1);
     let stats = p.stats();
-    assert_eq!(stats.outcome(modelhost::Outcome::Coalesced), 1);
-    assert_eq!(stats.outcome(modelhost::Outcome::CacheHit), 1);
+    assert_eq!(stats.outcome(modelhost::metrics::Outcome::Coalesced), 1);
+    assert_eq!(stats.outcome(modelhost::metrics::Outcome::CacheHit), 1);
     assert_eq!(
         (stats.cache_hits, stats.cache_misses, stats.cache_coalesced),
         (1, 1, 1)

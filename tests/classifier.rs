@@ -9,8 +9,9 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use common::{minilm_dir, scratch_dir, write_text_classifier as write_model};
 use modelhost::{
-    CrossEncoder, InputError, LoadError, PredictError, Predictor, TextClassifier, TextOptions,
-    TextPair,
+    Predictor, error::InputError, error::LoadError, error::PredictError,
+    models::classifier::CrossEncoder, models::classifier::TextClassifier,
+    models::classifier::TextPair, models::text::TextOptions,
 };
 
 /// Binary logistic regression by full-batch gradient descent; returns `(w, b)`.
@@ -352,7 +353,7 @@ fn the_head_computes_berts_pooler_and_classifier_on_the_cls_vector() {
     )
     .unwrap();
     let text = "The quick brown fox jumps over the lazy dog.";
-    let embedder = modelhost::SentenceEmbedder::load(&dir).unwrap();
+    let embedder = modelhost::models::sentence::SentenceEmbedder::load(&dir).unwrap();
     let cls = embedder
         .embed_batch(&[embedder.tokenize(text).unwrap()])
         .unwrap()

@@ -8,7 +8,10 @@
 
 mod common;
 
-use modelhost::{DType, Device, EmbedderOptions, Embedding, Engine, Predictor, SentenceEmbedder};
+use modelhost::{
+    DType, Device, Predictor, models::sentence::Embedding, models::sentence::SentenceEmbedder,
+    models::text::EmbedderOptions, models::text::Engine,
+};
 
 fn gpu() -> Device {
     Device::new_cuda(0).unwrap_or_else(|e| panic!("the cuda feature needs a CUDA device: {e}"))

@@ -3,7 +3,7 @@
 #[path = "../examples/common/digits.rs"]
 mod digits;
 
-use modelhost::{InputError, MlpClassifier, PredictError, Predictor};
+use modelhost::{Predictor, error::InputError, error::PredictError, models::mlp::MlpClassifier};
 
 fn predictor() -> Predictor<MlpClassifier> {
     Predictor::builder(MlpClassifier::load(digits::assets()).unwrap())

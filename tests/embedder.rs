@@ -4,8 +4,9 @@
 mod common;
 
 use modelhost::{
-    EmbedderOptions, Embedding, Engine, InputError, LoadError, PredictError, Predictor,
-    SentenceEmbedder,
+    Predictor, error::InputError, error::LoadError, error::PredictError,
+    models::sentence::Embedding, models::sentence::SentenceEmbedder, models::text::EmbedderOptions,
+    models::text::Engine,
 };
 
 fn load(engine: Engine) -> SentenceEmbedder {

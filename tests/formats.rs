@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use modelhost::formats::{self, WeightFormat};
-use modelhost::{DType, Device, LoadError};
+use modelhost::{DType, Device, error::LoadError};
 
 use candle_core::Tensor;
 
@@ -462,7 +462,7 @@ fn every_single_byte_corruption_of_every_fixture_is_handled_without_panicking() 
 
 #[test]
 fn the_digits_classifier_loads_from_pytorch_model_bin_and_predicts_identically() {
-    use modelhost::{MlpClassifier, Predictor};
+    use modelhost::{Predictor, models::mlp::MlpClassifier};
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/assets/digits");
     let dir = scratch("digits-bin");
     std::fs::copy(src.join("model.json"), dir.join("model.json")).unwrap();
@@ -506,7 +506,9 @@ fn minilm_with_pytorch_model_bin(tag: &str) -> PathBuf {
 
 #[test]
 fn a_sentence_transformers_dir_with_pytorch_model_bin_embeds_identically() {
-    use modelhost::{EmbedderOptions, Engine, SentenceEmbedder};
+    use modelhost::{
+        models::sentence::SentenceEmbedder, models::text::EmbedderOptions, models::text::Engine,
+    };
     let dir = minilm_with_pytorch_model_bin("minilm-bin");
     let texts: Vec<String> = common::references()
         .into_iter()

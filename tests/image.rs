@@ -14,7 +14,10 @@ use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::{resnet, vit};
 use common::scratch_dir;
 use image::{DynamicImage, GrayImage, ImageFormat, Rgb, RgbImage};
-use modelhost::{ImageClassifier, ImageOptions, InputError, LoadError, PredictError, Predictor};
+use modelhost::{
+    Predictor, error::InputError, error::LoadError, error::PredictError,
+    models::image::ImageClassifier, models::image::ImageOptions,
+};
 
 /// A digit (64 values in 0..=16, ink) as dark ink on white paper, `scale`× enlarged.
 fn render(values: &[f32], scale: u32) -> DynamicImage {
@@ -37,7 +40,7 @@ fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     bytes
 }
 
-fn input_error(result: Result<modelhost::Classification, PredictError>) -> InputError {
+fn input_error(result: Result<modelhost::models::Classification, PredictError>) -> InputError {
     match result {
         Err(PredictError::Input(e)) => e,
         other => panic!("expected an input error, got {other:?}"),
@@ -388,7 +391,7 @@ fn timm_non_square_inputs_resize_exactly_then_crop() {
     let classifier = ImageClassifier::load(&dir).unwrap();
     assert_eq!(
         classifier.preprocessing().resize,
-        modelhost::Resize::Exact(40, 60)
+        modelhost::models::image::Resize::Exact(40, 60)
     );
     assert_eq!(classifier.preprocessing().crop, Some((32, 48)));
     let out = classifier.preprocess(&checker_png(90, 70)).unwrap();

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use modelhost::{
-    AccuracyMonitor, BatchOutputs, DataType, DriftConfig, DriftMonitor, InputError, Metrics, Model,
-    Outcome, PredictError, Prediction, Predictor, RuntimeError, Signature, TensorSpec,
+    BatchOutputs, DataType, Model, Predictor, Signature, TensorSpec, drift::AccuracyMonitor,
+    drift::DriftConfig, drift::DriftMonitor, drift::Prediction, error::InputError,
+    error::PredictError, error::RuntimeError, metrics::Metrics, metrics::Outcome,
 };
 
 /// Echoes; refuses inputs over 1000; panics on 666; can hold batches at a gate; warms up
@@ -179,8 +180,8 @@ fn the_exposition_parses_as_prometheus_text() {
         .unwrap();
     let metrics = Metrics::new();
     metrics.register_predictor(&predictor);
-    let cache: Arc<modelhost::PredictionCache<u64, u64>> =
-        Arc::new(modelhost::PredictionCache::builder().build());
+    let cache: Arc<modelhost::cache::PredictionCache<u64, u64>> =
+        Arc::new(modelhost::cache::PredictionCache::builder().build());
     metrics.register_cache("main", &cache);
     for x in 0..20 {
         predictor.predict(x).unwrap();

@@ -13,8 +13,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use modelhost::{
-    BatchOutputs, CapacityError, ConfigError, DataType, InputError, Model, PredictError, Predictor,
-    RequestOptions, RuntimeError, Signature, TensorSpec,
+    BatchOutputs, DataType, Model, Predictor, RequestOptions, Signature, TensorSpec,
+    error::CapacityError, error::ConfigError, error::InputError, error::PredictError,
+    error::RuntimeError,
 };
 
 /// Echoes its input back (so crossed answers show), records every batch's size, and can be

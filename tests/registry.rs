@@ -9,8 +9,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use modelhost::{
-    BatchOutputs, DataType, InputError, MlpClassifier, Model, ModelRepository, PredictionCache,
-    Registry, RegistryError, Routing, RuntimeError, Signature, TensorSpec,
+    BatchOutputs, DataType, Model, Signature, TensorSpec, cache::PredictionCache,
+    error::InputError, error::RuntimeError, models::mlp::MlpClassifier, registry::ModelRepository,
+    registry::Registry, registry::RegistryError, registry::Routing,
 };
 
 /// Answers `(input, tag)`: the tag says which version computed it, the input that the answer

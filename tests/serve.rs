@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use modelhost::{MlpClassifier, Predictor};
+use modelhost::{Predictor, models::mlp::MlpClassifier};
 use serde_json::{Value, json};
 
 fn manifest_dir() -> &'static Path {
@@ -843,9 +843,10 @@ fn a_fine_tuned_text_classifier_directory_is_served_with_the_librarys_numbers() 
     let classes = answer["outputs"][2]["data"].as_array().unwrap();
     assert_eq!(answer["outputs"][0]["shape"], json!([20, 2]));
 
-    let library = Predictor::builder(modelhost::TextClassifier::load(&dir).unwrap())
-        .build()
-        .unwrap();
+    let library =
+        Predictor::builder(modelhost::models::classifier::TextClassifier::load(&dir).unwrap())
+            .build()
+            .unwrap();
     let expected = library.predict_many(texts.iter().cloned());
     let mut seen = std::collections::HashSet::new();
     for (i, want) in expected.into_iter().enumerate() {

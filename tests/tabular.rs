@@ -13,8 +13,9 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use common::scratch_dir;
 use modelhost::{
-    FeatureValue, InputError, LoadError, Outcome, PredictError, PredictionCache, Predictor,
-    TabularModel, TabularOutput, TabularRow,
+    Predictor, cache::PredictionCache, error::InputError, error::LoadError, error::PredictError,
+    metrics::Outcome, models::tabular::FeatureValue, models::tabular::TabularModel,
+    models::tabular::TabularOutput, models::tabular::TabularRow,
 };
 
 fn wine_predictor() -> Predictor<TabularModel> {

@@ -1,6 +1,8 @@
 //! A model that does no work: all the time measured is the predictor's.
 
-use modelhost::{BatchOutputs, DataType, InputError, Model, RuntimeError, Signature, TensorSpec};
+use modelhost::{
+    BatchOutputs, DataType, Model, Signature, TensorSpec, error::InputError, error::RuntimeError,
+};
 
 /// Returns its input: all the time measured is the predictor's.
 pub struct Trivial;

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap, loss};
-use modelhost::Mlp;
+use modelhost::models::mlp::Mlp;
 
 /// The `train_*` examples' arguments: `[--epochs N] [--out DIR]`, by default 300 epochs
 /// written to `default_out`.

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use modelhost::{FeatureValue, TabularRow};
+use modelhost::{models::tabular::FeatureValue, models::tabular::TabularRow};
 
 /// `examples/assets/wine`.
 pub fn assets() -> PathBuf {

@@ -5,9 +5,9 @@
 //! waiting reach [`BatchPolicy::max_batch_tokens`], or when its first request has waited
 //! [`BatchPolicy::max_delay`] — whichever comes first. A request whose caller has gone is
 //! skipped; one past its deadline is answered with
-//! [`CapacityError::DeadlineExceeded`](crate::CapacityError::DeadlineExceeded) and not
+//! [`CapacityError::DeadlineExceeded`](crate::error::CapacityError::DeadlineExceeded) and not
 //! computed. Past [`BatchPolicy::queue_capacity`] the queue refuses new requests with
-//! [`CapacityError::QueueFull`](crate::CapacityError::QueueFull) instead of blocking.
+//! [`CapacityError::QueueFull`](crate::error::CapacityError::QueueFull) instead of blocking.
 
 mod queue;
 mod worker;
@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 
-pub(crate) use queue::{Queue, ReplyTo, Request};
-pub(crate) use worker::run_worker;
+pub(crate) use queue::{AnswerHook, Queue, ReplyTo, Request};
+pub(crate) use worker::{OutputObserver, run_worker};
 
 /// How requests are grouped into batches and how many may wait.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,21 +28,21 @@ pub(crate) enum ReplyTo<O> {
     /// A fire-and-forget request (a shadow copy): the callback gets the answer on the
     /// worker thread and must return quickly.
     Detached(Box<dyn FnOnce(Result<O, PredictError>) + Send>),
-    /// The lead of a cache flight: the answer fills the cache and goes to every follower,
-    /// then to the caller if it is still there. Computed even if its caller has gone,
-    /// because followers may be waiting for it.
-    Lead(
-        oneshot::Sender<Result<O, PredictError>>,
-        Box<dyn crate::predictor::CompleteFlight<O>>,
-    ),
+    /// A caller whose answer others wait for too (e.g. identical requests coalesced by a
+    /// cache): the hook sees the answer first, then the caller gets it if it is still
+    /// there. Computed even if its caller has gone, because of those others.
+    Shared(oneshot::Sender<Result<O, PredictError>>, AnswerHook<O>),
 }
+
+/// Sees a request's answer on the worker thread before its caller does; must be quick.
+pub(crate) type AnswerHook<O> = Box<dyn FnOnce(&Result<O, PredictError>) + Send>;
 
 impl<O> ReplyTo<O> {
     /// True when nobody wants the answer any more.
     pub(crate) fn is_closed(&self) -> bool {
         match self {
             ReplyTo::Caller(sender) => sender.is_closed(),
-            ReplyTo::Detached(_) | ReplyTo::Lead(..) => false,
+            ReplyTo::Detached(_) | ReplyTo::Shared(..) => false,
         }
     }
 
@@ -50,8 +50,8 @@ impl<O> ReplyTo<O> {
     pub(crate) fn send(self, answer: Result<O, PredictError>) {
         match self {
             ReplyTo::Caller(sender) => sender.send(answer),
-            ReplyTo::Lead(sender, flight) => {
-                flight.complete(&answer);
+            ReplyTo::Shared(sender, hook) => {
+                hook(&answer);
                 sender.send(answer);
             }
             ReplyTo::Detached(callback) => {
@@ -293,68 +293,17 @@ impl<P, O> Queue<P, O> {
     /// Blocks until a batch is ready and returns it; `None` once the queue is closed and
     /// empty. Cancelled requests are dropped and expired ones answered on the way.
     pub(crate) fn next_batch(&self) -> Option<Vec<Request<P, O>>> {
-        let policy = &self.policy;
         let mut state = self.lock();
         loop {
-            while state.items.is_empty() {
-                if state.closed {
-                    return None;
-                }
-                drop(state);
-                self.spin_while_idle();
-                state = self.lock();
-                if state.items.is_empty() && !state.closed {
-                    state = self
-                        .arrived
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-            }
-            loop {
-                // The batch window opens when its first request arrived; a request with a
-                // deadline cuts it to half that deadline.
-                let window = state
-                    .items
-                    .front()
-                    .and_then(|r| r.enqueued_at.checked_add(policy.max_delay));
-                let fire_at = match (window, state.fire_by) {
-                    (Some(w), Some(d)) => Some(w.min(d)),
-                    (w, d) => w.or(d),
-                };
-                let full = state.items.len() >= policy.max_batch_size
-                    || policy
-                        .max_batch_tokens
-                        .is_some_and(|budget| state.queued_cost >= budget);
-                let now = Instant::now();
-                if full
-                    || state.closed
-                    || state.items.is_empty()
-                    || fire_at.is_some_and(|t| now >= t)
-                {
-                    break;
-                }
-                state = match fire_at {
-                    Some(t) => {
-                        self.arrived
-                            .wait_timeout(state, t - now)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0
-                    }
-                    // max_delay too long to represent: wait for a full batch.
-                    None => self
-                        .arrived
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner),
-                };
-            }
-
+            state = self.wait_for_requests(state)?;
+            state = self.wait_for_batch(state);
             let mut expired = Vec::new();
-            let batch = match policy.grouping {
+            let batch = match self.policy.grouping {
                 Grouping::Arrival => {
-                    Self::take_in_arrival_order(policy, &self.stats, &mut state, &mut expired)
+                    Self::take_in_arrival_order(&self.policy, &self.stats, &mut state, &mut expired)
                 }
                 Grouping::Length => {
-                    Self::take_by_length(policy, &self.stats, &mut state, &mut expired)
+                    Self::take_by_length(&self.policy, &self.stats, &mut state, &mut expired)
                 }
             };
             state.refresh_fire_by();
@@ -372,6 +321,70 @@ impl<P, O> Queue<P, O> {
             if !batch.is_empty() {
                 return Some(batch);
             }
+        }
+    }
+
+    /// Waits until a request is queued; `None` once the queue is closed and empty.
+    fn wait_for_requests<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State<P, O>>,
+    ) -> Option<MutexGuard<'a, State<P, O>>> {
+        while state.items.is_empty() {
+            if state.closed {
+                return None;
+            }
+            drop(state);
+            self.spin_while_idle();
+            state = self.lock();
+            if state.items.is_empty() && !state.closed {
+                state = self
+                    .arrived
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        Some(state)
+    }
+
+    /// Waits until the waiting requests make a batch: full (size or token budget), the
+    /// batch window over, or the queue closed.
+    fn wait_for_batch<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State<P, O>>,
+    ) -> MutexGuard<'a, State<P, O>> {
+        let policy = &self.policy;
+        loop {
+            // The batch window opens when its first request arrived; a request with a
+            // deadline cuts it to half that deadline.
+            let window = state
+                .items
+                .front()
+                .and_then(|r| r.enqueued_at.checked_add(policy.max_delay));
+            let fire_at = match (window, state.fire_by) {
+                (Some(w), Some(d)) => Some(w.min(d)),
+                (w, d) => w.or(d),
+            };
+            let full = state.items.len() >= policy.max_batch_size
+                || policy
+                    .max_batch_tokens
+                    .is_some_and(|budget| state.queued_cost >= budget);
+            let now = Instant::now();
+            if full || state.closed || state.items.is_empty() || fire_at.is_some_and(|t| now >= t) {
+                return state;
+            }
+            state = match fire_at {
+                Some(t) => {
+                    self.arrived
+                        .wait_timeout(state, t - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                // max_delay too long to represent: wait for a full batch.
+                None => self
+                    .arrived
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         }
     }
 

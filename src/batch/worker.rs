@@ -5,11 +5,22 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Queue, ReplyTo};
+use super::{Queue, ReplyTo, Request};
 use crate::error::{PredictError, RuntimeError};
 use crate::metrics::{Outcome, StatsRecorder};
 use crate::model::Model;
-use crate::predictor::OutputObserver;
+
+/// Sees sampled successful outputs on the worker thread (e.g. a drift monitor).
+pub(crate) type OutputObserver<O> = Arc<dyn Fn(&O) + Send + Sync>;
+
+/// What one worker needs besides its queue.
+struct Worker<M: Model> {
+    model: Arc<M>,
+    stats: Arc<StatsRecorder>,
+    /// (model name, version), for spans and logs.
+    identity: (Arc<str>, Arc<str>),
+    observe: Option<(f64, OutputObserver<M::Output>)>,
+}
 
 /// Runs batches from `queue` on `model` until the queue is closed and drained.
 pub(crate) fn run_worker<M: Model>(
@@ -27,8 +38,22 @@ pub(crate) fn run_worker<M: Model>(
         }
     }
     let _running = Running(&queue);
-    let (model_name, version) = (&*identity.0, &*identity.1);
+    let worker = Worker {
+        model,
+        stats,
+        identity,
+        observe,
+    };
     while let Some(batch) = queue.next_batch() {
+        worker.run(batch);
+    }
+}
+
+impl<M: Model> Worker<M> {
+    /// Runs one batch and answers each of its requests once.
+    fn run(&self, batch: Vec<Request<M::Prepared, M::Output>>) {
+        let stats = &self.stats;
+        let (model_name, version) = (&*self.identity.0, &*self.identity.1);
         let size = batch.len();
         let started = Instant::now();
         let mut inputs = Vec::with_capacity(size);
@@ -49,42 +74,16 @@ pub(crate) fn run_worker<M: Model>(
         } else {
             tracing::Span::none()
         };
-        let outcome = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| model.run_batch(&inputs))));
-        let compute = started.elapsed();
-        stats.record_batch(size, tokens, compute);
-        let answer = |stats: &StatsRecorder,
-                      reply: ReplyTo<M::Output>,
-                      received_at: Instant,
-                      answer: Result<M::Output, PredictError>| {
-            stats.record(Outcome::of(&answer));
-            if stats.instrument {
-                stats.latency.record(received_at.elapsed());
-            }
-            reply.send(answer);
-        };
+        let outcome =
+            span.in_scope(|| catch_unwind(AssertUnwindSafe(|| self.model.run_batch(&inputs))));
+        stats.record_batch(size, tokens, started.elapsed());
         let error = match outcome {
             Ok(Ok(outputs)) if outputs.len() == size => {
                 for ((reply, received_at), output) in replies.into_iter().zip(outputs) {
-                    match &output {
-                        Err(e) => {
-                            tracing::warn!(model = model_name, version, error = %e, "an item of a batch failed")
-                        }
-                        Ok(out) => {
-                            if let Some((rate, observe)) = &observe
-                                && crate::util::sampled(*rate)
-                            {
-                                let _ = catch_unwind(AssertUnwindSafe(|| observe(out)));
-                            }
-                        }
-                    }
-                    answer(
-                        &stats,
-                        reply,
-                        received_at,
-                        output.map_err(PredictError::from),
-                    );
+                    self.observe_output(&output);
+                    self.answer(reply, received_at, output.map_err(PredictError::from));
                 }
-                continue;
+                return;
             }
             Ok(Ok(outputs)) => RuntimeError::OutputCount {
                 expected: size,
@@ -98,8 +97,38 @@ pub(crate) fn run_worker<M: Model>(
         };
         tracing::error!(model = model_name, version, batch_size = size, error = %error, "batch failed");
         for (reply, received_at) in replies {
-            answer(&stats, reply, received_at, Err(error.clone().into()));
+            self.answer(reply, received_at, Err(error.clone().into()));
         }
+    }
+
+    /// Logs an item that failed alone; hands a sample of successes to the observer.
+    fn observe_output(&self, output: &Result<M::Output, RuntimeError>) {
+        let (model_name, version) = (&*self.identity.0, &*self.identity.1);
+        match output {
+            Err(e) => {
+                tracing::warn!(model = model_name, version, error = %e, "an item of a batch failed")
+            }
+            Ok(out) => {
+                if let Some((rate, observe)) = &self.observe
+                    && crate::util::sampled(*rate)
+                {
+                    let _ = catch_unwind(AssertUnwindSafe(|| observe(out)));
+                }
+            }
+        }
+    }
+
+    fn answer(
+        &self,
+        reply: ReplyTo<M::Output>,
+        received_at: Instant,
+        answer: Result<M::Output, PredictError>,
+    ) {
+        self.stats.record(Outcome::of(&answer));
+        if self.stats.instrument {
+            self.stats.latency.record(received_at.elapsed());
+        }
+        reply.send(answer);
     }
 }
 

@@ -3,14 +3,14 @@
 //! requests in flight.
 //!
 //! A cache is shared: build one and hand it to any number of predictors (e.g. every version
-//! of a model in a [`Registry`](crate::Registry)); the model name and version are part of
+//! of a model in a `Registry`); the model name and version are part of
 //! every key, so entries never cross models or versions. A hit compares the whole key, not
 //! only its hash, and skips preprocessing. Errors are never cached.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use modelhost::{PredictionCache, Predictor, SentenceEmbedder};
+//! use modelhost::{cache::PredictionCache, Predictor, models::sentence::SentenceEmbedder};
 //!
 //! let cache = Arc::new(
 //!     PredictionCache::builder()
@@ -41,10 +41,8 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-mod layer;
-pub(crate) use layer::{CacheLayer, CachePath};
-
 use crate::error::PredictError;
+use crate::metrics::{Labels, Metrics};
 use crate::oneshot;
 
 /// How many bytes a cached output holds, for the cache's byte bound.
@@ -383,5 +381,43 @@ impl<K: Hash + Eq + Clone, O: Clone + CacheWeight> Drop for Flight<K, O> {
                 follower.send(FlightOutcome::Abandoned);
             }
         }
+    }
+}
+
+impl Metrics {
+    /// Exports a cache's size and evictions under the label `cache="name"`.
+    pub fn register_cache<K, O>(&self, name: &str, cache: &Arc<PredictionCache<K, O>>)
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        O: Clone + CacheWeight + Send + Sync + 'static,
+    {
+        let weak = Arc::downgrade(cache);
+        let name = name.to_string();
+        self.register_source(move |scrape| {
+            let Some(cache) = weak.upgrade() else {
+                return false;
+            };
+            let s = cache.stats();
+            let labels: Labels = vec![("cache", name.clone())];
+            scrape.counter(
+                "modelhost_cache_evictions",
+                "Cache entries dropped to stay within the entry or byte bound.",
+                labels.clone(),
+                s.evictions,
+            );
+            scrape.gauge(
+                "modelhost_cache_entries",
+                "Entries in the cache.",
+                labels.clone(),
+                s.entries as f64,
+            );
+            scrape.gauge(
+                "modelhost_cache_bytes",
+                "Bytes of outputs in the cache.",
+                labels,
+                s.bytes as f64,
+            );
+            true
+        });
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! Crossing a threshold calls the alert callback once (again only after the window has gone
 //! back under every threshold) and sets the `modelhost_drift_*` gauges when the monitor is
-//! registered with [`Metrics`](crate::Metrics). Attach it to a predictor with
+//! registered with [`Metrics`](crate::metrics::Metrics). Attach it to a predictor with
 //! [`PredictorBuilder::observe_outputs`](crate::PredictorBuilder::observe_outputs) or
 //! [`observe_inputs`](crate::PredictorBuilder::observe_inputs) (sampled if you like), or
 //! feed it yourself.
@@ -614,7 +614,7 @@ type Rolling = (VecDeque<f64>, bool);
 /// the fact. See the [module](self) docs.
 ///
 /// ```
-/// use modelhost::{AccuracyMonitor, Prediction};
+/// use modelhost::{drift::AccuracyMonitor, drift::Prediction};
 ///
 /// let monitor = AccuracyMonitor::new(100, 0.9).on_alert(|version, accuracy| {
 ///     eprintln!("version {version}: accuracy fell to {accuracy:.2}");

@@ -34,7 +34,7 @@
 //! assert_eq!(tensors["layers.0.weight"].dims(), &[64, 64]);
 //! let vb = formats::var_builder(path, DType::F32, &Device::Cpu)?;
 //! assert!(vb.contains_tensor("layers.0.bias"));
-//! # Ok::<(), modelhost::LoadError>(())
+//! # Ok::<(), modelhost::error::LoadError>(())
 //! ```
 
 mod detect;

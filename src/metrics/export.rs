@@ -5,7 +5,7 @@
 //! (which `stats()` also reads); [`Metrics`] reads them when it is scraped.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -14,10 +14,6 @@ use prometheus_client::registry::Unit;
 
 use super::histogram::LatencyHistogram;
 use super::recorder::{Outcome, StatsRecorder};
-use crate::cache::PredictionCache;
-use crate::model::Model;
-use crate::predictor::Predictor;
-use crate::registry::Registry;
 
 /// Upper bounds of the exported latency buckets, in seconds.
 const LATENCY_BOUNDS: [f64; 16] = [
@@ -35,7 +31,8 @@ enum Value {
     },
 }
 
-type Labels = Vec<(&'static str, String)>;
+/// `(name, value)` label pairs of one series.
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 struct Family {
     help: &'static str,
@@ -70,6 +67,24 @@ impl Scrape {
             })
             .series
             .push((labels, value));
+    }
+
+    /// Adds a counter (for sources outside this module, e.g. caches).
+    pub(crate) fn counter(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: Labels,
+        v: u64,
+    ) {
+        self.push(
+            name,
+            help,
+            MetricType::Counter,
+            None,
+            labels,
+            Value::Counter(v),
+        );
     }
 
     /// Adds a gauge (for sources outside this module, e.g. drift monitors).
@@ -117,61 +132,15 @@ impl Scrape {
         for outcome in Outcome::ALL {
             let mut l = labels.clone();
             l.push(("outcome", outcome.as_str().to_string()));
-            self.push(
+            self.counter(
                 "modelhost_requests",
                 "Requests by how they ended.",
-                MetricType::Counter,
-                None,
                 l,
-                Value::Counter(snapshot.outcome(outcome)),
+                snapshot.outcome(outcome),
             );
         }
-        self.latency(
-            "modelhost_request_duration",
-            "From the call to its answer: preprocessing, queue and compute.",
-            &labels,
-            &stats.latency,
-        );
-        self.latency(
-            "modelhost_queue_duration",
-            "Time a request waited in the queue before its batch started.",
-            &labels,
-            &stats.queue_wait,
-        );
-        self.latency(
-            "modelhost_batch_compute_duration",
-            "Compute time of one batch.",
-            &labels,
-            &stats.compute,
-        );
-        let sizes = stats.batch_size_counts();
-        let size_sum: u64 = sizes.iter().map(|(s, n)| *s as u64 * n).sum();
-        let size_buckets = pow2_buckets(sizes.iter().map(|(s, n)| (*s as u64, *n)));
-        self.push(
-            "modelhost_batch_size",
-            "Requests per batch.",
-            MetricType::Histogram,
-            None,
-            labels.clone(),
-            Value::Histogram {
-                sum: size_sum as f64,
-                count: snapshot.batches,
-                buckets: size_buckets,
-            },
-        );
-        let (token_buckets, token_sum) = stats.batch_token_buckets();
-        self.push(
-            "modelhost_batch_tokens",
-            "Cost units (tokens for text) per batch.",
-            MetricType::Histogram,
-            None,
-            labels.clone(),
-            Value::Histogram {
-                sum: token_sum as f64,
-                count: snapshot.batches,
-                buckets: token_buckets,
-            },
-        );
+        self.latencies(stats, &labels);
+        self.batch_shapes(stats, snapshot.batches, &labels);
         let gauges = [
             (
                 "modelhost_queue_depth",
@@ -195,14 +164,7 @@ impl Scrape {
             ),
         ];
         for (name, help, v) in gauges {
-            self.push(
-                name,
-                help,
-                MetricType::Gauge,
-                None,
-                labels.clone(),
-                Value::Gauge(v),
-            );
+            self.gauge(name, help, labels.clone(), v);
         }
         let cache = [
             (
@@ -222,15 +184,62 @@ impl Scrape {
             ),
         ];
         for (name, help, v) in cache {
-            self.push(
-                name,
-                help,
-                MetricType::Counter,
-                None,
-                labels.clone(),
-                Value::Counter(v),
-            );
+            self.counter(name, help, labels.clone(), v);
         }
+    }
+
+    /// A predictor's latency histograms: end to end, queue wait and batch compute.
+    fn latencies(&mut self, stats: &StatsRecorder, labels: &Labels) {
+        self.latency(
+            "modelhost_request_duration",
+            "From the call to its answer: preprocessing, queue and compute.",
+            labels,
+            &stats.latency,
+        );
+        self.latency(
+            "modelhost_queue_duration",
+            "Time a request waited in the queue before its batch started.",
+            labels,
+            &stats.queue_wait,
+        );
+        self.latency(
+            "modelhost_batch_compute_duration",
+            "Compute time of one batch.",
+            labels,
+            &stats.compute,
+        );
+    }
+
+    /// A predictor's batch size and batch token histograms.
+    fn batch_shapes(&mut self, stats: &StatsRecorder, batches: u64, labels: &Labels) {
+        let sizes = stats.batch_size_counts();
+        let size_sum: u64 = sizes.iter().map(|(s, n)| *s as u64 * n).sum();
+        let size_buckets = pow2_buckets(sizes.iter().map(|(s, n)| (*s as u64, *n)));
+        self.push(
+            "modelhost_batch_size",
+            "Requests per batch.",
+            MetricType::Histogram,
+            None,
+            labels.clone(),
+            Value::Histogram {
+                sum: size_sum as f64,
+                count: batches,
+                buckets: size_buckets,
+            },
+        );
+        let (token_buckets, token_sum) = stats.batch_token_buckets();
+        self.push(
+            "modelhost_batch_tokens",
+            "Cost units (tokens for text) per batch.",
+            MetricType::Histogram,
+            None,
+            labels.clone(),
+            Value::Histogram {
+                sum: token_sum as f64,
+                count: batches,
+                buckets: token_buckets,
+            },
+        );
     }
 
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -292,10 +301,10 @@ type Source = Box<dyn Fn(&mut Scrape) -> bool + Send + Sync>;
 /// `modelhost_cache_{hits,misses,coalesced}_total{model,version}`,
 /// `modelhost_cache_evictions_total{cache}`, `modelhost_cache_entries{cache}`,
 /// `modelhost_cache_bytes{cache}` and the drift gauges of
-/// [`DriftMonitor`](crate::DriftMonitor).
+/// `drift::DriftMonitor`.
 ///
 /// ```
-/// use modelhost::{Metrics, MlpClassifier, Predictor};
+/// use modelhost::{metrics::Metrics, models::mlp::MlpClassifier, Predictor};
 ///
 /// let metrics = Metrics::new();
 /// let predictor = Predictor::builder(MlpClassifier::load("examples/assets/digits")?).build()?;
@@ -330,71 +339,9 @@ impl Metrics {
             .push(source);
     }
 
-    /// Exports a predictor's metrics, labelled with its identity (model, version), for as
-    /// long as the predictor lives.
-    pub fn register_predictor<M: Model>(&self, predictor: &Predictor<M>) {
-        let weak = predictor.downgrade();
-        self.add(Box::new(move |scrape| match weak.upgrade() {
-            Some(p) => {
-                p.scrape_into(scrape);
-                true
-            }
-            None => false,
-        }));
-    }
-
-    /// Exports the metrics of every version of every model in `registry`, as they come and
-    /// go, for as long as the registry lives.
-    pub fn register_registry<M: Model>(&self, registry: &Arc<Registry<M>>) {
-        let weak: Weak<Registry<M>> = Arc::downgrade(registry);
-        self.add(Box::new(move |scrape| match weak.upgrade() {
-            Some(r) => {
-                r.scrape_into(scrape);
-                true
-            }
-            None => false,
-        }));
-    }
-
-    /// Exports a cache's size and evictions under the label `cache="name"`.
-    pub fn register_cache<K, O>(&self, name: &str, cache: &Arc<PredictionCache<K, O>>)
-    where
-        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-        O: Clone + crate::CacheWeight + Send + Sync + 'static,
-    {
-        let weak = Arc::downgrade(cache);
-        let name = name.to_string();
-        self.add(Box::new(move |scrape| {
-            let Some(cache) = weak.upgrade() else {
-                return false;
-            };
-            let s = cache.stats();
-            let labels: Labels = vec![("cache", name.clone())];
-            scrape.push(
-                "modelhost_cache_evictions",
-                "Cache entries dropped to stay within the entry or byte bound.",
-                MetricType::Counter,
-                None,
-                labels.clone(),
-                Value::Counter(s.evictions),
-            );
-            scrape.gauge(
-                "modelhost_cache_entries",
-                "Entries in the cache.",
-                labels.clone(),
-                s.entries as f64,
-            );
-            scrape.gauge(
-                "modelhost_cache_bytes",
-                "Bytes of outputs in the cache.",
-                labels,
-                s.bytes as f64,
-            );
-            true
-        }));
-    }
-
-    /// Adds any source of gauges (used by drift monitors).
+    /// Adds a source of series, scraped until it returns `false` (what it watches is
+    /// gone). Predictors, registries, caches and drift monitors register themselves
+    /// through it, each in its own module, so this one imports none of them.
     pub(crate) fn register_source(
         &self,
         source: impl Fn(&mut Scrape) -> bool + Send + Sync + 'static,

@@ -5,7 +5,7 @@ mod histogram;
 mod recorder;
 
 pub use export::Metrics;
-pub(crate) use export::Scrape;
+pub(crate) use export::{Labels, Scrape};
 pub use histogram::{LatencyHistogram, LatencySummary};
 pub(crate) use recorder::StatsRecorder;
 pub use recorder::{Outcome, PredictorStats};

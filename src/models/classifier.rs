@@ -344,7 +344,7 @@ pub struct Relevance {
     pub logit: f32,
 }
 
-impl crate::CacheWeight for Relevance {
+impl crate::cache::CacheWeight for Relevance {
     fn cache_weight(&self) -> usize {
         std::mem::size_of::<Self>()
     }

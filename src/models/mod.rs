@@ -20,7 +20,7 @@ pub struct Classification {
     pub scores: Vec<f32>,
 }
 
-impl crate::CacheWeight for Classification {
+impl crate::cache::CacheWeight for Classification {
     fn cache_weight(&self) -> usize {
         std::mem::size_of::<Self>() + self.label.len() + 4 * self.scores.len()
     }

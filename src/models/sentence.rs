@@ -65,7 +65,7 @@ impl Embedding {
     }
 }
 
-impl crate::CacheWeight for Embedding {
+impl crate::cache::CacheWeight for Embedding {
     fn cache_weight(&self) -> usize {
         std::mem::size_of::<Self>() + 4 * self.0.len()
     }

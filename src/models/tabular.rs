@@ -507,7 +507,7 @@ impl TabularOutput {
     }
 }
 
-impl crate::CacheWeight for TabularOutput {
+impl crate::cache::CacheWeight for TabularOutput {
     fn cache_weight(&self) -> usize {
         match self {
             TabularOutput::Class(c) => c.cache_weight(),

@@ -8,7 +8,7 @@
 //! handle to it is dropped.
 //!
 //! ```
-//! use modelhost::{MlpClassifier, Registry, Routing};
+//! use modelhost::{models::mlp::MlpClassifier, registry::Registry, registry::Routing};
 //!
 //! let registry = Registry::new();
 //! registry.deploy("digits", "1", MlpClassifier::load("examples/assets/digits")?)?;
@@ -24,300 +24,29 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod error;
 mod repository;
+mod routing;
+mod version;
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+pub use error::RegistryError;
 pub use repository::{ModelRepository, ReloadReport};
+pub use routing::{Routing, StickyKey};
+pub use version::{Routed, VersionHandle, VersionReport};
 
-use crate::error::{ConfigError, PredictError};
-use crate::metrics::PredictorStats;
-use crate::metrics::{LatencyHistogram, LatencySummary};
+use crate::metrics::{Metrics, Scrape};
 use crate::model::Model;
-use crate::predictor::{Predictor, PredictorBuilder};
-use crate::util::random_draw;
+use crate::predictor::{Health, Predictor, PredictorBuilder};
+use routing::Table;
+use version::{VersionState, VersionStats};
 
 /// The label of the version that takes traffic by default.
 pub const STABLE: &str = "stable";
-
-/// A registry operation could not be done.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RegistryError {
-    /// No model of that name is deployed.
-    #[error("no model named `{name}` is deployed")]
-    UnknownModel {
-        /// The name asked for.
-        name: String,
-    },
-    /// The model has no version or label of that name.
-    #[error("model `{name}` has no version or label `{version}`; it has versions {known:?}")]
-    UnknownVersion {
-        /// The model.
-        name: String,
-        /// The version or label asked for.
-        version: String,
-        /// The versions it has.
-        known: Vec<String>,
-    },
-    /// The version exists already.
-    #[error("model `{name}` already has a version `{version}`; retire it first")]
-    VersionExists {
-        /// The model.
-        name: String,
-        /// The version.
-        version: String,
-    },
-    /// Rolling back needs a previous stable version.
-    #[error("model `{name}` has no previous stable version to roll back to")]
-    NothingToRollBack {
-        /// The model.
-        name: String,
-    },
-    /// The stable version cannot be retired.
-    #[error(
-        "version `{version}` of `{name}` is stable; promote another version before retiring it"
-    )]
-    RetiringStable {
-        /// The model.
-        name: String,
-        /// The version.
-        version: String,
-    },
-    /// A routing rule is invalid.
-    #[error("invalid routing for `{name}`: {reason}")]
-    InvalidRouting {
-        /// The model.
-        name: String,
-        /// What is wrong and what is allowed.
-        reason: String,
-    },
-    /// A predictor deployed under a name and version it was not built for.
-    #[error(
-        "the predictor was built as `{predictor}`, not `{name}/{version}`; build it with .identity(\"{name}\", \"{version}\")"
-    )]
-    IdentityMismatch {
-        /// The model.
-        name: String,
-        /// The version.
-        version: String,
-        /// The identity it was built with.
-        predictor: String,
-    },
-    /// The version's predictor could not be started.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The prediction itself failed.
-    #[error(transparent)]
-    Predict(#[from] PredictError),
-}
-
-/// How a model's requests are spread over its versions. Targets are version names or labels
-/// (`"stable"`, `"canary"`, ...), resolved whenever the model's versions or labels change;
-/// a target that resolves to nothing is skipped, and with no target left traffic goes to
-/// the stable version.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Routing {
-    /// `(target, weight)`: each request goes to one target with probability
-    /// weight / total. Empty: everything to the stable version.
-    pub split: Vec<(String, u32)>,
-    /// `(target, fraction)`: that fraction of requests is also sent to the target; its
-    /// answers are discarded (its statistics kept) and the caller never waits for it.
-    pub shadow: Option<(String, f64)>,
-}
-
-impl Routing {
-    /// Everything to one version or label.
-    pub fn fixed(target: impl Into<String>) -> Self {
-        Routing {
-            split: vec![(target.into(), 1)],
-            shadow: None,
-        }
-    }
-
-    /// A weighted split, e.g. `[("stable", 90), ("canary", 10)]`.
-    pub fn split<T: Into<String>>(targets: impl IntoIterator<Item = (T, u32)>) -> Self {
-        Routing {
-            split: targets.into_iter().map(|(t, w)| (t.into(), w)).collect(),
-            shadow: None,
-        }
-    }
-
-    /// Also mirrors `fraction` (0..=1) of requests to `target`.
-    pub fn with_shadow(mut self, target: impl Into<String>, fraction: f64) -> Self {
-        self.shadow = Some((target.into(), fraction));
-        self
-    }
-}
-
-/// An answer and the version that produced it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Routed<O> {
-    /// The version that answered.
-    pub version: Arc<str>,
-    /// Its output.
-    pub output: O,
-    /// An id unique within this process, to join ground truth to this answer later
-    /// ([`AccuracyMonitor`](crate::AccuracyMonitor)).
-    pub request_id: u64,
-}
-
-/// The source of [`Routed::request_id`].
-static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Per-version request statistics.
-#[derive(Default)]
-struct VersionStats {
-    requests: AtomicU64,
-    errors: AtomicU64,
-    shadow_requests: AtomicU64,
-    shadow_errors: AtomicU64,
-    latency: LatencyHistogram,
-}
-
-impl VersionStats {
-    fn record(&self, started: Instant, ok: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        self.latency.record(started.elapsed());
-    }
-}
-
-struct VersionState<M: Model> {
-    version: Arc<str>,
-    predictor: Predictor<M>,
-    stats: VersionStats,
-}
-
-/// A cheap, cloneable handle pinned to one version of a model: it keeps answering with that
-/// version after promotions and rollbacks, and keeps the version alive while it exists.
-pub struct VersionHandle<M: Model> {
-    state: Arc<VersionState<M>>,
-}
-
-impl<M: Model> Clone for VersionHandle<M> {
-    fn clone(&self) -> Self {
-        VersionHandle {
-            state: self.state.clone(),
-        }
-    }
-}
-
-impl<M: Model> std::fmt::Debug for VersionHandle<M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VersionHandle")
-            .field("version", &self.state.version)
-            .finish()
-    }
-}
-
-impl<M: Model> VersionHandle<M> {
-    /// The version this handle is pinned to.
-    pub fn version(&self) -> &str {
-        &self.state.version
-    }
-
-    /// The version's predictor.
-    pub fn predictor(&self) -> &Predictor<M> {
-        &self.state.predictor
-    }
-
-    /// Predicts with this version, counting the request in its statistics.
-    pub fn predict(&self, input: M::Input) -> Result<Routed<M::Output>, PredictError> {
-        let started = Instant::now();
-        let answer = self.state.predictor.predict(input);
-        self.state.stats.record(started, answer.is_ok());
-        answer.map(|output| Routed {
-            request_id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
-            version: self.state.version.clone(),
-            output,
-        })
-    }
-}
-
-/// One model's versions, labels and routing; immutable once published.
-struct Table<M: Model> {
-    /// Versions in deployment order.
-    versions: BTreeMap<u64, Arc<VersionState<M>>>,
-    labels: HashMap<String, Arc<str>>,
-    /// Stable versions before the current one, most recent last.
-    previous_stable: Vec<Arc<str>>,
-    routing: Routing,
-    /// The routing resolved to versions: cumulative weights.
-    resolved: Vec<(u64, Arc<VersionState<M>>)>,
-    shadow: Option<(Arc<VersionState<M>>, f64)>,
-}
-
-impl<M: Model> Clone for Table<M> {
-    fn clone(&self) -> Self {
-        Table {
-            versions: self.versions.clone(),
-            labels: self.labels.clone(),
-            previous_stable: self.previous_stable.clone(),
-            routing: self.routing.clone(),
-            resolved: self.resolved.clone(),
-            shadow: self.shadow.clone(),
-        }
-    }
-}
-
-impl<M: Model> Table<M> {
-    fn find(&self, target: &str) -> Option<&Arc<VersionState<M>>> {
-        let version = self.labels.get(target).map_or(target, |v| &**v);
-        self.versions.values().find(|s| &*s.version == version)
-    }
-
-    fn known(&self) -> Vec<String> {
-        self.versions
-            .values()
-            .map(|s| s.version.to_string())
-            .collect()
-    }
-
-    /// Resolves the routing's targets to versions.
-    fn resolve(&mut self) {
-        let mut resolved = Vec::new();
-        let mut total = 0u64;
-        for (target, weight) in &self.routing.split {
-            if *weight == 0 {
-                continue;
-            }
-            if let Some(state) = self.find(target) {
-                total += u64::from(*weight);
-                resolved.push((total, state.clone()));
-            }
-        }
-        if resolved.is_empty()
-            && let Some(stable) = self.find(STABLE)
-        {
-            resolved.push((1, stable.clone()));
-        }
-        self.resolved = resolved;
-        self.shadow = self
-            .routing
-            .shadow
-            .as_ref()
-            .and_then(|(target, fraction)| Some((self.find(target)?.clone(), *fraction)));
-    }
-
-    /// Picks a version for a draw in `0..u64::MAX`.
-    fn pick(&self, draw: u64) -> Option<&Arc<VersionState<M>>> {
-        let total = self.resolved.last()?.0;
-        let point = draw % total;
-        self.resolved
-            .iter()
-            .find(|(cumulative, _)| point < *cumulative)
-            .map(|(_, s)| s)
-    }
-}
 
 struct Entry<M: Model> {
     table: ArcSwap<Table<M>>,
@@ -349,57 +78,6 @@ impl<M: Model> Default for Registry<M> {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// One version as [`Registry::versions`] reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VersionReport {
-    /// The version.
-    pub version: String,
-    /// Labels pointing at it.
-    pub labels: Vec<String>,
-    /// Share of routed traffic it takes now (0..=1).
-    pub traffic: f64,
-    /// Requests answered through the registry or a handle (shadow copies excluded).
-    pub requests: u64,
-    /// Of those, failed.
-    pub errors: u64,
-    /// Shadow copies sent to it.
-    pub shadow_requests: u64,
-    /// Of those, failed or refused.
-    pub shadow_errors: u64,
-    /// End-to-end latency of its requests (shadow copies included).
-    pub latency: LatencySummary,
-    /// Its predictor's counters.
-    pub predictor: PredictorStats,
-}
-
-/// The 64-bit FNV-1a hash.
-struct Fnv1a(u64);
-
-impl Hasher for Fnv1a {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A stable hash of a sticky key (the same in every process and run).
-fn sticky_draw(key: &impl Hash) -> u64 {
-    // FNV-1a: a fixed algorithm, so a key lands on the same version in every process,
-    // run and Rust release (std's DefaultHasher promises none of that).
-    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
-    key.hash(&mut hasher);
-    // Spread the bits so `% total` uses all of them.
-    let mut z = hasher.finish();
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl<M: Model> Registry<M> {
@@ -654,76 +332,11 @@ impl<M: Model> Registry<M> {
                 known: table.known(),
             })
     }
-
-    /// The version the routing picks for one request: by `sticky_key` when given (the same
-    /// key always lands on the same version while the routing and versions are unchanged),
-    /// else at random by weight.
-    pub fn route(
-        &self,
-        name: &str,
-        sticky_key: Option<&dyn StickyKey>,
-    ) -> Result<VersionHandle<M>, RegistryError> {
-        let entry = self.entry(name)?;
-        let table = entry.table.load();
-        let draw = sticky_key.map_or_else(random_draw, |k| k.draw());
-        table
-            .pick(draw)
-            .map(|state| VersionHandle {
-                state: state.clone(),
-            })
-            .ok_or_else(|| RegistryError::UnknownVersion {
-                name: name.into(),
-                version: STABLE.into(),
-                known: table.known(),
-            })
-    }
-
-    /// Per-version statistics side by side, in deployment order.
-    pub fn versions(&self, name: &str) -> Result<Vec<VersionReport>, RegistryError> {
-        let table = self.entry(name)?.table.load_full();
-        let total = table.resolved.last().map_or(0, |(c, _)| *c);
-        Ok(table
-            .versions
-            .values()
-            .map(|s| {
-                let mut labels: Vec<String> = table
-                    .labels
-                    .iter()
-                    .filter(|(_, v)| **v == s.version)
-                    .map(|(l, _)| l.clone())
-                    .collect();
-                labels.sort();
-                let mut previous = 0;
-                let mut share = 0;
-                for (cumulative, state) in &table.resolved {
-                    if Arc::ptr_eq(state, s) {
-                        share += cumulative - previous;
-                    }
-                    previous = *cumulative;
-                }
-                VersionReport {
-                    version: s.version.to_string(),
-                    labels,
-                    traffic: if total == 0 {
-                        0.0
-                    } else {
-                        share as f64 / total as f64
-                    },
-                    requests: s.stats.requests.load(Ordering::Relaxed),
-                    errors: s.stats.errors.load(Ordering::Relaxed),
-                    shadow_requests: s.stats.shadow_requests.load(Ordering::Relaxed),
-                    shadow_errors: s.stats.shadow_errors.load(Ordering::Relaxed),
-                    latency: s.stats.latency.summary(),
-                    predictor: s.predictor.stats(),
-                }
-            })
-            .collect())
-    }
 }
 
 impl<M: Model> Registry<M> {
     /// Adds the metrics of every version of every model to a scrape.
-    pub(crate) fn scrape_into(&self, scrape: &mut crate::metrics::Scrape) {
+    pub(crate) fn scrape_into(&self, scrape: &mut Scrape) {
         let entries: Vec<Arc<Entry<M>>> = self
             .models
             .read()
@@ -739,7 +352,7 @@ impl<M: Model> Registry<M> {
     }
 
     /// Health of a model: its stable version's predictor.
-    pub fn health(&self, name: &str) -> Result<crate::predictor::Health, RegistryError> {
+    pub fn health(&self, name: &str) -> Result<Health, RegistryError> {
         Ok(self.handle(name, STABLE)?.predictor().health())
     }
 
@@ -758,84 +371,17 @@ impl<M: Model> Registry<M> {
     }
 }
 
-/// A caller-supplied key for sticky routing (a user id, a session id): anything hashable.
-pub trait StickyKey {
-    /// The key's draw in `0..u64::MAX`, stable across runs.
-    fn draw(&self) -> u64;
-}
-
-impl<T: Hash + ?Sized> StickyKey for T {
-    fn draw(&self) -> u64 {
-        sticky_draw(&self)
-    }
-}
-
-impl<M: Model> Registry<M>
-where
-    M::Input: Clone,
-{
-    /// Routes one request (see [`route`](Self::route)) and predicts; a shadow copy is sent
-    /// when the routing asks for one. The answer says which version produced it.
-    pub fn predict(&self, name: &str, input: M::Input) -> Result<Routed<M::Output>, RegistryError> {
-        self.predict_routed(name, None, input)
-    }
-
-    /// [`predict`](Self::predict) routed by a sticky key.
-    pub fn predict_sticky(
-        &self,
-        name: &str,
-        sticky_key: &dyn StickyKey,
-        input: M::Input,
-    ) -> Result<Routed<M::Output>, RegistryError> {
-        self.predict_routed(name, Some(sticky_key), input)
-    }
-
-    fn predict_routed(
-        &self,
-        name: &str,
-        sticky_key: Option<&dyn StickyKey>,
-        input: M::Input,
-    ) -> Result<Routed<M::Output>, RegistryError> {
-        let entry = self.entry(name)?;
-        // One load per request: the request sees one version set, whatever swaps meanwhile.
-        let table = entry.table.load_full();
-        let draw = sticky_key.map_or_else(random_draw, |k| k.draw());
-        let Some(state) = table.pick(draw).cloned() else {
-            return Err(RegistryError::UnknownVersion {
-                name: name.into(),
-                version: STABLE.into(),
-                known: table.known(),
-            });
-        };
-        if let Some((shadow, fraction)) = &table.shadow
-            && !Arc::ptr_eq(shadow, &state)
-            && (random_draw() as f64 / u64::MAX as f64) < *fraction
-        {
-            Self::mirror(shadow.clone(), input.clone());
-        }
-        drop(table);
-        let handle = VersionHandle { state };
-        Ok(handle.predict(input)?)
-    }
-
-    /// Sends a copy to the shadow version without waiting; only its statistics keep the
-    /// answer.
-    fn mirror(shadow: Arc<VersionState<M>>, input: M::Input) {
-        let started = Instant::now();
-        let stats_of = shadow.clone();
-        let submitted = shadow.predictor.submit_detached(input, move |answer| {
-            stats_of
-                .stats
-                .shadow_requests
-                .fetch_add(1, Ordering::Relaxed);
-            if answer.is_err() {
-                stats_of.stats.errors.fetch_add(1, Ordering::Relaxed);
+impl Metrics {
+    /// Exports the metrics of every version of every model in `registry`, as they come and
+    /// go, for as long as the registry lives.
+    pub fn register_registry<M: Model>(&self, registry: &Arc<Registry<M>>) {
+        let weak = Arc::downgrade(registry);
+        self.register_source(move |scrape| match weak.upgrade() {
+            Some(r) => {
+                r.scrape_into(scrape);
+                true
             }
-            stats_of.stats.latency.record(started.elapsed());
+            None => false,
         });
-        if submitted.is_err() {
-            shadow.stats.shadow_requests.fetch_add(1, Ordering::Relaxed);
-            shadow.stats.shadow_errors.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }

@@ -72,7 +72,7 @@ impl<M: Model> ModelRepository<M> {
     /// ```
     /// use std::path::Path;
     /// use std::sync::Arc;
-    /// use modelhost::{MlpClassifier, ModelRepository, Registry};
+    /// use modelhost::{models::mlp::MlpClassifier, registry::ModelRepository, registry::Registry};
     ///
     /// let root = std::env::temp_dir().join(format!("modelhost-doc-repo-{}", std::process::id()));
     /// let version = root.join("digits/1");

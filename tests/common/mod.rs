@@ -126,8 +126,8 @@ pub fn write_text_classifier(
 /// The largest difference of any embedding component between two embedders over the 200
 /// reference texts, embedded in batches of 25 mixed lengths (tokenized by `a`).
 pub fn max_component_difference(
-    a: &modelhost::SentenceEmbedder,
-    b: &modelhost::SentenceEmbedder,
+    a: &modelhost::models::sentence::SentenceEmbedder,
+    b: &modelhost::models::sentence::SentenceEmbedder,
 ) -> f32 {
     let texts: Vec<String> = references().into_iter().map(|r| r.text).collect();
     let mut worst = 0f32;

@@ -4,11 +4,12 @@
 use std::hash::Hash;
 use std::sync::Arc;
 
-use super::{Begin, CacheKey, CacheWeight, Flight, FlightOutcome, PredictionCache};
+use super::{PredictFuture, Predictor, RequestOptions, worker_gone};
+use crate::batch::AnswerHook;
+use crate::cache::{Begin, CacheKey, CacheWeight, Flight, FlightOutcome, PredictionCache};
 use crate::error::PredictError;
 use crate::metrics::Outcome;
 use crate::model::Model;
-use crate::predictor::{CompleteFlight, PredictFuture, Predictor, RequestOptions, worker_gone};
 
 /// What a predictor calls instead of its plain path when it has a cache. A trait object,
 /// so that `Predictor<M>` needs no `Hash`/`Clone` bounds unless a cache is configured.
@@ -72,12 +73,14 @@ where
     }
 }
 
-impl<K: Hash + Eq + Clone + Send + 'static, O: Clone + CacheWeight + Send + 'static>
-    CompleteFlight<O> for Flight<K, O>
+/// The worker completes a flight with its leader's answer: it fills the cache and answers
+/// every follower.
+fn complete_on_answer<K, O>(flight: Flight<K, O>) -> AnswerHook<O>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    O: Clone + CacheWeight + Send + Sync + 'static,
 {
-    fn complete(self: Box<Self>, result: &Result<O, PredictError>) {
-        Flight::complete(*self, result);
-    }
+    Box::new(move |answer| flight.complete(answer))
 }
 
 impl<M> CachePath<M> for CacheLayer<M::Input, M::Output>
@@ -117,7 +120,7 @@ where
                     // The worker completes the flight with the answer; a refused request
                     // drops it, which sends the followers to try again themselves.
                     return predictor
-                        .submit_leading(input, options, Some(Box::new(flight)))?
+                        .submit_leading(input, options, Some(complete_on_answer(flight)))?
                         .recv()
                         .unwrap_or_else(worker_gone);
                 }
@@ -150,7 +153,7 @@ where
             Begin::Lead(flight) => {
                 stats.record_cache(false, false);
                 // The worker completes the flight, whether or not this future is polled.
-                match predictor.submit_leading(input, options, Some(Box::new(flight))) {
+                match predictor.submit_leading(input, options, Some(complete_on_answer(flight))) {
                     Ok(reply) => PredictFuture::waiting(reply),
                     Err(error) => PredictFuture::ready(Err(error)),
                 }
@@ -170,7 +173,7 @@ where
         }
         let mut slots = Vec::with_capacity(inputs.len());
         let mut to_compute = Vec::new();
-        let mut flights: Vec<Option<Box<dyn CompleteFlight<M::Output>>>> = Vec::new();
+        let mut flights: Vec<Option<AnswerHook<M::Output>>> = Vec::new();
         let stats = predictor.recorder();
         for input in &inputs {
             let begin = self.cache.begin(self.key(input));
@@ -186,7 +189,7 @@ where
                 Begin::Follow(rx) => Slot::Follow(rx),
                 Begin::Lead(flight) => {
                     to_compute.push(input.clone());
-                    flights.push(Some(Box::new(flight)));
+                    flights.push(Some(complete_on_answer(flight)));
                     Slot::Lead
                 }
             });
