@@ -10,6 +10,23 @@
 //!
 //! [`PredictError`] is what a prediction returns: one of the first four. Every error that a
 //! request can receive is `Clone`, so one failure can be handed to every caller it concerns.
+//!
+//! Match on the boundary, then on the variant; every message says what is allowed:
+//!
+//! ```
+//! use modelhost::Predictor;
+//! use modelhost::error::{InputError, PredictError};
+//! use modelhost::models::mlp::MlpClassifier;
+//!
+//! let predictor = Predictor::builder(MlpClassifier::load("examples/assets/digits")?).build()?;
+//! match predictor.predict(vec![0.0; 3]) {
+//!     Err(PredictError::Input(InputError::WrongLength { expected, got, .. })) => {
+//!         assert_eq!((expected, got), (64, 3));
+//!     }
+//!     other => panic!("expected a length error, got {other:?}"),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -71,5 +71,5 @@ pub mod registry;
 mod util;
 
 pub use candle_core::{DType, Device};
-pub use model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
+pub use model::{BatchCost, BatchOutputs, DataType, Model, Signature, TensorSpec};
 pub use predictor::{Health, PredictFuture, Predictor, PredictorBuilder, RequestOptions};

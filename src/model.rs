@@ -48,6 +48,28 @@ pub type BatchOutputs<O> = Vec<Result<O, RuntimeError>>;
 /// let predictor = modelhost::Predictor::builder(Doubler).build().unwrap();
 /// assert_eq!(predictor.predict(21.0).unwrap(), 42.0);
 /// ```
+/// How the costs of a batch's inputs ([`Model::cost`]) add up to the batch's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BatchCost {
+    /// The sum of the inputs' costs: an engine that computes real tokens only.
+    #[default]
+    Sum,
+    /// The longest input's cost times the number of inputs: an engine that pads every input
+    /// to the longest and computes the padding too.
+    Padded,
+}
+
+impl BatchCost {
+    /// The cost of a batch of `count` inputs whose costs sum to `sum`, the largest `longest`.
+    pub fn of(self, count: usize, sum: usize, longest: usize) -> usize {
+        match self {
+            BatchCost::Sum => sum,
+            BatchCost::Padded => longest.saturating_mul(count),
+        }
+    }
+}
+
 pub trait Model: Send + Sync + 'static {
     /// What callers pass to `predict`.
     type Input: Send + 'static;
@@ -67,6 +89,14 @@ pub trait Model: Send + Sync + 'static {
     /// number of tokens). Defaults to 1.
     fn cost(&self, _prepared: &Self::Prepared) -> usize {
         1
+    }
+
+    /// How a batch's costs add up against the token budget
+    /// (`BatchPolicy::max_batch_tokens`).
+    /// Defaults to [`BatchCost::Sum`]; an engine that pads every input to the batch's
+    /// longest computes [`BatchCost::Padded`].
+    fn batch_cost(&self) -> BatchCost {
+        BatchCost::Sum
     }
 
     /// Sample inputs a predictor runs through the model before it reports ready (pages in

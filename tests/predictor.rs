@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use modelhost::{
-    BatchOutputs, DataType, Model, Predictor, RequestOptions, Signature, TensorSpec,
+    BatchCost, BatchOutputs, DataType, Model, Predictor, RequestOptions, Signature, TensorSpec,
     error::CapacityError, error::ConfigError, error::InputError, error::PredictError,
     error::RuntimeError,
 };
@@ -26,6 +26,8 @@ struct Echo {
     computed: AtomicUsize,
     /// While set, `run_batch` waits for a message on this channel before it computes.
     gate: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Count a batch as its longest input times its size, like an engine that pads.
+    padded: bool,
 }
 
 const PANIC_ON: u64 = 666;
@@ -58,6 +60,14 @@ impl Model for Echo {
             (*x - 100) as usize
         } else {
             1
+        }
+    }
+
+    fn batch_cost(&self) -> BatchCost {
+        if self.padded {
+            BatchCost::Padded
+        } else {
+            BatchCost::Sum
         }
     }
 
@@ -160,6 +170,65 @@ fn batches_respect_the_token_budget_and_an_oversized_request_runs_alone() {
             .sum();
         assert!(size == 1 || cost <= 40, "batch of {size} cost {cost}");
     }
+}
+
+/// Runs `inputs` through an `Echo` whose batches are held until all are queued, with a
+/// token budget of 40, and returns the inputs of each batch.
+fn batches_under_budget(inputs: &[u64], padded: bool) -> Vec<Vec<u64>> {
+    let (open, gate) = mpsc::channel();
+    let model = Echo {
+        gate: Mutex::new(Some(gate)),
+        padded,
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(model)
+        .max_batch_size(64)
+        .max_batch_tokens(40)
+        .max_delay(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let pending: Vec<_> = inputs.iter().map(|&x| predictor.predict_async(x)).collect();
+    for _ in 0..inputs.len() {
+        open.send(()).unwrap();
+    }
+    for (x, future) in inputs.iter().zip(pending) {
+        assert_eq!(block_on(future).unwrap(), *x);
+    }
+    let sizes = predictor.model().batches.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), inputs.len());
+    let mut next = inputs.iter().copied();
+    sizes
+        .into_iter()
+        .map(|n| next.by_ref().take(n).collect())
+        .collect()
+}
+
+#[test]
+fn a_padding_model_counts_its_batches_as_longest_times_count() {
+    // One 20-token input followed by many 2-token ones: 20 + 2 + 2 + ... fits a budget of
+    // 40 for a long way, but padded to 20 tokens each only two inputs fit. The first input
+    // (1 token) may be batched alone while the rest are still being queued; the worker
+    // then holds it until every input is queued.
+    let inputs: Vec<u64> = [1, 120]
+        .into_iter()
+        .chain(std::iter::repeat_n(102, 9))
+        .collect();
+    let cost = |x: &u64| Echo::default().cost(x);
+    for batch in batches_under_budget(&inputs, true) {
+        let longest = batch.iter().map(cost).max().unwrap();
+        assert!(
+            batch.len() == 1 || longest * batch.len() <= 40,
+            "padded batch {batch:?} costs {} > 40",
+            longest * batch.len()
+        );
+    }
+    // The same inputs summed: the 20-token input shares its batch with 2-token ones beyond
+    // what padding allows, so the rule above is what made the difference.
+    let summed = batches_under_budget(&inputs, false);
+    assert!(
+        summed.iter().any(|b| b.contains(&120) && b.len() > 2),
+        "{summed:?}"
+    );
 }
 
 #[test]

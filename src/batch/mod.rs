@@ -8,6 +8,34 @@
 //! [`CapacityError::DeadlineExceeded`](crate::error::CapacityError::DeadlineExceeded) and not
 //! computed. Past [`BatchPolicy::queue_capacity`] the queue refuses new requests with
 //! [`CapacityError::QueueFull`](crate::error::CapacityError::QueueFull) instead of blocking.
+//!
+//! A model says what a request costs (`Model::cost`: tokens, for text) and how costs add up
+//! in a batch (`Model::batch_cost`: the sum for engines that compute real tokens only,
+//! longest × count for one that pads); the token budget applies that rule.
+//!
+//! ```
+//! use std::time::Duration;
+//! use modelhost::Predictor;
+//! use modelhost::batch::{BatchPolicy, Grouping};
+//! use modelhost::models::mlp::MlpClassifier;
+//!
+//! let policy = BatchPolicy {
+//!     max_batch_size: 16,
+//!     max_delay: Duration::from_millis(1),
+//!     queue_capacity: 256,
+//!     grouping: Grouping::Arrival,
+//!     ..BatchPolicy::default()
+//! };
+//! let predictor = Predictor::builder(MlpClassifier::load("examples/assets/digits")?)
+//!     .policy(policy.clone())
+//!     .build()?;
+//! assert_eq!(predictor.policy(), &policy);
+//! // A policy that cannot work is refused when the predictor is built.
+//! let model = MlpClassifier::load("examples/assets/digits")?;
+//! let err = Predictor::builder(model).max_batch_size(0).build().unwrap_err();
+//! assert_eq!(err.to_string(), "`max_batch_size` = 0 is not allowed: at least 1");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod queue;
 mod worker;

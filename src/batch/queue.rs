@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::{BatchPolicy, Grouping};
 use crate::error::{CapacityError, PredictError};
 use crate::metrics::{Outcome, StatsRecorder};
+use crate::model::BatchCost;
 use crate::oneshot;
 
 /// One accepted request: its prepared input and the channel its answer goes back on.
@@ -113,6 +114,8 @@ pub(crate) struct Queue<P, O> {
     /// Requests waiting, readable without the lock (for the worker's brief spin).
     waiting: AtomicUsize,
     policy: BatchPolicy,
+    /// How the model counts a batch against `policy.max_batch_tokens`.
+    cost: BatchCost,
     stats: Arc<StatsRecorder>,
 }
 
@@ -122,7 +125,7 @@ pub(crate) struct Queue<P, O> {
 const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 impl<P, O> Queue<P, O> {
-    pub(crate) fn new(policy: BatchPolicy, stats: Arc<StatsRecorder>) -> Self {
+    pub(crate) fn new(policy: BatchPolicy, cost: BatchCost, stats: Arc<StatsRecorder>) -> Self {
         Queue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
@@ -135,6 +138,7 @@ impl<P, O> Queue<P, O> {
             space: Condvar::new(),
             waiting: AtomicUsize::new(0),
             policy,
+            cost,
             stats,
         }
     }
@@ -299,12 +303,8 @@ impl<P, O> Queue<P, O> {
             state = self.wait_for_batch(state);
             let mut expired = Vec::new();
             let batch = match self.policy.grouping {
-                Grouping::Arrival => {
-                    Self::take_in_arrival_order(&self.policy, &self.stats, &mut state, &mut expired)
-                }
-                Grouping::Length => {
-                    Self::take_by_length(&self.policy, &self.stats, &mut state, &mut expired)
-                }
+                Grouping::Arrival => self.take_in_arrival_order(&mut state, &mut expired),
+                Grouping::Length => self.take_by_length(&mut state, &mut expired),
             };
             state.refresh_fire_by();
             self.waiting.store(state.items.len(), Ordering::Relaxed);
@@ -367,7 +367,7 @@ impl<P, O> Queue<P, O> {
             let full = state.items.len() >= policy.max_batch_size
                 || policy
                     .max_batch_tokens
-                    .is_some_and(|budget| state.queued_cost >= budget);
+                    .is_some_and(|budget| self.waiting_cost(&state) >= budget);
             let now = Instant::now();
             if full || state.closed || state.items.is_empty() || fire_at.is_some_and(|t| now >= t) {
                 return state;
@@ -385,6 +385,19 @@ impl<P, O> Queue<P, O> {
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner),
             };
+        }
+    }
+
+    /// What the waiting requests (up to a batch of them) would cost as one batch.
+    fn waiting_cost(&self, state: &State<P, O>) -> usize {
+        match self.cost {
+            BatchCost::Sum => state.queued_cost,
+            BatchCost::Padded => {
+                let batch = state.items.iter().take(self.policy.max_batch_size);
+                let longest = batch.map(|r| r.cost).max().unwrap_or(0);
+                let count = state.items.len().min(self.policy.max_batch_size);
+                self.cost.of(count, state.queued_cost, longest)
+            }
         }
     }
 
@@ -407,14 +420,14 @@ impl<P, O> Queue<P, O> {
     /// Takes requests from the front, in order, up to the size and token bounds. Cancelled
     /// requests met on the way are dropped and expired ones answered.
     fn take_in_arrival_order(
-        policy: &BatchPolicy,
-        stats: &StatsRecorder,
+        &self,
         state: &mut State<P, O>,
         expired_out: &mut Expired<O>,
     ) -> Vec<Request<P, O>> {
+        let (policy, stats) = (&self.policy, &self.stats);
         let now = Instant::now();
         let mut batch = Vec::new();
-        let mut tokens = 0usize;
+        let (mut tokens, mut longest) = (0usize, 0usize);
         while let Some(front) = state.items.front() {
             let skip = front.reply.is_closed();
             let expired = front.expired(now);
@@ -424,7 +437,11 @@ impl<P, O> Queue<P, O> {
                 }
                 if let Some(budget) = policy.max_batch_tokens
                     && !batch.is_empty()
-                    && tokens + front.cost > budget
+                    && self.cost.of(
+                        batch.len() + 1,
+                        tokens + front.cost,
+                        longest.max(front.cost),
+                    ) > budget
                 {
                     break;
                 }
@@ -439,6 +456,7 @@ impl<P, O> Queue<P, O> {
                 stats.record(Outcome::Cancelled);
             } else {
                 tokens += request.cost;
+                longest = longest.max(request.cost);
                 batch.push(request);
             }
         }
@@ -449,11 +467,11 @@ impl<P, O> Queue<P, O> {
     /// batch stays within the size and token bounds and at least [`MIN_FILL`] real tokens
     /// when padded to its longest member.
     fn take_by_length(
-        policy: &BatchPolicy,
-        stats: &StatsRecorder,
+        &self,
         state: &mut State<P, O>,
         expired_out: &mut Expired<O>,
     ) -> Vec<Request<P, O>> {
+        let (policy, stats) = (&self.policy, &self.stats);
         // Drop cancelled and take out expired requests anywhere in the queue first.
         expired_out.extend(Self::purge(state, stats));
         if state.items.is_empty() {
@@ -473,7 +491,9 @@ impl<P, O> Queue<P, O> {
             let count = hi - lo + 1;
             let longest = cost(hi).max(1);
             count <= policy.max_batch_size
-                && policy.max_batch_tokens.is_none_or(|budget| sum <= budget)
+                && policy
+                    .max_batch_tokens
+                    .is_none_or(|budget| self.cost.of(count, sum, longest) <= budget)
                 && sum as f64 >= MIN_FILL * (count * longest) as f64
         };
         loop {

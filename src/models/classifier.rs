@@ -24,7 +24,7 @@ use super::Classification;
 use super::text::{TextEncoder, TextOptions, TokenizedText};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::read_json;
-use crate::model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
+use crate::model::{BatchCost, BatchOutputs, DataType, Model, Signature, TensorSpec};
 
 /// The parts of `config.json` the head needs.
 #[derive(Deserialize)]
@@ -307,6 +307,10 @@ impl Model for TextClassifier {
         prepared.len()
     }
 
+    fn batch_cost(&self) -> BatchCost {
+        self.encoder.batch_cost()
+    }
+
     fn run_batch(
         &self,
         batch: &[TokenizedText],
@@ -335,7 +339,7 @@ impl TextPair {
 }
 
 /// A cross-encoder's answer for one pair.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Relevance {
     /// The score after the model's activation (sigmoid unless its config says otherwise):
     /// higher means more relevant.
@@ -486,6 +490,10 @@ impl Model for CrossEncoder {
 
     fn cost(&self, prepared: &TokenizedText) -> usize {
         prepared.len()
+    }
+
+    fn batch_cost(&self) -> BatchCost {
+        self.encoder.batch_cost()
     }
 
     fn run_batch(&self, batch: &[TokenizedText]) -> Result<BatchOutputs<Relevance>, RuntimeError> {

@@ -1,4 +1,29 @@
-//! Concrete models, each a [`Model`](crate::Model) with typed input and output.
+//! Concrete models, each a [`Model`](crate::Model) with typed input and output, loaded from
+//! the directory its training library saves.
+//!
+//! | model | input → output | module |
+//! |---|---|---|
+//! | [`SentenceEmbedder`](sentence::SentenceEmbedder) | `String` → [`Embedding`](sentence::Embedding) | [`sentence`] |
+//! | [`TextClassifier`](classifier::TextClassifier) | `String` → [`Classification`] | [`classifier`] |
+//! | [`CrossEncoder`](classifier::CrossEncoder) | [`TextPair`](classifier::TextPair) → [`Relevance`](classifier::Relevance) | [`classifier`] |
+//! | [`ImageClassifier`](image::ImageClassifier) | PNG/JPEG bytes → [`Classification`] | [`image`] |
+//! | [`TabularModel`](tabular::TabularModel) | [`TabularRow`](tabular::TabularRow) → [`TabularOutput`](tabular::TabularOutput) | [`tabular`] |
+//! | [`MlpClassifier`](mlp::MlpClassifier) | `Vec<f32>` → [`Classification`] | [`mlp`] |
+//!
+//! The text models share [`text`]: the tokenizer, input validation and the forward pass.
+//! Outputs implement `serde::Serialize`.
+//!
+//! ```
+//! use modelhost::Predictor;
+//! use modelhost::models::mlp::MlpClassifier;
+//!
+//! let predictor = Predictor::builder(MlpClassifier::load("examples/assets/digits")?).build()?;
+//! let answer = predictor.predict(vec![0.0; 64])?;
+//! assert_eq!(answer.scores.len(), 10);
+//! let json = serde_json::to_value(&answer)?;
+//! assert_eq!(json["label"], answer.label.as_str());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod classifier;
 pub mod image;
@@ -8,7 +33,7 @@ pub mod tabular;
 pub mod text;
 
 /// The answer of a classifier.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Classification {
     /// The most likely class's label.
     pub label: String,

@@ -22,10 +22,10 @@ pub use super::text::{EmbedderOptions, Engine, TokenizedText};
 use super::text::{TextEncoder, TextOptions};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};
-use crate::model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
+use crate::model::{BatchCost, BatchOutputs, DataType, Model, Signature, TensorSpec};
 
 /// A sentence embedding: one vector per text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Embedding(pub Vec<f32>);
 
 impl Embedding {
@@ -388,6 +388,10 @@ impl Model for SentenceEmbedder {
 
     fn cost(&self, prepared: &TokenizedText) -> usize {
         prepared.len()
+    }
+
+    fn batch_cost(&self) -> BatchCost {
+        self.encoder.batch_cost()
     }
 
     fn run_batch(&self, batch: &[TokenizedText]) -> Result<BatchOutputs<Embedding>, RuntimeError> {

@@ -13,6 +13,7 @@ use tokenizers::{EncodeInput, Tokenizer, TruncationParams};
 use crate::encoder::{BertShape, PackedBert, PortableBert, Segment};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};
+use crate::model::BatchCost;
 
 /// A text (or a pair of texts) after tokenization: what the text models queue and batch.
 /// Only the models' `tokenize` functions make one, so it always holds between 1 and
@@ -299,6 +300,15 @@ impl TextEncoder {
     /// The most tokens (special tokens included) a text may have.
     pub(crate) fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// How a batch counts against the token budget: the padded engine computes every
+    /// text at the batch's longest length, the packed ones real tokens only.
+    pub(crate) fn batch_cost(&self) -> BatchCost {
+        match self.backend {
+            Backend::Candle { .. } => BatchCost::Padded,
+            Backend::Packed { .. } | Backend::Portable { .. } => BatchCost::Sum,
+        }
     }
 
     pub(crate) fn engine(&self) -> Engine {

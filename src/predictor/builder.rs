@@ -184,7 +184,11 @@ impl<M: Model> PredictorBuilder<M> {
             self.policy.max_batch_size,
             self.instrument,
         ));
-        let queue = Arc::new(Queue::new(self.policy.clone(), stats.clone()));
+        let queue = Arc::new(Queue::new(
+            self.policy.clone(),
+            self.model.batch_cost(),
+            stats.clone(),
+        ));
         let signature = self.model.signature();
         let identity = self
             .identity

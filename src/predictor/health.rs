@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 use crate::model::Model;
 
 /// Liveness and readiness of a predictor, for health endpoints and orchestrators.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Health {
     /// Its workers are running and it takes requests.
     pub live: bool,

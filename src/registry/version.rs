@@ -11,7 +11,7 @@ use crate::model::Model;
 use crate::predictor::Predictor;
 
 /// An answer and the version that produced it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Routed<O> {
     /// The version that answered.
     pub version: Arc<str>,
