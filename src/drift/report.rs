@@ -1,6 +1,6 @@
 //! What a drift check reports, and the window and thresholds it runs with.
 
-/// Thresholds and window of a [`DriftMonitor`].
+/// Thresholds and window of a [`DriftMonitor`](super::DriftMonitor).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftConfig {
     /// Live observations kept (the sliding window).

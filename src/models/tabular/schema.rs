@@ -148,7 +148,7 @@ fn one() -> f64 {
     1.0
 }
 
-/// `tabular.json`: the schema, the task and the network of a [`TabularModel`].
+/// `tabular.json`: the schema, the task and the network of a [`TabularModel`](super::TabularModel).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TabularConfig {
     /// The features, in the order they are encoded.
