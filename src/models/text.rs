@@ -191,91 +191,10 @@ impl TextEncoder {
         let config_path = require(dir.join("config.json"), "the model configuration")?;
         // The shape every engine needs; the candle engine parses its own config below.
         let config: BertShape = read_json(&config_path)?;
-        let max_len = options
-            .max_seq_length
-            .or(default_max_len)
-            .unwrap_or(config.max_position_embeddings)
-            .min(config.max_position_embeddings);
-        let least = if pairs { 5 } else { 2 };
-        if max_len < least {
-            return Err(LoadError::config(
-                &config_path,
-                format!(
-                    "max sequence length {max_len} leaves no room for the special tokens and the text; it must be at least {least}"
-                ),
-            ));
-        }
-        if pairs && config.type_vocab_size < 2 {
-            return Err(LoadError::Unsupported {
-                path: config_path,
-                what: format!(
-                    "text pairs on a model with {} token type(s); a pair model needs type_vocab_size >= 2",
-                    config.type_vocab_size
-                ),
-            });
-        }
-
-        let tokenizer_path = require(dir.join("tokenizer.json"), "the tokenizer")?;
-        let tokenizer_error = |e: tokenizers::Error| LoadError::Tokenizer {
-            path: tokenizer_path.clone(),
-            message: e.to_string(),
-        };
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(tokenizer_error)?;
-        tokenizer.with_padding(None);
-        let truncation = options.truncate.then(|| TruncationParams {
-            max_length: max_len,
-            ..TruncationParams::default()
-        });
-        tokenizer
-            .with_truncation(truncation)
-            .map_err(tokenizer_error)?;
-
+        let max_len = checked_max_len(&config, &config_path, options, default_max_len, pairs)?;
+        let tokenizer = load_tokenizer(dir, options.truncate, max_len)?;
         let weights = crate::formats::find_weights(dir)?;
-        let fast_cpu = options.device.is_cpu() && options.dtype == DType::F32;
-        let engine = match options.engine {
-            Engine::Auto | Engine::Packed if fast_cpu => Engine::Packed,
-            Engine::Auto | Engine::Packed => Engine::PackedPortable,
-            other => other,
-        };
-        let backend = match engine {
-            Engine::PackedPortable => {
-                let act = crate::encoder::activation(&weights, &config)?;
-                Backend::Portable {
-                    bert: PortableBert::load(
-                        &weights,
-                        &config,
-                        act,
-                        &options.device,
-                        options.dtype,
-                    )?,
-                }
-            }
-            Engine::Packed => {
-                let threads = options.threads.unwrap_or_else(default_threads);
-                // The whole forward pass runs inside this pool, so its parallel parts fork
-                // and join among the pool's threads instead of waking them from outside.
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("modelhost-encoder-{i}"))
-                    .build()
-                    .map_err(|e| LoadError::config(&config_path, e))?;
-                Backend::Packed {
-                    bert: PackedBert::load(&weights, &config)?,
-                    pool,
-                }
-            }
-            _ => {
-                let vb = crate::formats::var_builder(&weights, options.dtype, &options.device)?;
-                let candle_config: BertConfig = read_json(&config_path)?;
-                Backend::Candle {
-                    bert: Box::new(
-                        BertModel::load(vb, &candle_config)
-                            .map_err(|e| LoadError::weights(&weights, e))?,
-                    ),
-                    device: options.device.clone(),
-                }
-            }
-        };
+        let backend = Backend::load(&weights, &config, &config_path, options)?;
         Ok(Loaded {
             encoder: TextEncoder {
                 tokenizer,
@@ -467,6 +386,114 @@ impl TextEncoder {
                 .to_vec1::<f32>()?,
             len,
         ))
+    }
+}
+
+/// The most tokens a text may have: `options.max_seq_length`, else `default_max_len`,
+/// capped at the model's `max_position_embeddings`. It must leave room for the special
+/// tokens and the text (of each side, for `pairs`), and a pair model needs two token types.
+fn checked_max_len(
+    config: &BertShape,
+    config_path: &Path,
+    options: &TextOptions,
+    default_max_len: Option<usize>,
+    pairs: bool,
+) -> Result<usize, LoadError> {
+    let max_len = options
+        .max_seq_length
+        .or(default_max_len)
+        .unwrap_or(config.max_position_embeddings)
+        .min(config.max_position_embeddings);
+    let least = if pairs { 5 } else { 2 };
+    if max_len < least {
+        return Err(LoadError::config(
+            config_path,
+            format!(
+                "max sequence length {max_len} leaves no room for the special tokens and the text; it must be at least {least}"
+            ),
+        ));
+    }
+    if pairs && config.type_vocab_size < 2 {
+        return Err(LoadError::Unsupported {
+            path: config_path.to_path_buf(),
+            what: format!(
+                "text pairs on a model with {} token type(s); a pair model needs type_vocab_size >= 2",
+                config.type_vocab_size
+            ),
+        });
+    }
+    Ok(max_len)
+}
+
+/// `tokenizer.json` of `dir`, without padding, cutting texts at `max_len` tokens when
+/// `truncate` is set.
+fn load_tokenizer(dir: &Path, truncate: bool, max_len: usize) -> Result<Tokenizer, LoadError> {
+    let tokenizer_path = require(dir.join("tokenizer.json"), "the tokenizer")?;
+    let tokenizer_error = |e: tokenizers::Error| LoadError::Tokenizer {
+        path: tokenizer_path.clone(),
+        message: e.to_string(),
+    };
+    let mut tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(tokenizer_error)?;
+    tokenizer.with_padding(None);
+    let truncation = truncate.then(|| TruncationParams {
+        max_length: max_len,
+        ..TruncationParams::default()
+    });
+    tokenizer
+        .with_truncation(truncation)
+        .map_err(tokenizer_error)?;
+    Ok(tokenizer)
+}
+
+impl Backend {
+    /// The forward pass `options.engine` asks for, from `weights`: [`Engine::Auto`] and
+    /// [`Engine::Packed`] are the fused kernels on the CPU in f32, the portable encoder
+    /// elsewhere.
+    fn load(
+        weights: &Path,
+        config: &BertShape,
+        config_path: &Path,
+        options: &TextOptions,
+    ) -> Result<Self, LoadError> {
+        let fast_cpu = options.device.is_cpu() && options.dtype == DType::F32;
+        let engine = match options.engine {
+            Engine::Auto | Engine::Packed if fast_cpu => Engine::Packed,
+            Engine::Auto | Engine::Packed => Engine::PackedPortable,
+            other => other,
+        };
+        Ok(match engine {
+            Engine::PackedPortable => {
+                let act = crate::encoder::activation(weights, config)?;
+                Backend::Portable {
+                    bert: PortableBert::load(weights, config, act, &options.device, options.dtype)?,
+                }
+            }
+            Engine::Packed => {
+                let threads = options.threads.unwrap_or_else(default_threads);
+                // The whole forward pass runs inside this pool, so its parallel parts fork
+                // and join among the pool's threads instead of waking them from outside.
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("modelhost-encoder-{i}"))
+                    .build()
+                    .map_err(|e| LoadError::config(config_path, e))?;
+                Backend::Packed {
+                    bert: PackedBert::load(weights, config)?,
+                    pool,
+                }
+            }
+            _ => {
+                let vb = crate::formats::var_builder(weights, options.dtype, &options.device)?;
+                let candle_config: BertConfig = read_json(config_path)?;
+                Backend::Candle {
+                    bert: Box::new(
+                        BertModel::load(vb, &candle_config)
+                            .map_err(|e| LoadError::weights(weights, e))?,
+                    ),
+                    device: options.device.clone(),
+                }
+            }
+        })
     }
 }
 

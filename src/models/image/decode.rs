@@ -1,0 +1,90 @@
+//! Decoding and validation: encoded PNG or JPEG bytes to an upright image, guarded
+//! against oversized inputs and decompression bombs.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+
+use super::ImageOptions;
+use crate::error::InputError;
+
+/// An `image` input refused for `reason`.
+fn invalid(reason: String) -> InputError {
+    InputError::Invalid {
+        field: "image".into(),
+        reason,
+    }
+}
+
+/// Decodes `bytes` (PNG or JPEG) within `options`' limits and turns the image upright
+/// by its EXIF orientation.
+///
+/// The encoded size is checked first, then the format, then the dimensions the header
+/// declares, all before any pixel is decoded; the decoder itself runs under allocation
+/// limits that match the declared size.
+pub(super) fn decode(bytes: &[u8], options: &ImageOptions) -> Result<DynamicImage, InputError> {
+    if bytes.len() > options.max_bytes {
+        return Err(invalid(format!(
+            "it is {} bytes; at most {} are allowed",
+            bytes.len(),
+            options.max_bytes
+        )));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| invalid(e.to_string()))?;
+    match reader.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        Some(other) => {
+            return Err(invalid(format!(
+                "it is a {other:?} image, not a PNG or JPEG; convert it to one of those"
+            )));
+        }
+        None => {
+            return Err(invalid(
+                "it is not a PNG or JPEG image (its first bytes match neither); send the encoded file".into(),
+            ));
+        }
+    }
+    let (width, height) = checked_dimensions(bytes, options)?;
+    let pixels = u64::from(width) * u64::from(height);
+    let mut reader = reader;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    // RGBA at 16 bits per channel is the most a decoder needs per pixel.
+    limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(1 << 20));
+    reader.limits(limits);
+    let cannot = |e: image::ImageError| invalid(format!("it cannot be decoded: {e}"));
+    let mut decoder = reader.into_decoder().map_err(cannot)?;
+    // Phone cameras store the rotation in EXIF; Python's loaders (PIL's exif_transpose
+    // in transformers' load_image) apply it, so the model saw upright images.
+    let orientation = decoder.orientation().map_err(cannot)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(cannot)?;
+    image.apply_orientation(orientation);
+    Ok(image)
+}
+
+/// The `(width, height)` the header of `bytes` declares, refused when it is empty or
+/// has more than `options.max_pixels` pixels.
+fn checked_dimensions(bytes: &[u8], options: &ImageOptions) -> Result<(u32, u32), InputError> {
+    // The header alone says how large the decoded image would be.
+    let (width, height) = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .and_then(|r| r.into_dimensions().map_err(std::io::Error::other))
+        .map_err(|e| invalid(format!("its header cannot be read: {e}")))?;
+    if width == 0 || height == 0 {
+        return Err(invalid(format!(
+            "its header declares {width}×{height} pixels; an image needs at least one"
+        )));
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > options.max_pixels {
+        return Err(InputError::ImageTooLarge {
+            width,
+            height,
+            max_pixels: options.max_pixels,
+        });
+    }
+    Ok((width, height))
+}
