@@ -52,11 +52,13 @@
 //! | [`error`] | one error type per boundary |
 //!
 //! Every public type has one path: the root for the request path, its module otherwise.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod batch;
 pub mod cache;
+#[cfg(feature = "drift")]
 pub mod drift;
 mod encoder;
 pub mod error;

@@ -8,6 +8,28 @@ use crate::error::{InputError, RuntimeError};
 /// [`Model::run_batch`].
 pub type BatchOutputs<O> = Vec<Result<O, RuntimeError>>;
 
+/// How the costs of a batch's inputs ([`Model::cost`]) add up to the batch's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BatchCost {
+    /// The sum of the inputs' costs: an engine that computes real tokens only.
+    #[default]
+    Sum,
+    /// The longest input's cost times the number of inputs: an engine that pads every input
+    /// to the longest and computes the padding too.
+    Padded,
+}
+
+impl BatchCost {
+    /// The cost of a batch of `count` inputs whose costs sum to `sum`, the largest `longest`.
+    pub fn of(self, count: usize, sum: usize, longest: usize) -> usize {
+        match self {
+            BatchCost::Sum => sum,
+            BatchCost::Padded => longest.saturating_mul(count),
+        }
+    }
+}
+
 /// A model that a [`Predictor`](crate::Predictor) can serve.
 ///
 /// The predictor calls [`prepare`](Model::prepare) on the caller's thread (validation and
@@ -48,28 +70,6 @@ pub type BatchOutputs<O> = Vec<Result<O, RuntimeError>>;
 /// let predictor = modelhost::Predictor::builder(Doubler).build().unwrap();
 /// assert_eq!(predictor.predict(21.0).unwrap(), 42.0);
 /// ```
-/// How the costs of a batch's inputs ([`Model::cost`]) add up to the batch's cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum BatchCost {
-    /// The sum of the inputs' costs: an engine that computes real tokens only.
-    #[default]
-    Sum,
-    /// The longest input's cost times the number of inputs: an engine that pads every input
-    /// to the longest and computes the padding too.
-    Padded,
-}
-
-impl BatchCost {
-    /// The cost of a batch of `count` inputs whose costs sum to `sum`, the largest `longest`.
-    pub fn of(self, count: usize, sum: usize, longest: usize) -> usize {
-        match self {
-            BatchCost::Sum => sum,
-            BatchCost::Padded => longest.saturating_mul(count),
-        }
-    }
-}
-
 pub trait Model: Send + Sync + 'static {
     /// What callers pass to `predict`.
     type Input: Send + 'static;

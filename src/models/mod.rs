@@ -11,6 +11,8 @@
 //! | [`MlpClassifier`](mlp::MlpClassifier) | `Vec<f32>` → [`Classification`] | [`mlp`] |
 //!
 //! The text models share [`text`]: the tokenizer, input validation and the forward pass.
+//! [`image`] needs the cargo feature `image` and [`tabular`] the feature `tabular` (both
+//! on by default).
 //! Outputs implement `serde::Serialize`.
 //!
 //! ```
@@ -26,9 +28,11 @@
 //! ```
 
 pub mod classifier;
+#[cfg(feature = "image")]
 pub mod image;
 pub mod mlp;
 pub mod sentence;
+#[cfg(feature = "tabular")]
 pub mod tabular;
 pub mod text;
 
