@@ -789,6 +789,7 @@ fn pickle_error(path: &Path, format: WeightFormat, e: PickleError) -> LoadError 
         PickleError::Unsafe(global) => LoadError::UnsafePickle {
             path: path.to_path_buf(),
             global,
+            allowed: ALLOWED_GLOBALS,
         },
         PickleError::Malformed(what) => LoadError::corrupt(path, format, what),
     }
@@ -942,6 +943,7 @@ pub(crate) fn refuse_bare_pickle(path: &Path) -> Result<HashMap<String, Tensor>,
         Err(PickleError::Unsafe(global)) => Err(LoadError::UnsafePickle {
             path: path.to_path_buf(),
             global,
+            allowed: ALLOWED_GLOBALS,
         }),
         Err(PickleError::Malformed(what)) => Err(LoadError::corrupt(path, format, what)),
         Ok(_) => Err(LoadError::Unsupported {
