@@ -175,6 +175,14 @@ fn assert_refused(path: &Path, global: &str) {
         msg.contains(global) && msg.contains("torch._utils._rebuild_tensor_v2"),
         "{msg}"
     );
+    assert_eq!(
+        msg,
+        format!(
+            "{} asks for the Python global `{global}`, which is not part of tensor reconstruction; the pickle was refused and nothing in it was run (allowed globals: {})",
+            path.display(),
+            formats::pickle::ALLOWED_GLOBALS.join(", ")
+        )
+    );
 }
 
 #[test]
@@ -732,6 +740,14 @@ mod onnx {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("Einsum") && msg.contains("MatMul"), "{msg}");
+        assert_eq!(
+            msg,
+            format!(
+                "{}: node `contract` uses the ONNX operator `Einsum`, which is not supported; supported operators: {}",
+                fixture("unsupported-op.onnx").display(),
+                formats::ONNX_OPERATORS.join(", ")
+            )
+        );
     }
 }
 
