@@ -154,6 +154,46 @@ pub enum InputError {
     },
 }
 
+/// The formats `formats::detect` recognises, for [`LoadError::UnknownFormat`]'s message.
+pub(crate) const RECOGNISED: &str =
+    "safetensors, PyTorch zip checkpoints (.pt/.pth/.bin), NumPy .npz, GGUF and ONNX";
+
+/// A weights file's format, as its content announces it (`formats::detect`), and the
+/// format [`LoadError::Corrupt`] names.
+///
+/// Defined here, next to the error that carries it, and re-exported as
+/// `modelhost::formats::WeightFormat`, its public path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WeightFormat {
+    /// Hugging Face safetensors.
+    Safetensors,
+    /// A PyTorch checkpoint in the zip format `torch.save` writes since PyTorch 1.6.
+    PyTorchZip,
+    /// A bare pickle stream: the legacy (before 1.6) PyTorch format, joblib or plain
+    /// pickle. Scanned for unsafe globals, then refused.
+    Pickle,
+    /// A NumPy `.npz` archive of `.npy` arrays.
+    Npz,
+    /// A GGUF file (llama.cpp).
+    Gguf,
+    /// An ONNX model (a protobuf `ModelProto`).
+    Onnx,
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WeightFormat::Safetensors => "safetensors",
+            WeightFormat::PyTorchZip => "PyTorch checkpoint",
+            WeightFormat::Pickle => "pickle",
+            WeightFormat::Npz => "NumPy npz",
+            WeightFormat::Gguf => "GGUF",
+            WeightFormat::Onnx => "ONNX",
+        })
+    }
+}
+
 /// A model could not be loaded from its files.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -208,10 +248,7 @@ pub enum LoadError {
         message: String,
     },
     /// The file's content matches none of the weight formats this crate reads.
-    #[error(
-        "cannot tell the format of {path}: {what}; recognised by content are {}",
-        crate::formats::RECOGNISED
-    )]
+    #[error("cannot tell the format of {path}: {what}; recognised by content are {RECOGNISED}")]
     UnknownFormat {
         /// The file.
         path: PathBuf,
@@ -224,7 +261,7 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
         /// The format its first bytes announce.
-        format: crate::formats::WeightFormat,
+        format: WeightFormat,
         /// What is wrong, and where.
         what: String,
     },
@@ -232,19 +269,22 @@ pub enum LoadError {
     /// reconstruction. Nothing in it was run: the file is refused when the global is read.
     #[error(
         "{path} asks for the Python global `{global}`, which is not part of tensor reconstruction; the pickle was refused and nothing in it was run (allowed globals: {})",
-        crate::formats::pickle::ALLOWED_GLOBALS.join(", ")
+        allowed.join(", ")
     )]
     UnsafePickle {
         /// The file.
         path: PathBuf,
         /// `module.name` of the global the pickle asked for, e.g. `posix.system`.
         global: String,
+        /// The globals a pickle may ask for: what tensor reconstruction needs
+        /// (`formats::pickle::ALLOWED_GLOBALS`), listed in the message.
+        allowed: &'static [&'static str],
     },
     /// An ONNX graph uses an operator that the ONNX runtime (candle-onnx) does not
     /// implement.
     #[error(
         "{path}: node `{node}` uses the ONNX operator `{op}`, which is not supported; supported operators: {}",
-        crate::formats::ONNX_OPERATORS.join(", ")
+        supported.join(", ")
     )]
     UnsupportedOperator {
         /// The ONNX file.
@@ -253,6 +293,9 @@ pub enum LoadError {
         op: String,
         /// The name of the first node that uses it.
         node: String,
+        /// The operators that are supported
+        /// (`formats::ONNX_OPERATORS`), listed in the message.
+        supported: &'static [&'static str],
     },
 }
 
@@ -273,7 +316,7 @@ impl LoadError {
 
     pub(crate) fn corrupt(
         path: impl Into<PathBuf>,
-        format: crate::formats::WeightFormat,
+        format: WeightFormat,
         what: impl std::fmt::Display,
     ) -> Self {
         LoadError::Corrupt {

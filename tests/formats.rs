@@ -156,9 +156,14 @@ fn find_weights_prefers_safetensors_then_pytorch_model_bin_and_names_what_it_loo
 
 fn assert_refused(path: &Path, global: &str) {
     match formats::load_tensors(path, &Device::Cpu) {
-        Err(LoadError::UnsafePickle { path: p, global: g }) => {
+        Err(LoadError::UnsafePickle {
+            path: p,
+            global: g,
+            allowed,
+        }) => {
             assert_eq!(p, path);
             assert_eq!(g, global);
+            assert_eq!(allowed, formats::pickle::ALLOWED_GLOBALS);
         }
         other => panic!("{}: expected UnsafePickle, got {other:?}", path.display()),
     }
@@ -169,6 +174,14 @@ fn assert_refused(path: &Path, global: &str) {
     assert!(
         msg.contains(global) && msg.contains("torch._utils._rebuild_tensor_v2"),
         "{msg}"
+    );
+    assert_eq!(
+        msg,
+        format!(
+            "{} asks for the Python global `{global}`, which is not part of tensor reconstruction; the pickle was refused and nothing in it was run (allowed globals: {})",
+            path.display(),
+            formats::pickle::ALLOWED_GLOBALS.join(", ")
+        )
     );
 }
 
@@ -713,9 +726,15 @@ mod onnx {
     #[test]
     fn a_graph_with_an_unsupported_operator_is_refused_naming_it() {
         match OnnxModel::load(fixture("unsupported-op.onnx")) {
-            Err(LoadError::UnsupportedOperator { op, node, .. }) => {
+            Err(LoadError::UnsupportedOperator {
+                op,
+                node,
+                supported,
+                ..
+            }) => {
                 assert_eq!(op, "Einsum");
                 assert_eq!(node, "contract");
+                assert_eq!(supported, formats::ONNX_OPERATORS);
             }
             other => panic!("expected UnsupportedOperator, got {other:?}"),
         }
@@ -723,6 +742,14 @@ mod onnx {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("Einsum") && msg.contains("MatMul"), "{msg}");
+        assert_eq!(
+            msg,
+            format!(
+                "{}: node `contract` uses the ONNX operator `Einsum`, which is not supported; supported operators: {}",
+                fixture("unsupported-op.onnx").display(),
+                formats::ONNX_OPERATORS.join(", ")
+            )
+        );
     }
 }
 

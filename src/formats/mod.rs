@@ -53,46 +53,11 @@ use candle_nn::VarBuilder;
 
 use crate::error::LoadError;
 
+pub use crate::error::WeightFormat;
 pub use detect::detect;
 pub use gguf::load_quantized;
 #[cfg(feature = "onnx")]
 pub use onnx::{OnnxModel, OnnxValueInfo};
-
-/// The formats [`detect`] recognises, for error messages.
-pub(crate) const RECOGNISED: &str =
-    "safetensors, PyTorch zip checkpoints (.pt/.pth/.bin), NumPy .npz, GGUF and ONNX";
-
-/// A weights file's format, as its content announces it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum WeightFormat {
-    /// Hugging Face safetensors.
-    Safetensors,
-    /// A PyTorch checkpoint in the zip format `torch.save` writes since PyTorch 1.6.
-    PyTorchZip,
-    /// A bare pickle stream: the legacy (before 1.6) PyTorch format, joblib or plain
-    /// pickle. Scanned for unsafe globals, then refused.
-    Pickle,
-    /// A NumPy `.npz` archive of `.npy` arrays.
-    Npz,
-    /// A GGUF file (llama.cpp).
-    Gguf,
-    /// An ONNX model (a protobuf `ModelProto`).
-    Onnx,
-}
-
-impl std::fmt::Display for WeightFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WeightFormat::Safetensors => "safetensors",
-            WeightFormat::PyTorchZip => "PyTorch checkpoint",
-            WeightFormat::Pickle => "pickle",
-            WeightFormat::Npz => "NumPy npz",
-            WeightFormat::Gguf => "GGUF",
-            WeightFormat::Onnx => "ONNX",
-        })
-    }
-}
 
 /// The file names [`find_weights`] looks for in a model directory, in order.
 pub const WEIGHT_FILE_NAMES: &[&str] = &[

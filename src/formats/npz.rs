@@ -36,6 +36,44 @@ pub(crate) fn read_npz(path: &Path, device: &Device) -> Result<HashMap<String, T
 
 /// One `.npy` array.
 fn parse_npy(b: &[u8], device: &Device) -> Result<Tensor, String> {
+    let (header, data) = npy_header(b)?;
+    let descr = quoted_value(header, "descr")?;
+    let fortran = match value_after(header, "fortran_order")? {
+        v if v.starts_with("True") => true,
+        v if v.starts_with("False") => false,
+        _ => return Err("fortran_order is neither True nor False".into()),
+    };
+    let shape = npy_shape(header)?;
+    let dtype = npy_dtype(descr)?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("the element count overflows")?;
+    let needed = count
+        .checked_mul(dtype.size_in_bytes())
+        .ok_or("the byte count overflows")?;
+    if data.len() != needed {
+        return Err(format!(
+            "shape {shape:?} of {descr} needs {needed} bytes of data; {} are there",
+            data.len()
+        ));
+    }
+    let err = |e: candle_core::Error| e.to_string();
+    if fortran && shape.len() > 1 {
+        let reversed: Vec<usize> = shape.iter().rev().copied().collect();
+        let dims: Vec<usize> = (0..shape.len()).rev().collect();
+        Tensor::from_raw_buffer(data, dtype, &reversed, device)
+            .and_then(|t| t.permute(dims))
+            .and_then(|t| t.contiguous())
+            .map_err(err)
+    } else {
+        Tensor::from_raw_buffer(data, dtype, &shape, device).map_err(err)
+    }
+}
+
+/// The magic string, version and header length of an `.npy`: its header (a Python dict
+/// literal) and the array's bytes after it.
+fn npy_header(b: &[u8]) -> Result<(&str, &[u8]), String> {
     if !b.starts_with(b"\x93NUMPY") {
         return Err("no `\\x93NUMPY` magic string".into());
     }
@@ -59,18 +97,17 @@ fn parse_npy(b: &[u8], device: &Device) -> Result<Tensor, String> {
         .and_then(|end| b.get(start..end))
         .ok_or_else(|| format!("the header claims {header_len} bytes but the array ends first"))?;
     let header = std::str::from_utf8(header).map_err(|_| "the header is not text")?;
-    let descr = quoted_value(header, "descr")?;
-    let fortran = match value_after(header, "fortran_order")? {
-        v if v.starts_with("True") => true,
-        v if v.starts_with("False") => false,
-        _ => return Err("fortran_order is neither True nor False".into()),
-    };
+    Ok((header, &b[start + header_len..]))
+}
+
+/// The header's `shape` tuple.
+fn npy_shape(header: &str) -> Result<Vec<usize>, String> {
     let shape_text = value_after(header, "shape")?;
     let shape_text = shape_text
         .strip_prefix('(')
         .and_then(|s| s.split(')').next())
         .ok_or("shape is not a tuple")?;
-    let shape: Vec<usize> = shape_text
+    shape_text
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -78,8 +115,12 @@ fn parse_npy(b: &[u8], device: &Device) -> Result<Tensor, String> {
             s.parse::<usize>()
                 .map_err(|_| format!("shape entry {s:?} is not a size"))
         })
-        .collect::<Result<_, _>>()?;
-    let dtype = match descr.trim_start_matches(['<', '|', '=']) {
+        .collect()
+}
+
+/// The dtype a `descr` such as `<f4` names; big-endian ones are refused.
+fn npy_dtype(descr: &str) -> Result<DType, String> {
+    Ok(match descr.trim_start_matches(['<', '|', '=']) {
         _ if descr.starts_with('>') => {
             return Err(format!(
                 "big-endian dtype {descr:?}; only little-endian arrays are read"
@@ -98,32 +139,7 @@ fn parse_npy(b: &[u8], device: &Device) -> Result<Tensor, String> {
                 "dtype {other:?}; supported are f2, f4, f8, i2, i4, i8, u1, u4 and b1"
             ));
         }
-    };
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("the element count overflows")?;
-    let data = &b[start + header_len..];
-    let needed = count
-        .checked_mul(dtype.size_in_bytes())
-        .ok_or("the byte count overflows")?;
-    if data.len() != needed {
-        return Err(format!(
-            "shape {shape:?} of {descr} needs {needed} bytes of data; {} are there",
-            data.len()
-        ));
-    }
-    let err = |e: candle_core::Error| e.to_string();
-    if fortran && shape.len() > 1 {
-        let reversed: Vec<usize> = shape.iter().rev().copied().collect();
-        let dims: Vec<usize> = (0..shape.len()).rev().collect();
-        Tensor::from_raw_buffer(data, dtype, &reversed, device)
-            .and_then(|t| t.permute(dims))
-            .and_then(|t| t.contiguous())
-            .map_err(err)
-    } else {
-        Tensor::from_raw_buffer(data, dtype, &shape, device).map_err(err)
-    }
+    })
 }
 
 /// The text after `'key':` in a Python dict literal, leading spaces trimmed.

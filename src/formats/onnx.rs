@@ -104,6 +104,7 @@ fn check_operators(path: &Path, graph: &onnx::GraphProto) -> Result<(), LoadErro
                 path: path.to_path_buf(),
                 op: node.op_type.clone(),
                 node: node.name.clone(),
+                supported: ONNX_OPERATORS,
             });
         }
         for attr in &node.attribute {
