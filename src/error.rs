@@ -152,6 +152,19 @@ pub enum InputError {
         /// The categories the model knows.
         allowed: Vec<String>,
     },
+    /// An input is larger than the model accepts before any preprocessing (bytes of a text
+    /// or an encoded image); refused before it is tokenized or decoded.
+    #[error(
+        "`{field}` is {bytes} bytes long; at most {max} bytes are accepted (shorten it, or raise the model's input limit)"
+    )]
+    TooManyBytes {
+        /// The input's name.
+        field: String,
+        /// Its size in bytes.
+        bytes: usize,
+        /// The most bytes accepted.
+        max: usize,
+    },
 }
 
 /// The formats `formats::detect` recognises, for [`LoadError::UnknownFormat`]'s message.
@@ -296,6 +309,20 @@ pub enum LoadError {
         /// The operators that are supported
         /// (`formats::ONNX_OPERATORS`), listed in the message.
         supported: &'static [&'static str],
+    },
+    /// Reading the file would cost more than the loader allows: memory materialised,
+    /// interpreter work, entries or sizes out of proportion to the file. Nothing past the
+    /// limit was allocated.
+    #[error("{path}: {what}; the loader's limit is {limit} {unit}, so the file is refused")]
+    OverBudget {
+        /// The file.
+        path: PathBuf,
+        /// What would exceed the budget, e.g. "tensor `w` expands to 2147483648 bytes".
+        what: String,
+        /// The limit that applies.
+        limit: u64,
+        /// The limit's unit, e.g. "bytes" or "pickle opcodes".
+        unit: &'static str,
     },
 }
 

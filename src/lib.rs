@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use modelhost::Predictor;
-//! use modelhost::models::MlpClassifier;
+//! use modelhost::models::mlp::MlpClassifier;
 //!
 //! let model = MlpClassifier::load("examples/assets/digits")?;
 //! let predictor = Predictor::builder(model).max_batch_size(16).build()?;

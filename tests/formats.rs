@@ -7,7 +7,8 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use modelhost::formats::{self, WeightFormat};
+use modelhost::error::WeightFormat;
+use modelhost::formats;
 use modelhost::{DType, Device, error::LoadError};
 
 use candle_core::Tensor;

@@ -62,7 +62,7 @@ type Rolling = (VecDeque<f64>, bool);
 /// the fact. See the [module](super) docs.
 ///
 /// ```
-/// use modelhost::{AccuracyMonitor, Prediction};
+/// use modelhost::{drift::AccuracyMonitor, drift::Prediction};
 ///
 /// let monitor = AccuracyMonitor::new(100, 0.9).on_alert(|version, accuracy| {
 ///     eprintln!("version {version}: accuracy fell to {accuracy:.2}");

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::{WeightFormat, zipfile};
+use super::WeightFormat;
 use crate::error::LoadError;
 
 /// How many bytes [`detect`] reads to recognise a protobuf (ONNX) header.
@@ -40,7 +40,14 @@ pub fn detect(path: &Path) -> Result<WeightFormat, LoadError> {
     drop(file);
 
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        return zipfile::classify(path);
+        #[cfg(any(feature = "pytorch", feature = "npz"))]
+        return super::zipfile::classify(path);
+        #[cfg(not(any(feature = "pytorch", feature = "npz")))]
+        return super::feature_off(
+            path,
+            "zip archives (PyTorch checkpoints, NumPy .npz)",
+            "pytorch` or `npz",
+        );
     }
     if head.starts_with(b"GGUF") {
         return Ok(WeightFormat::Gguf);

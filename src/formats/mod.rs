@@ -25,7 +25,8 @@
 //! the file before anything is allocated or sliced.
 //!
 //! ```
-//! use modelhost::formats::{self, WeightFormat};
+//! use modelhost::error::WeightFormat;
+//! use modelhost::formats;
 //! use modelhost::{DType, Device};
 //!
 //! let path = std::path::Path::new("examples/assets/digits/model.safetensors");
@@ -38,11 +39,15 @@
 //! ```
 
 mod detect;
+#[cfg(feature = "gguf")]
 mod gguf;
+#[cfg(feature = "npz")]
 mod npz;
 #[cfg(feature = "onnx")]
 mod onnx;
+#[cfg(feature = "pytorch")]
 pub mod pickle;
+#[cfg(any(feature = "pytorch", feature = "npz"))]
 mod zipfile;
 
 use std::collections::HashMap;
@@ -53,8 +58,9 @@ use candle_nn::VarBuilder;
 
 use crate::error::LoadError;
 
-pub use crate::error::WeightFormat;
+use crate::error::WeightFormat;
 pub use detect::detect;
+#[cfg(feature = "gguf")]
 pub use gguf::load_quantized;
 #[cfg(feature = "onnx")]
 pub use onnx::{OnnxModel, OnnxValueInfo};
@@ -100,10 +106,22 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
             }
             Ok(out)
         }
+        #[cfg(feature = "pytorch")]
         WeightFormat::PyTorchZip => pickle::read_pth(path, device),
+        #[cfg(feature = "pytorch")]
         WeightFormat::Pickle => pickle::refuse_bare_pickle(path),
+        #[cfg(not(feature = "pytorch"))]
+        WeightFormat::PyTorchZip | WeightFormat::Pickle => {
+            feature_off(path, "PyTorch checkpoints and pickles", "pytorch")
+        }
+        #[cfg(feature = "npz")]
         WeightFormat::Npz => npz::read_npz(path, device),
+        #[cfg(not(feature = "npz"))]
+        WeightFormat::Npz => feature_off(path, "NumPy .npz archives", "npz"),
+        #[cfg(feature = "gguf")]
         WeightFormat::Gguf => gguf::read_gguf(path, device),
+        #[cfg(not(feature = "gguf"))]
+        WeightFormat::Gguf => feature_off(path, "GGUF files", "gguf"),
         WeightFormat::Onnx => onnx_initializers(path, device),
     }
 }
@@ -143,9 +161,16 @@ fn onnx_initializers(path: &Path, device: &Device) -> Result<HashMap<String, Ten
 
 #[cfg(not(feature = "onnx"))]
 fn onnx_initializers(path: &Path, _device: &Device) -> Result<HashMap<String, Tensor>, LoadError> {
+    feature_off(path, "ONNX graphs", "onnx")
+}
+
+/// Refuses a file whose format this build cannot read, naming the cargo feature that
+/// reads it.
+#[allow(dead_code)] // unused when every format's feature is on
+pub(crate) fn feature_off<T>(path: &Path, what: &str, feature: &str) -> Result<T, LoadError> {
     Err(LoadError::Unsupported {
         path: path.to_path_buf(),
-        what: "ONNX graphs: this build of modelhost lacks the `onnx` cargo feature".into(),
+        what: format!("{what}: this build of modelhost lacks the `{feature}` cargo feature"),
     })
 }
 

@@ -10,7 +10,7 @@ use crate::cache::FlightOutcome;
 use crate::error::PredictError;
 use crate::oneshot;
 
-/// The answer to [`Predictor::predict_async`]; resolves to the prediction or its error.
+/// The answer to [`Predictor::predict_async`](crate::Predictor::predict_async); resolves to the prediction or its error.
 #[must_use = "a prediction future does nothing unless awaited, and dropping it cancels the request"]
 pub struct PredictFuture<O> {
     state: FutureState<O>,
