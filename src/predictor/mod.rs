@@ -217,15 +217,11 @@ impl<M: Model> Predictor<M> {
             .model
             .prepare(input)
             .inspect_err(|_| stats.record(Outcome::InputError))?;
-        let now = Instant::now();
-        let request = Request {
-            cost: self.shared.model.cost(&prepared),
+        let request = self.job(
             prepared,
-            received_at: now,
-            enqueued_at: now,
-            deadline: self.shared.deadline,
-            reply: ReplyTo::Detached(Box::new(on_answer)),
-        };
+            self.shared.deadline,
+            ReplyTo::Detached(Box::new(on_answer)),
+        );
         self.shared
             .queue
             .push(request)
@@ -348,16 +344,25 @@ impl<M: Model> Predictor<M> {
             Some(hook) => ReplyTo::Shared(sender, hook),
             None => ReplyTo::Caller(sender),
         };
+        (self.job(prepared, deadline, reply), receiver)
+    }
+
+    /// A queued request for `prepared`, received now.
+    fn job(
+        &self,
+        prepared: M::Prepared,
+        deadline: Option<Duration>,
+        reply: ReplyTo<M::Output>,
+    ) -> Job<M> {
         let now = Instant::now();
-        let request = Request {
+        Request {
             cost: self.shared.model.cost(&prepared),
             prepared,
             received_at: now,
             enqueued_at: now,
             deadline,
             reply,
-        };
-        (request, receiver)
+        }
     }
 
     pub(crate) fn submit(
