@@ -174,8 +174,8 @@ pub(crate) const RECOGNISED: &str =
 /// A weights file's format, as its content announces it (`formats::detect`), and the
 /// format [`LoadError::Corrupt`] names.
 ///
-/// Defined here, next to the error that carries it, and re-exported as
-/// `modelhost::formats::WeightFormat`, its public path.
+/// Defined here, next to the error that carries it, so that errors import nothing from
+/// `formats`; `modelhost::error::WeightFormat` is its one public path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum WeightFormat {

@@ -47,7 +47,7 @@
 //! | [`cache`] | the LRU prediction cache with single-flight |
 //! | [`registry`] | model versions: deploy, promote, roll back, A/B and shadow routing, model repositories |
 //! | [`metrics`] | counters, latency histograms and the Prometheus exposition |
-//! | [`drift`] | data and concept drift monitors |
+//! | `drift` | data and concept drift monitors (feature `drift`, on by default) |
 //! | [`formats`] | weight files by content: safetensors, PyTorch checkpoints, npz, GGUF, ONNX |
 //! | [`error`] | one error type per boundary |
 //!

@@ -1,32 +1,41 @@
 //! The module graph of `src/` stays layered (docs/ARCHITECTURE.md): no two top-level
 //! modules import each other, directly or around a circle, and the lower layers do not
-//! know the upper ones. An import is any `crate::module` path outside unit tests, doc
-//! links included: a doc that points up the layers is a dependency a reader must follow.
+//! know the upper ones.
+//!
+//! What counts as an import of module `m`: in code, a `crate::m` path (in `use` groups
+//! too, nested or not), a `super::` chain that climbs to the crate root and names `m`,
+//! and a root re-export (`crate::Predictor` is `predictor`'s); in doc comments, a
+//! `crate::m` path, because a reader must follow it too. A doc link to a root re-export
+//! (`crate::Predictor`) is the front door, not a module, and does not count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
 /// `module -> modules it refers to`, for the top-level modules of `src/`.
 fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for entry in std::fs::read_dir(&src).unwrap() {
+    let mut files: BTreeMap<String, Vec<(PathBuf, usize)>> = BTreeMap::new();
+    for entry in std::fs::read_dir(src()).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         if name == "lib.rs" || name == "main.rs" || name == "bin" {
             continue;
         }
         let module = name.trim_end_matches(".rs").to_string();
-        files.insert(module, rust_files(&path));
+        files.insert(module, rust_files(&path, 1));
     }
     let modules: BTreeSet<String> = files.keys().cloned().collect();
+    let exports = root_exports(&modules);
     files
         .iter()
         .map(|(module, paths)| {
             let mut deps = BTreeSet::new();
-            for path in paths {
+            for (path, depth) in paths {
                 let text = std::fs::read_to_string(path).unwrap();
-                for dep in crate_references(without_unit_tests(&text)) {
+                for dep in references(without_unit_tests(&text), *depth, &exports) {
                     if dep != *module && modules.contains(&dep) {
                         deps.insert(dep);
                     }
@@ -37,17 +46,44 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
         .collect()
 }
 
-fn rust_files(path: &Path) -> Vec<PathBuf> {
+/// The `.rs` files under `path` with their module depth (`src/x.rs` and `src/x/mod.rs`
+/// are 1, `src/x/y.rs` is 2, ...).
+fn rust_files(path: &Path, depth: usize) -> Vec<(PathBuf, usize)> {
     if path.is_file() {
-        return vec![path.to_path_buf()];
+        return vec![(path.to_path_buf(), depth)];
     }
     let mut out = Vec::new();
     for entry in std::fs::read_dir(path).unwrap() {
         let p = entry.unwrap().path();
         if p.is_dir() {
-            out.extend(rust_files(&p));
+            out.extend(rust_files(&p, depth + 1));
         } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
+            let is_mod = p.file_name().is_some_and(|n| n == "mod.rs");
+            out.push((p, if is_mod { depth } else { depth + 1 }));
+        }
+    }
+    out
+}
+
+/// Names the crate root re-exports from its own modules (`pub use predictor::{...}`), by
+/// the module they come from.
+fn root_exports(modules: &BTreeSet<String>) -> BTreeMap<String, String> {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    let mut out = BTreeMap::new();
+    for statement in lib.split(';') {
+        let Some(rest) = statement.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let Some((module, names)) = rest.split_once("::") else {
+            continue;
+        };
+        if !modules.contains(module) {
+            continue;
+        }
+        for name in names.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+            if name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                out.insert(name.to_string(), module.to_string());
+            }
         }
     }
     out
@@ -67,25 +103,78 @@ fn without_unit_tests(text: &str) -> &str {
     text
 }
 
-/// Module names in `crate::name` and `crate::{a, b::c}` paths.
-fn crate_references(text: &str) -> Vec<String> {
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect()
-    };
-    let mut out = Vec::new();
-    for (at, _) in text.match_indices("crate::") {
-        let rest = &text[at + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let group = &group[..group.find('}').unwrap_or(group.len())];
-            out.extend(group.split(',').map(|item| ident(item.trim())));
-        } else {
-            out.push(ident(rest));
+/// The first identifier of `s`.
+fn ident(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// The first segment of each path in a `use` group that starts at `group` (just after
+/// its `{`), at any nesting depth only for the group's own items.
+fn group_heads(group: &str) -> Vec<&str> {
+    let (mut depth, mut heads, mut item_start) = (0usize, Vec::new(), 0usize);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                heads.push(ident(group[item_start..i].trim()));
+                break;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                heads.push(ident(group[item_start..i].trim()));
+                item_start = i + 1;
+            }
+            _ => {}
         }
     }
-    out.retain(|m| m.starts_with(|c: char| c.is_ascii_lowercase()));
+    heads
+}
+
+/// The top-level modules a file at `depth` refers to (see the module docs).
+fn references(text: &str, depth: usize, exports: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let doc = line.trim_start().starts_with("//");
+        let mut names: Vec<&str> = Vec::new();
+        for (at, _) in line.match_indices("crate::") {
+            names.extend(heads_after(&line[at + "crate::".len()..], text, line));
+        }
+        if !doc {
+            // `super::super::x` from a file `depth` modules deep climbs to the root when
+            // there are `depth` supers.
+            let chain = "super::".repeat(depth);
+            for (at, _) in line.match_indices(&chain) {
+                let before = &line[..at];
+                if !before.ends_with("super::") {
+                    names.extend(heads_after(&line[at + chain.len()..], text, line));
+                }
+            }
+        }
+        for name in names {
+            if name.starts_with(|c: char| c.is_ascii_lowercase()) {
+                out.push(name.to_string());
+            } else if !doc && let Some(module) = exports.get(name) {
+                out.push(module.clone());
+            }
+        }
+    }
     out
+}
+
+/// The path heads after a `crate::` (or root-reaching `super::`) at the start of `rest`;
+/// a `use` group may run over several lines, so it is read from `text` onwards.
+fn heads_after<'a>(rest: &'a str, text: &'a str, line: &'a str) -> Vec<&'a str> {
+    if rest.starts_with('{') {
+        // Find this group in the whole text so that multi-line groups are read whole.
+        let line_at = line.as_ptr() as usize - text.as_ptr() as usize;
+        let rest_at = line_at + (rest.as_ptr() as usize - line.as_ptr() as usize);
+        group_heads(&text[rest_at + 1..])
+    } else {
+        vec![ident(rest)]
+    }
 }
 
 /// One circle in the graph, if there is any.
@@ -170,10 +259,20 @@ fn the_checker_sees_a_circle_when_there_is_one() {
         find_circle(&graph),
         Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
     );
-    let refs = crate_references(
-        "use crate::{error::X, model::{A, B}};\n/// [`Y`](crate::cache::Y) and crate::Predictor",
+    let exports: BTreeMap<String, String> = [("Predictor".to_string(), "predictor".to_string())]
+        .into_iter()
+        .collect();
+    let code = "use crate::{error::X, model::{A, B},\n    cache::C};\nfn f() { crate::Predictor::x() }\n/// [`Y`](crate::drift::Y) and crate::Predictor\nuse super::registry::R;";
+    assert_eq!(
+        references(code, 1, &exports),
+        vec!["error", "model", "cache", "predictor", "drift", "registry"]
     );
-    assert_eq!(refs, vec!["error", "model", "cache"]);
+    // Two modules deep, one `super::` stays inside the module.
+    assert!(references("use super::queue::Q;", 2, &exports).is_empty());
+    assert_eq!(
+        references("use super::super::metrics::M;", 2, &exports),
+        vec!["metrics"]
+    );
     assert_eq!(
         without_unit_tests("a crate::x\n#[cfg(test)]\nmod tests { crate::y }"),
         "a crate::x\n"

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use modelhost::{
     BatchCost, BatchOutputs, DataType, Model, Predictor, RequestOptions, Signature, TensorSpec,
-    error::CapacityError, error::ConfigError, error::InputError, error::PredictError,
-    error::RuntimeError,
+    batch::Grouping, error::CapacityError, error::ConfigError, error::InputError,
+    error::PredictError, error::RuntimeError,
 };
 
 /// Echoes its input back (so crossed answers show), records every batch's size, and can be
@@ -140,7 +140,7 @@ fn batches_respect_the_token_budget_and_an_oversized_request_runs_alone() {
     // Costs: 150 → 50 tokens (over the budget), 110..=119 → 10..=19 tokens. Each batch's
     // cost is within the budget of 40 unless it is a single request.
     let inputs: Vec<u64> = std::iter::once(150).chain(110..120).collect();
-    for batch in batches_under_budget(&inputs, false) {
+    for batch in batches_under_budget(&inputs, false, Grouping::Arrival) {
         let cost: usize = batch.iter().map(|x| Echo::default().cost(x)).sum();
         assert!(
             batch.len() == 1 || cost <= 40,
@@ -149,9 +149,11 @@ fn batches_respect_the_token_budget_and_an_oversized_request_runs_alone() {
     }
 }
 
-/// Runs `inputs` through an `Echo` whose batches are held until all are queued, with a
-/// token budget of 40, and returns the inputs of each batch.
-fn batches_under_budget(inputs: &[u64], padded: bool) -> Vec<Vec<u64>> {
+/// Runs `inputs` through an `Echo` with a token budget of 40 and returns the inputs of
+/// each batch. The first input is queued alone and taken by the worker, which then holds
+/// it until every other input is queued, so the batches that follow are formed from the
+/// whole rest at once, however slow the machine.
+fn batches_under_budget(inputs: &[u64], padded: bool, grouping: Grouping) -> Vec<Vec<u64>> {
     let (open, gate) = mpsc::channel();
     let model = Echo {
         gate: Mutex::new(Some(gate)),
@@ -162,9 +164,15 @@ fn batches_under_budget(inputs: &[u64], padded: bool) -> Vec<Vec<u64>> {
         .max_batch_size(64)
         .max_batch_tokens(40)
         .max_delay(Duration::from_millis(1))
+        .grouping(grouping)
         .build()
         .unwrap();
-    let pending: Vec<_> = inputs.iter().map(|&x| predictor.predict_async(x)).collect();
+    let first = predictor.predict_async(inputs[0]);
+    while predictor.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let mut pending = vec![first];
+    pending.extend(inputs[1..].iter().map(|&x| predictor.predict_async(x)));
     for _ in 0..inputs.len() {
         open.send(()).unwrap();
     }
@@ -184,24 +192,26 @@ fn batches_under_budget(inputs: &[u64], padded: bool) -> Vec<Vec<u64>> {
 fn a_padding_model_counts_its_batches_as_longest_times_count() {
     // One 20-token input followed by many 2-token ones: 20 + 2 + 2 + ... fits a budget of
     // 40 for a long way, but padded to 20 tokens each only two inputs fit. The first input
-    // (1 token) may be batched alone while the rest are still being queued; the worker
-    // then holds it until every input is queued.
+    // (1 token) is the one the worker holds while the rest are queued.
     let inputs: Vec<u64> = [1, 120]
         .into_iter()
         .chain(std::iter::repeat_n(102, 9))
         .collect();
     let cost = |x: &u64| Echo::default().cost(x);
-    for batch in batches_under_budget(&inputs, true) {
-        let longest = batch.iter().map(cost).max().unwrap();
-        assert!(
-            batch.len() == 1 || longest * batch.len() <= 40,
-            "padded batch {batch:?} costs {} > 40",
-            longest * batch.len()
-        );
+    for grouping in [Grouping::Arrival, Grouping::Length] {
+        let batches = batches_under_budget(&inputs, true, grouping);
+        for batch in &batches {
+            let longest = batch.iter().map(cost).max().unwrap();
+            assert!(
+                batch.len() == 1 || longest * batch.len() <= 40,
+                "{grouping:?}: padded batch {batch:?} costs {} > 40",
+                longest * batch.len()
+            );
+        }
     }
     // The same inputs summed: the 20-token input shares its batch with 2-token ones beyond
     // what padding allows, so the rule above is what made the difference.
-    let summed = batches_under_budget(&inputs, false);
+    let summed = batches_under_budget(&inputs, false, Grouping::Arrival);
     assert!(
         summed.iter().any(|b| b.contains(&120) && b.len() > 2),
         "{summed:?}"

@@ -53,7 +53,9 @@ pub struct BatchPolicy {
     /// The most requests in one batch (≥ 1).
     pub max_batch_size: usize,
     /// The most cost units ([`Model::cost`](crate::Model::cost), tokens for text models) in
-    /// one batch; a single request over the budget runs alone. `None`: no token budget.
+    /// one batch, counted as the model computes them ([`Model::batch_cost`](crate::Model::batch_cost):
+    /// the sum of the requests' costs, or longest × count for an engine that pads); a single
+    /// request over the budget runs alone. `None`: no token budget.
     pub max_batch_tokens: Option<usize>,
     /// How long the first request of a batch may wait for others to join it.
     pub max_delay: Duration,

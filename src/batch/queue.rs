@@ -388,7 +388,10 @@ impl<P, O> Queue<P, O> {
         }
     }
 
-    /// What the waiting requests (up to a batch of them) would cost as one batch.
+    /// What the waiting requests (the oldest batch-size of them) would cost as one batch:
+    /// the signal that a batch is full and need not wait out its window. An estimate: the
+    /// batch taken may skip cancelled or expired requests, or (grouped by length) pick
+    /// others; it never exceeds the budget either way.
     fn waiting_cost(&self, state: &State<P, O>) -> usize {
         match self.cost {
             BatchCost::Sum => state.queued_cost,

@@ -7,7 +7,7 @@
 //! every key, so entries never cross models or versions. A hit compares the whole key, not
 //! only its hash, and skips preprocessing. Errors are never cached.
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use modelhost::{cache::PredictionCache, Predictor, models::sentence::SentenceEmbedder};
@@ -19,6 +19,7 @@
 //!         .ttl(Duration::from_secs(600))
 //!         .build(),
 //! );
+//! // The reference model, which scripts/fetch-models.sh unpacks (the tests fetch it first).
 //! let predictor = Predictor::builder(SentenceEmbedder::load("models/all-MiniLM-L6-v2")?)
 //!     .cache(cache.clone())
 //!     .build()?;

@@ -23,6 +23,27 @@
 //! [`AccuracyMonitor`] joins ground truth to predictions by request id and keeps rolling
 //! accuracy (classification) or mean absolute error (regression) per version, with an alert
 //! when it crosses a threshold: the signal to retrain or roll back.
+//!
+//! ```
+//! use modelhost::drift::{DriftConfig, DriftMonitor};
+//!
+//! // A reference of one numeric feature spread over 0..100, checked every 200 rows.
+//! let reference: Vec<Vec<f64>> = (0..1000).map(|i| vec![(i % 100) as f64]).collect();
+//! let config = DriftConfig { window: 200, check_every: 200, min_window: 200, ..DriftConfig::default() };
+//! let monitor = DriftMonitor::builder("lengths")
+//!     .config(config)
+//!     .features(&["length"], &reference)
+//!     .build();
+//! for i in 0..200 {
+//!     monitor.observe_features(&[(i % 100) as f64]); // live traffic like the reference
+//! }
+//! assert!(!monitor.last_report().unwrap().drifted());
+//! for i in 0..200 {
+//!     monitor.observe_features(&[(i % 100) as f64 + 80.0]); // shifted by 80
+//! }
+//! let report = monitor.last_report().unwrap();
+//! assert!(report.drifted() && report.features[0].psi > 0.25, "{report:?}");
+//! ```
 
 mod accuracy;
 mod export;

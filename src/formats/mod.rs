@@ -4,7 +4,7 @@
 //! | format | recognised by | read with |
 //! |---|---|---|
 //! | safetensors | 8-byte little-endian header length, then `{` | a read-only memory map |
-//! | PyTorch checkpoint (`.pt`, `.pth`, `.bin`, torch ≥ 1.6 zip) | `PK\x03\x04` and a `<dir>/data.pkl` entry | a restricted unpickler ([`pickle`]) that builds tensors and nothing else |
+//! | PyTorch checkpoint (`.pt`, `.pth`, `.bin`, torch ≥ 1.6 zip) | `PK\x03\x04` and a `<dir>/data.pkl` entry | a restricted unpickler (`pickle`, feature `pytorch`) that builds tensors and nothing else |
 //! | NumPy `.npz` (`np.savez`) | `PK\x03\x04` and `.npy` entries | a bounds-checked `.npy` reader |
 //! | GGUF | `GGUF` | candle's GGUF reader, dequantised to `f32` |
 //! | ONNX | a protobuf `ModelProto` whose fields are all known, `ir_version` among them | `candle-onnx` (cargo feature `onnx`), see `OnnxModel` |
@@ -15,7 +15,7 @@
 //!
 //! **Pickles never run.** A PyTorch checkpoint's `data.pkl` is interpreted by a small
 //! unpickler of our own that knows the handful of globals tensor reconstruction needs
-//! ([`pickle::ALLOWED_GLOBALS`]). Any other global — `posix.system`, `builtins.eval`,
+//! (`pickle::ALLOWED_GLOBALS`). Any other global — `posix.system`, `builtins.eval`,
 //! `__torch__.*` from TorchScript — is refused with [`LoadError::UnsafePickle`] naming it,
 //! the moment its opcode is read. Nothing is imported or called: "reducing" an allowed
 //! global only assembles tensor metadata.
@@ -259,3 +259,36 @@ pub const ONNX_OPERATORS: &[&str] = &[
     "Where",
     "Xor",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every fixture loads when its format's feature is on, and is refused with the
+    /// feature's name when it is off (run with `--no-default-features` to see the latter).
+    #[test]
+    fn a_format_loads_with_its_feature_and_is_refused_naming_it_without() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats");
+        let cases = [
+            ("model.pth", "pytorch", cfg!(feature = "pytorch")),
+            ("model.npz", "npz", cfg!(feature = "npz")),
+            ("model.gguf", "gguf", cfg!(feature = "gguf")),
+            ("model.onnx", "onnx", cfg!(feature = "onnx")),
+        ];
+        for (file, feature, on) in cases {
+            let result = load_tensors(&dir.join(file), &Device::Cpu);
+            match (on, result) {
+                (true, Ok(tensors)) => assert!(!tensors.is_empty(), "{file}"),
+                (false, Err(LoadError::Unsupported { what, .. })) => {
+                    assert!(
+                        what.contains(&format!("`{feature}` cargo feature")),
+                        "{what}"
+                    )
+                }
+                (on, other) => panic!("{file} with `{feature}` {on}: {other:?}"),
+            }
+        }
+        // safetensors needs no feature.
+        assert!(load_tensors(&dir.join("model.safetensors"), &Device::Cpu).is_ok());
+    }
+}

@@ -6,13 +6,13 @@
 //! | [`SentenceEmbedder`](sentence::SentenceEmbedder) | `String` → [`Embedding`](sentence::Embedding) | [`sentence`] |
 //! | [`TextClassifier`](classifier::TextClassifier) | `String` → [`Classification`] | [`classifier`] |
 //! | [`CrossEncoder`](classifier::CrossEncoder) | [`TextPair`](classifier::TextPair) → [`Relevance`](classifier::Relevance) | [`classifier`] |
-//! | [`ImageClassifier`](image::ImageClassifier) | PNG/JPEG bytes → [`Classification`] | [`image`] |
-//! | [`TabularModel`](tabular::TabularModel) | [`TabularRow`](tabular::TabularRow) → [`TabularOutput`](tabular::TabularOutput) | [`tabular`] |
+//! | `ImageClassifier` | PNG/JPEG bytes → [`Classification`] | `image` (feature `image`) |
+//! | `TabularModel` | `TabularRow` → `TabularOutput` | `tabular` (feature `tabular`) |
 //! | [`MlpClassifier`](mlp::MlpClassifier) | `Vec<f32>` → [`Classification`] | [`mlp`] |
 //!
 //! The text models share [`text`]: the tokenizer, input validation and the forward pass.
-//! [`image`] needs the cargo feature `image` and [`tabular`] the feature `tabular` (both
-//! on by default).
+//! `image` needs the cargo feature `image` and `tabular` the feature `tabular` (both on
+//! by default).
 //! Outputs implement `serde::Serialize`.
 //!
 //! ```

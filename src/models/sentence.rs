@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use super::text::{EmbedderOptions, Engine, TokenizedText};
+use super::text::{EmbedderOptions, Engine, TokenizedText};
 use super::text::{TextEncoder, TextOptions};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};

@@ -11,7 +11,7 @@ use crate::batch::{BatchPolicy, Grouping, OutputObserver, Queue, run_worker};
 use crate::cache::{CacheWeight, PredictionCache};
 use crate::error::ConfigError;
 use crate::metrics::StatsRecorder;
-use crate::model::Model;
+use crate::model::{BatchCost, Model};
 
 /// Configures a [`Predictor`]. Every setting has a sensible default.
 pub struct PredictorBuilder<M: Model> {
@@ -68,7 +68,9 @@ impl<M: Model> PredictorBuilder<M> {
         self
     }
 
-    /// The most cost units (tokens, for text models) in one batch (default: no budget).
+    /// The most cost units (tokens, for text models) in one batch, as the model counts a
+    /// batch (`Model::batch_cost`: summed, or longest × count when it pads) (default: no
+    /// budget).
     pub fn max_batch_tokens(mut self, n: usize) -> Self {
         self.policy.max_batch_tokens = Some(n);
         self
@@ -138,7 +140,7 @@ impl<M: Model> PredictorBuilder<M> {
     }
 
     /// Calls `f` with a `rate` (0..=1) sample of inputs, on the caller's thread before
-    /// preprocessing: feed a [`DriftMonitor`](crate::drift::DriftMonitor) with input features.
+    /// preprocessing: feed a `drift::DriftMonitor` (feature `drift`) with input features.
     pub fn observe_inputs(
         mut self,
         rate: f64,
@@ -149,7 +151,7 @@ impl<M: Model> PredictorBuilder<M> {
     }
 
     /// Calls `f` with a `rate` (0..=1) sample of successful outputs, on the worker thread
-    /// (keep it quick): feed a [`DriftMonitor`](crate::drift::DriftMonitor) with embeddings or
+    /// (keep it quick): feed a `drift::DriftMonitor` (feature `drift`) with embeddings or
     /// predicted classes.
     pub fn observe_outputs(
         mut self,
@@ -184,11 +186,13 @@ impl<M: Model> PredictorBuilder<M> {
             self.policy.max_batch_size,
             self.instrument,
         ));
-        let queue = Arc::new(Queue::new(
-            self.policy.clone(),
-            self.model.batch_cost(),
-            stats.clone(),
-        ));
+        // A batch may run on any replica: count it as padded if any of them pads.
+        let batch_cost = replicas
+            .iter()
+            .map(|r| r.batch_cost())
+            .find(|c| *c == BatchCost::Padded)
+            .unwrap_or_default();
+        let queue = Arc::new(Queue::new(self.policy.clone(), batch_cost, stats.clone()));
         let signature = self.model.signature();
         let identity = self
             .identity

@@ -18,7 +18,7 @@ pub struct Routed<O> {
     /// Its output.
     pub output: O,
     /// An id unique within this process, to join ground truth to this answer later
-    /// ([`AccuracyMonitor`](crate::drift::AccuracyMonitor)).
+    /// (`drift::AccuracyMonitor`, feature `drift`).
     pub request_id: u64,
 }
 

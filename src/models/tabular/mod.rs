@@ -27,7 +27,8 @@ use crate::load::{read_json, require};
 use crate::model::{BatchOutputs, DataType, Model, Signature, TensorSpec};
 
 /// A tabular model's answer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TabularOutput {
     /// For a classification task.
     Class(Classification),
