@@ -26,3 +26,22 @@ pub(crate) fn sampled(rate: f64) -> bool {
     let unit = (random_draw() >> 11) as f64 / (1u64 << 53) as f64;
     rate >= 1.0 || (rate > 0.0 && unit < rate)
 }
+
+/// On drop, asks the allocator to return memory that was freed but kept (glibc keeps what
+/// a thread frees in that thread's malloc arena). A predictor holds one: when a retired
+/// version stops, its worker threads exit and its model is dropped, and without this the
+/// process keeps their memory; a server that swaps versions grows with every swap
+/// (docs/SOAK.md measures it). A no-op on other allocators and platforms.
+#[derive(Debug, Default)]
+pub(crate) struct ReleaseFreedMemory;
+
+impl Drop for ReleaseFreedMemory {
+    fn drop(&mut self) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free pages; it is thread-safe and has no
+        // preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}

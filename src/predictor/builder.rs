@@ -214,6 +214,7 @@ impl<M: Model> PredictorBuilder<M> {
             next_request_id: std::sync::atomic::AtomicU64::new(0),
             warmup: Arc::new(WarmUp::default()),
             observe_inputs: self.observe_inputs,
+            _release: crate::util::ReleaseFreedMemory,
         });
         for i in 0..workers {
             shared.queue.worker_started();

@@ -89,6 +89,9 @@ struct Shared<M: Model> {
     next_request_id: std::sync::atomic::AtomicU64,
     warmup: Arc<WarmUp>,
     observe_inputs: Option<(f64, InputObserver<M>)>,
+    /// Last, so it drops after the model and everything else: gives the memory they freed
+    /// back to the system.
+    _release: crate::util::ReleaseFreedMemory,
 }
 
 /// Sees sampled inputs before preprocessing (e.g. a drift monitor).
