@@ -3,7 +3,7 @@
 //! A weights file may describe far more data than it holds: tensors that repeat one storage
 //! (stride 0), zip entries or GGUF tensors that all point at the same bytes, pickles that
 //! copy a value over and over. Each loader therefore counts what it is about to
-//! materialise against a [`Budget`] sized by the file, and refuses the file with
+//! materialise against a budget sized by the file, and refuses the file with
 //! [`LoadError::OverBudget`] (naming the file and the limit) before the allocation is made.
 //!
 //! - **Bytes materialised** (tensor data produced): at most
@@ -17,6 +17,12 @@
 //!
 //! Overlapping entries (zip entries, GGUF tensors sharing bytes) are malformed structure,
 //! refused as [`LoadError::Corrupt`] where they are found.
+
+// Without a format that counts (pytorch, npz, gguf) only the constants are used.
+#![cfg_attr(
+    not(any(feature = "pytorch", feature = "npz", feature = "gguf")),
+    allow(dead_code)
+)]
 
 use std::path::{Path, PathBuf};
 
