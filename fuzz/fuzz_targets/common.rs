@@ -22,7 +22,8 @@ pub fn load(tag: &str, bytes: &[u8]) {
     let _ = formats::load_tensors(&path, &Device::Cpu);
 }
 
-/// A zip archive of stored entries.
+/// A zip archive of stored entries (used by the `pickle` and `npz` targets).
+#[allow(dead_code)]
 pub fn zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     {
