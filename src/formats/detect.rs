@@ -17,9 +17,10 @@ const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
 /// - `PK\x03\x04` is a zip archive: a `<dir>/data.pkl` entry makes it a PyTorch
 ///   checkpoint, `.npy` entries make it an `.npz`;
 /// - `GGUF` is GGUF;
+/// - an 8-byte little-endian length at most 100 MB followed by `{` is safetensors — checked before pickles, since a 128-, 384-, 640-byte … header makes
+///   the file start with `\x80` and a small byte, as a pickle does;
 /// - a pickle `PROTO` opcode (`\x80` then a protocol 0–5), or a protocol-0 `GLOBAL`
 ///   (`c` then a dotted name and a newline), is a bare pickle;
-/// - an 8-byte little-endian length at most 100 MB followed by `{` is safetensors;
 /// - ONNX has no magic number: a file is taken for an ONNX `ModelProto` when the protobuf
 ///   fields in its first 4 KiB all carry field numbers and wire types that `ModelProto`
 ///   defines (1 `ir_version`, 2–6 producer/domain/version/doc strings, 7 `graph`,
@@ -52,15 +53,13 @@ pub fn detect(path: &Path) -> Result<WeightFormat, LoadError> {
     if head.starts_with(b"GGUF") {
         return Ok(WeightFormat::Gguf);
     }
+    // Safetensors before pickles: a header of 128, 384, 640, … bytes makes a safetensors
+    // file start with `\x80` and a small byte, like a pickle's PROTO opcode.
+    if is_safetensors(&head) {
+        return Ok(WeightFormat::Safetensors);
+    }
     if is_pickle(&head) {
         return Ok(WeightFormat::Pickle);
-    }
-    if head.len() >= 9 && head[8] == b'{' {
-        let mut n = [0u8; 8];
-        n.copy_from_slice(&head[..8]);
-        if u64::from_le_bytes(n) <= MAX_SAFETENSORS_HEADER {
-            return Ok(WeightFormat::Safetensors);
-        }
     }
     if looks_like_onnx(&head, len as usize == head.len()) {
         return Ok(WeightFormat::Onnx);
@@ -75,6 +74,15 @@ pub fn detect(path: &Path) -> Result<WeightFormat, LoadError> {
         path: path.to_path_buf(),
         what,
     })
+}
+
+/// An 8-byte little-endian header length, at most 100 MB, then `{` (a header cut off by
+/// the file's end is still safetensors, refused as corrupt when it is read).
+fn is_safetensors(head: &[u8]) -> bool {
+    let Some((n, rest)) = head.split_first_chunk::<8>() else {
+        return false;
+    };
+    rest.first() == Some(&b'{') && u64::from_le_bytes(*n) <= MAX_SAFETENSORS_HEADER
 }
 
 fn is_pickle(head: &[u8]) -> bool {
@@ -163,6 +171,16 @@ mod tests {
         assert!(!looks_like_onnx(&head[..4], true));
         assert!(!looks_like_onnx(b"hello world", false));
         assert!(!looks_like_onnx(&[0x08, 0x00], true));
+    }
+
+    #[test]
+    fn safetensors_whose_header_length_looks_like_a_pickle_proto_are_safetensors() {
+        for n in [128u64, 384, 640] {
+            let mut head = n.to_le_bytes().to_vec();
+            head.push(b'{');
+            assert!(is_pickle(&head), "the case this guards: {n}");
+            assert!(is_safetensors(&head), "{n}");
+        }
     }
 
     #[test]

@@ -24,6 +24,13 @@
 //! [`LoadError::UnknownFormat`]); lengths and offsets read from a file are checked against
 //! the file before anything is allocated or sliced.
 //!
+//! **Every load is bounded by the file's size** ([`budget`]): the tensor bytes a loader
+//! materialises are counted before they are allocated and may be at most
+//! `file size × 2 + 1 MiB` (GGUF dequantised to `f32`: `× 16 + 1 MiB`), a storage shared
+//! by several tensors counting once; a pickle's copies of values are counted by size; zip
+//! entries or GGUF tensors that share bytes are refused. A file over its budget is
+//! [`LoadError::OverBudget`], naming the file and the limit.
+//!
 //! ```
 //! use modelhost::error::WeightFormat;
 //! use modelhost::formats;
@@ -38,6 +45,7 @@
 //! # Ok::<(), modelhost::error::LoadError>(())
 //! ```
 
+pub mod budget;
 mod detect;
 #[cfg(feature = "gguf")]
 mod gguf;

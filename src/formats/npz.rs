@@ -4,13 +4,15 @@
 //! against the bytes actually present before anything is allocated. Little-endian (or
 //! byte-order-free) `f2`, `f4`, `f8`, `i2`, `i4`, `i8`, `u1`, `u4` and `b1` (as `u8`) are
 //! read, in C or Fortran order. `np.savez_compressed` archives (deflate) are refused with a
-//! typed error: re-save with `np.savez`.
+//! typed error: re-save with `np.savez`. Entries that share bytes are refused, and the
+//! arrays' bytes are counted against the file's budget (`budget`).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::budget::{BYTES_PER_FILE_BYTE, Budget};
 use super::{WeightFormat, zipfile};
 use crate::error::LoadError;
 
@@ -19,14 +21,17 @@ const MAX_ARRAY_BYTES: u64 = 64 << 30;
 /// Every array of an `.npz` archive, by entry name without `.npy`.
 pub(crate) fn read_npz(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, LoadError> {
     let format = WeightFormat::Npz;
-    let mut archive = zipfile::open(path, format)?;
+    let mut archive = zipfile::open_entries(path, format)?;
     let names = zipfile::names(&archive, path, format)?;
+    let mut budget = Budget::for_file(path, BYTES_PER_FILE_BYTE)?;
     let mut out = HashMap::new();
     for entry in names {
         let Some(name) = entry.strip_suffix(".npy") else {
             continue;
         };
         let bytes = zipfile::read_entry(&mut archive, &entry, MAX_ARRAY_BYTES, path, format)?;
+        let n = bytes.len() as u64;
+        budget.spend(n, || format!("array `{entry}` ({n} bytes)"))?;
         let tensor = parse_npy(&bytes, device)
             .map_err(|what| LoadError::corrupt(path, format, format!("array `{entry}`: {what}")))?;
         out.insert(name.to_string(), tensor);

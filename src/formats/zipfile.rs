@@ -16,6 +16,22 @@ pub(crate) fn open(path: &Path, format: WeightFormat) -> Result<Archive, LoadErr
         .map_err(|e| LoadError::corrupt(path, format, format!("unreadable zip archive: {e}")))
 }
 
+/// Opens a zip archive to read its entries, refusing one whose entries share bytes: a
+/// central directory whose records all point at one entry would make a small file read as
+/// many times its size.
+pub(crate) fn open_entries(path: &Path, format: WeightFormat) -> Result<Archive, LoadError> {
+    let mut archive = open(path, format)?;
+    let corrupt = |what: String| LoadError::corrupt(path, format, what);
+    match archive.has_overlapping_entries() {
+        Ok(false) => Ok(archive),
+        Ok(true) => Err(corrupt(format!(
+            "its {} entries overlap (two central-directory records point at the same bytes, or an entry runs into the directory); each entry must have bytes of its own",
+            archive.len()
+        ))),
+        Err(e) => Err(corrupt(format!("unreadable entry header: {e}"))),
+    }
+}
+
 /// The names of an archive's entries.
 pub(crate) fn names(
     archive: &Archive,

@@ -12,9 +12,11 @@
 //! let through) must be one of [`ALLOWED_GLOBALS`]; any other is refused with
 //! [`LoadError::UnsafePickle`] naming `module.name` the moment its opcode is read.
 //! Extension codes (`EXT1/2/4`, which name globals through Python's copyreg registry) are
-//! refused too. "Calling" an allowed global only assembles tensor metadata (storage, offset,
-//! shape, strides); the data is then copied out of the storages, strided and shared
-//! storages included, with every offset checked against the storage's length.
+//! refused as malformed (they name a global only through Python's registry). "Calling" an
+//! allowed global only assembles tensor metadata (storage, offset, shape, strides); each
+//! storage is then read once, tensors that view it contiguously share it, strided views
+//! are copied, every offset is checked against the storage's length and every byte
+//! produced is counted against the file's budget (`formats::budget`) first.
 //!
 //! The state dict may be the pickle's top-level dict or nested in one (a training
 //! checkpoint's `{"model": {...}, "epoch": 3}`): tensors of nested dicts are named with
@@ -22,12 +24,14 @@
 //! (`torch.jit.save`) ask for `__torch__` globals and are refused.
 //!
 //! A bare pickle (the legacy pre-1.6 PyTorch format, joblib) has no storages to read
-//! tensors from: it is interpreted under the same rules, so a malicious one is refused as
-//! unsafe, and otherwise refused as unsupported.
+//! tensors from: its opcodes are walked once, without building values, so a malicious one
+//! is refused as unsafe naming its global, and otherwise refused as unsupported.
 //!
 //! The interpreter (opcodes, stack, memo and their limits) is in `vm`; what the allowed
 //! globals build, and the copy of tensors out of their storages, is in `torch`.
 
+mod op;
+mod scan;
 mod torch;
 mod vm;
 
@@ -42,6 +46,7 @@ use crate::error::LoadError;
 pub use torch::ALLOWED_GLOBALS;
 pub(crate) use torch::read_pth;
 use torch::{StorageRef, TensorRef};
+#[cfg(test)]
 use vm::unpickle;
 
 /// Largest `data.pkl` (or bare pickle) read: state-dict pickles are kilobytes.
@@ -54,6 +59,8 @@ pub(crate) enum PickleError {
     Unsafe(String),
     /// It is malformed, cut off, or uses something this reader does not support.
     Malformed(String),
+    /// Its copies of values would pass the budget: what, and the limit in bytes.
+    OverBudget { what: String, limit: u64 },
 }
 
 type PResult<T> = Result<T, PickleError>;
@@ -96,12 +103,24 @@ impl Value {
         }
     }
 
-    fn count(&self) -> usize {
-        match self {
-            Value::Tuple(v) | Value::List(v) => 1 + v.iter().map(Value::count).sum::<usize>(),
-            Value::Dict(v) => 1 + v.iter().map(|(k, v)| k.count() + v.count()).sum::<usize>(),
-            _ => 1,
-        }
+    /// What a copy of the value costs: the bytes of its strings plus
+    /// [`VALUE_OVERHEAD`](crate::formats::budget::VALUE_OVERHEAD) per value, nested values
+    /// included.
+    fn weight(&self) -> u64 {
+        use crate::formats::budget::VALUE_OVERHEAD;
+        let own = match self {
+            Value::Str(s) => s.len() as u64,
+            Value::Bytes(b) => b.len() as u64,
+            Value::Storage(s) => s.key.len() as u64,
+            Value::Tensor(t) => (t.storage.key.len() + 8 * (t.size.len() + t.stride.len())) as u64,
+            _ => 0,
+        };
+        let inner = match self {
+            Value::Tuple(v) | Value::List(v) => v.iter().map(Value::weight).sum::<u64>(),
+            Value::Dict(v) => v.iter().map(|(k, v)| k.weight() + v.weight()).sum::<u64>(),
+            _ => 0,
+        };
+        VALUE_OVERHEAD + own + inner
     }
 
     fn describe(&self) -> &'static str {
@@ -131,11 +150,18 @@ fn pickle_error(path: &Path, format: WeightFormat, e: PickleError) -> LoadError 
             allowed: ALLOWED_GLOBALS,
         },
         PickleError::Malformed(what) => LoadError::corrupt(path, format, what),
+        PickleError::OverBudget { what, limit } => LoadError::OverBudget {
+            path: path.to_path_buf(),
+            what,
+            limit,
+            unit: "bytes of pickle value copies",
+        },
     }
 }
 
-/// A bare pickle: interpreted under the same rules (so a malicious one is named), then
-/// refused, since it carries no tensor storages this crate can read.
+/// A bare pickle: refused, since it carries no tensor storages this crate can read. Its
+/// opcodes are first walked (not interpreted: one pass, constant memory) so that a
+/// malicious one is named by the global it asks for.
 pub(crate) fn refuse_bare_pickle(path: &Path) -> Result<HashMap<String, Tensor>, LoadError> {
     use std::io::Read;
     let format = WeightFormat::Pickle;
@@ -144,7 +170,7 @@ pub(crate) fn refuse_bare_pickle(path: &Path) -> Result<HashMap<String, Tensor>,
     file.take(MAX_PICKLE_BYTES)
         .read_to_end(&mut data)
         .map_err(|e| LoadError::io(path, e))?;
-    match unpickle(&data) {
+    match scan::scan_globals(&data) {
         Err(e) => Err(pickle_error(path, format, e)),
         Ok(_) => Err(LoadError::Unsupported {
             path: path.to_path_buf(),
@@ -222,6 +248,46 @@ mod tests {
             laughs.extend([b'h', i, b'h', i, 0x86, b'q', i + 1]);
         }
         laughs.push(b'.');
-        assert!(matches!(unpickle(&laughs), Err(PickleError::Malformed(_))));
+        assert!(matches!(
+            unpickle(&laughs),
+            Err(PickleError::OverBudget { .. })
+        ));
+    }
+
+    /// A 1 MiB string copied by BINPUT/BINGET, MEMOIZE and DUP: each copy counts its
+    /// bytes, so a pickle of a few MB cannot ask for gigabytes.
+    #[test]
+    fn copies_are_counted_by_size_including_puts() {
+        let big = 1usize << 20;
+        let mut s = b"\x80\x04B".to_vec();
+        s.extend((big as u32).to_le_bytes());
+        s.extend(std::iter::repeat_n(b'a', big));
+        for tail in [&b"q\x00"[..], b"\x94", b"2", b"q\x00h\x00"] {
+            let mut p = s.clone();
+            for _ in 0..3000 {
+                p.extend(tail);
+            }
+            p.push(b'.');
+            match unpickle(&p) {
+                Err(PickleError::OverBudget { limit, .. }) => {
+                    assert!(limit < 8 * p.len() as u64, "{tail:?}: {limit}")
+                }
+                other => panic!("{tail:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn extension_codes_are_refused_as_malformed_not_as_a_sentence_in_global() {
+        for p in [
+            &b"\x80\x02\x82\x01."[..],
+            b"\x80\x02\x83\x01\x00.",
+            b"\x80\x02\x84\x01\x00\x00\x00.",
+        ] {
+            match unpickle(p) {
+                Err(PickleError::Malformed(m)) => assert!(m.contains("extension registry"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

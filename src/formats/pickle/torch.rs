@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use super::vm::unpickle;
 use super::{MAX_PICKLE_BYTES, PResult, Value, bad, pickle_error};
 use crate::error::LoadError;
+use crate::formats::budget::{BYTES_PER_FILE_BYTE, Budget};
 use crate::formats::{WeightFormat, zipfile};
 
 /// The Python globals a PyTorch checkpoint may ask for: what tensor reconstruction needs
@@ -247,136 +248,243 @@ fn usizes(v: Value, what: &str) -> PResult<Vec<usize>> {
     tuple(v, what)?.iter().map(|x| usize_of(x, what)).collect()
 }
 
-/// Reads every tensor of a PyTorch zip checkpoint.
+/// Reads every tensor of a PyTorch zip checkpoint. Each storage is read once and the
+/// tensors that view it contiguously share it (tied weights stay one allocation); only a
+/// strided view (a transpose saved as is, a stride-0 expansion) is copied, and every byte
+/// produced is counted against the file's [`Budget`] before it is allocated.
 pub(crate) fn read_pth(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, LoadError> {
     let format = WeightFormat::PyTorchZip;
     let corrupt = |what: String| LoadError::corrupt(path, format, what);
-    let mut archive = zipfile::open(path, format)?;
+    let mut archive = zipfile::open_entries(path, format)?;
     let names = zipfile::names(&archive, path, format)?;
-    let pkls: Vec<&String> = names.iter().filter(|n| zipfile::is_data_pkl(n)).collect();
-    let pkl = match pkls.as_slice() {
-        [one] => (*one).clone(),
-        [] => {
-            return Err(corrupt(
-                "no `<dir>/data.pkl` entry: the archive holds no PyTorch state dict".into(),
-            ));
-        }
-        many => {
-            return Err(corrupt(format!(
-                "{} `data.pkl` entries; a checkpoint has one",
-                many.len()
-            )));
-        }
-    };
-    let dir = pkl.trim_end_matches("data.pkl").to_string();
-    let byteorder = format!("{dir}byteorder");
-    if names.contains(&byteorder) {
-        let order = zipfile::read_entry(&mut archive, &byteorder, 16, path, format)?;
-        if order.trim_ascii() != b"little" {
-            return Err(LoadError::Unsupported {
-                path: path.to_path_buf(),
-                what: format!(
-                    "byte order {:?}; only little-endian checkpoints are read",
-                    String::from_utf8_lossy(&order)
-                ),
-            });
-        }
-    }
+    let pkl = the_data_pkl(&names).map_err(corrupt)?;
+    let dir = pkl
+        .strip_suffix("data.pkl")
+        .ok_or_else(|| corrupt(format!("`{pkl}` is not a data.pkl entry")))?
+        .to_string();
+    check_byteorder(&mut archive, &names, &dir, path)?;
     let data = zipfile::read_entry(&mut archive, &pkl, MAX_PICKLE_BYTES, path, format)?;
     let root = unpickle(&data).map_err(|e| pickle_error(path, format, e))?;
     let refs = collect_tensors(root);
     if refs.is_empty() {
         return Err(corrupt(format!("`{pkl}` holds no tensors")));
     }
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut budget = Budget::for_file(path, BYTES_PER_FILE_BYTE)?;
+    let mut storages: HashMap<String, Storage> = HashMap::new();
     let mut out = HashMap::with_capacity(refs.len());
     for (name, t) in refs {
         let key = &t.storage.key;
         if !storages.contains_key(key) {
             let entry = format!("{dir}data/{key}");
             let bytes = zipfile::read_entry(&mut archive, &entry, MAX_STORAGE_BYTES, path, format)?;
-            storages.insert(key.clone(), bytes);
+            let storage = Storage::new(&t.storage, bytes)
+                .map_err(|what| corrupt(format!("tensor `{name}`: {what}")))?;
+            storages.insert(key.clone(), storage);
         }
-        let bytes = storages.get(key).map(Vec::as_slice).unwrap_or_default();
-        let tensor = materialize(&t, bytes, device)
-            .map_err(|what| corrupt(format!("tensor `{name}`: {what}")))?;
+        let Some(storage) = storages.get_mut(key) else {
+            return Err(corrupt(format!("storage `{key}` vanished")));
+        };
+        let tensor = storage.view(&t, &name, &mut budget, device, path)?;
         out.insert(name, tensor);
     }
     Ok(out)
 }
 
-/// Copies a tensor's elements out of its storage, following its offset and strides.
-fn materialize(t: &TensorRef, storage: &[u8], device: &Device) -> Result<Tensor, String> {
-    let es = t.storage.dtype.size_in_bytes();
-    let numel = t.storage.numel;
-    let needed = numel
-        .checked_mul(es)
-        .ok_or_else(|| format!("storage `{}` size overflows", t.storage.key))?;
-    if storage.len() < needed {
-        return Err(format!(
-            "storage `{}` holds {} bytes; {numel} {:?} elements need {needed}",
-            t.storage.key,
-            storage.len(),
-            t.storage.dtype
-        ));
+/// The one `<dir>/data.pkl` entry of a checkpoint.
+fn the_data_pkl(names: &[String]) -> Result<String, String> {
+    let pkls: Vec<&String> = names.iter().filter(|n| zipfile::is_data_pkl(n)).collect();
+    match pkls.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err("no `<dir>/data.pkl` entry: the archive holds no PyTorch state dict".into()),
+        many => Err(format!(
+            "{} `data.pkl` entries; a checkpoint has one",
+            many.len()
+        )),
     }
+}
+
+/// Refuses a checkpoint whose `byteorder` entry says anything but `little`.
+fn check_byteorder(
+    archive: &mut zipfile::Archive,
+    names: &[String],
+    dir: &str,
+    path: &Path,
+) -> Result<(), LoadError> {
+    let byteorder = format!("{dir}byteorder");
+    if !names.contains(&byteorder) {
+        return Ok(());
+    }
+    let order = zipfile::read_entry(archive, &byteorder, 16, path, WeightFormat::PyTorchZip)?;
+    if order.trim_ascii() == b"little" {
+        return Ok(());
+    }
+    Err(LoadError::Unsupported {
+        path: path.to_path_buf(),
+        what: format!(
+            "byte order {:?}; only little-endian checkpoints are read",
+            String::from_utf8_lossy(&order)
+        ),
+    })
+}
+
+/// One storage of a checkpoint: its bytes, and the tensor its contiguous views share
+/// (made on first use).
+struct Storage {
+    meta: StorageRef,
+    bytes: Vec<u8>,
+    shared: Option<Tensor>,
+}
+
+impl Storage {
+    /// Checks that `bytes` hold the `numel` elements the pickle declares.
+    fn new(meta: &StorageRef, mut bytes: Vec<u8>) -> Result<Self, String> {
+        let es = meta.dtype.size_in_bytes();
+        let needed = meta
+            .numel
+            .checked_mul(es)
+            .ok_or_else(|| format!("storage `{}` size overflows", meta.key))?;
+        if bytes.len() < needed {
+            return Err(format!(
+                "storage `{}` holds {} bytes; {} {:?} elements need {needed}",
+                meta.key,
+                bytes.len(),
+                meta.numel,
+                meta.dtype
+            ));
+        }
+        bytes.truncate(needed);
+        Ok(Storage {
+            meta: meta.clone(),
+            bytes,
+            shared: None,
+        })
+    }
+
+    /// The tensor `t` views: a view of the shared storage tensor when `t` is contiguous,
+    /// else a copy of its elements. Every new byte is counted against `budget` first.
+    fn view(
+        &mut self,
+        t: &TensorRef,
+        name: &str,
+        budget: &mut Budget,
+        device: &Device,
+        path: &Path,
+    ) -> Result<Tensor, LoadError> {
+        let corrupt = |what: String| {
+            LoadError::corrupt(
+                path,
+                WeightFormat::PyTorchZip,
+                format!("tensor `{name}`: {what}"),
+            )
+        };
+        if t.storage != self.meta {
+            return Err(corrupt(format!(
+                "storage `{}` is declared twice with different types or sizes",
+                self.meta.key
+            )));
+        }
+        let count = check_extent(t).map_err(corrupt)?;
+        let es = t.storage.dtype.size_in_bytes() as u64;
+        let err = |e: candle_core::Error| corrupt(e.to_string());
+        if count == 0 {
+            return Tensor::from_raw_buffer(&[], t.storage.dtype, &t.size, device).map_err(err);
+        }
+        if is_contiguous(t) {
+            if self.shared.is_none() {
+                let n = self.bytes.len() as u64;
+                budget.spend(n, || format!("storage `{}` ({n} bytes)", self.meta.key))?;
+                let whole = [self.meta.numel];
+                let s = Tensor::from_raw_buffer(&self.bytes, t.storage.dtype, &whole, device);
+                self.shared = Some(s.map_err(err)?);
+            }
+            let Some(shared) = &self.shared else {
+                return Err(corrupt("its storage could not be made".into()));
+            };
+            return shared
+                .narrow(0, t.offset, count)
+                .and_then(|v| v.reshape(t.size.as_slice()))
+                .map_err(err);
+        }
+        let total = (count as u64).saturating_mul(es);
+        budget.spend(total, || {
+            format!(
+                "tensor `{name}` (shape {:?}, strides {:?}) expands to {total} bytes",
+                t.size, t.stride
+            )
+        })?;
+        let bytes = strided_copy(t, &self.bytes).map_err(corrupt)?;
+        Tensor::from_raw_buffer(&bytes, t.storage.dtype, &t.size, device).map_err(err)
+    }
+}
+
+/// The element count of `t`, after checking that its last element lies in its storage.
+fn check_extent(t: &TensorRef) -> Result<usize, String> {
     let count = t
         .size
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or("its element count overflows")?;
-    let mut bytes = Vec::new();
-    if count > 0 {
-        let last = t
-            .size
-            .iter()
-            .zip(&t.stride)
-            .try_fold(t.offset, |a, (&d, &s)| {
-                (d - 1).checked_mul(s).and_then(|x| a.checked_add(x))
-            })
-            .ok_or("its extent overflows")?;
-        if last >= numel {
-            return Err(format!(
-                "shape {:?} with strides {:?} at offset {} reaches element {last} of a storage of {numel}",
-                t.size, t.stride, t.offset
-            ));
+    if count == 0 {
+        return Ok(0);
+    }
+    let last = t
+        .size
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset, |a, (&d, &s)| {
+            (d - 1).checked_mul(s).and_then(|x| a.checked_add(x))
+        })
+        .ok_or("its extent overflows")?;
+    if last >= t.storage.numel {
+        return Err(format!(
+            "shape {:?} with strides {:?} at offset {} reaches element {last} of a storage of {}",
+            t.size, t.stride, t.offset, t.storage.numel
+        ));
+    }
+    Ok(count)
+}
+
+/// Whether `t`'s strides are the row-major ones for its shape (size-1 dimensions aside).
+fn is_contiguous(t: &TensorRef) -> bool {
+    let mut expect = 1usize;
+    for (&d, &s) in t.size.iter().zip(&t.stride).rev() {
+        if d != 1 && s != expect {
+            return false;
         }
-        let total = count.checked_mul(es).ok_or("its byte count overflows")?;
-        bytes
-            .try_reserve_exact(total)
-            .map_err(|_| format!("no memory for its {total} bytes"))?;
-        let contiguous = {
-            let mut expect = 1usize;
-            let mut ok = true;
-            for (&d, &s) in t.size.iter().zip(&t.stride).rev() {
-                if d != 1 && s != expect {
-                    ok = false;
-                }
-                expect = expect.saturating_mul(d);
+        expect = expect.saturating_mul(d);
+    }
+    true
+}
+
+/// Copies `t`'s elements out of `storage` one by one, following its strides. The caller
+/// has checked the extent and counted the bytes against the budget.
+fn strided_copy(t: &TensorRef, storage: &[u8]) -> Result<Vec<u8>, String> {
+    let es = t.storage.dtype.size_in_bytes();
+    let count = check_extent(t)?;
+    let total = count.checked_mul(es).ok_or("its byte count overflows")?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(total)
+        .map_err(|_| format!("no memory for its {total} bytes"))?;
+    let mut index = vec![0usize; t.size.len()];
+    for _ in 0..count {
+        let at = t.offset
+            + index
+                .iter()
+                .zip(&t.stride)
+                .map(|(&i, &s)| i * s)
+                .sum::<usize>();
+        let element = storage
+            .get(at * es..(at + 1) * es)
+            .ok_or_else(|| format!("element {at} lies outside its storage"))?;
+        bytes.extend_from_slice(element);
+        for d in (0..index.len()).rev() {
+            index[d] += 1;
+            if index[d] < t.size[d] {
+                break;
             }
-            ok
-        };
-        if contiguous {
-            bytes.extend_from_slice(&storage[t.offset * es..(t.offset + count) * es]);
-        } else {
-            let mut index = vec![0usize; t.size.len()];
-            for _ in 0..count {
-                let at = t.offset
-                    + index
-                        .iter()
-                        .zip(&t.stride)
-                        .map(|(&i, &s)| i * s)
-                        .sum::<usize>();
-                bytes.extend_from_slice(&storage[at * es..(at + 1) * es]);
-                for d in (0..index.len()).rev() {
-                    index[d] += 1;
-                    if index[d] < t.size[d] {
-                        break;
-                    }
-                    index[d] = 0;
-                }
-            }
+            index[d] = 0;
         }
     }
-    Tensor::from_raw_buffer(&bytes, t.storage.dtype, &t.size, device).map_err(|e| e.to_string())
+    Ok(bytes)
 }

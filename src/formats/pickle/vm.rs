@@ -8,80 +8,11 @@
 use std::collections::HashMap;
 
 use super::torch::{self, ALLOWED_GLOBALS};
-use super::{PResult, PickleError, Value, bad};
+use super::{PResult, PickleError, Value, bad, op};
+use crate::formats::budget::{BYTES_SLACK, PICKLE_COPIES_PER_BYTE};
 
 /// Deepest nesting of containers accepted (state dicts nest 3 or 4 deep).
 const MAX_DEPTH: usize = 64;
-/// Most values copied out of the memo in all: bounds the work a pickle of repeated
-/// references (a "billion laughs") can ask for.
-const MAX_MEMO_COPIES: usize = 1 << 24;
-
-/// The opcodes read, by their names in Python's `pickletools`.
-mod op {
-    // Stack control and framing.
-    pub(super) const STOP: u8 = b'.';
-    pub(super) const PROTO: u8 = 0x80;
-    pub(super) const FRAME: u8 = 0x95;
-    pub(super) const MARK: u8 = b'(';
-    pub(super) const POP: u8 = b'0';
-    pub(super) const POP_MARK: u8 = b'1';
-    pub(super) const DUP: u8 = b'2';
-    // Scalars.
-    pub(super) const NONE: u8 = b'N';
-    pub(super) const NEWTRUE: u8 = 0x88;
-    pub(super) const NEWFALSE: u8 = 0x89;
-    pub(super) const BININT: u8 = b'J';
-    pub(super) const BININT1: u8 = b'K';
-    pub(super) const BININT2: u8 = b'M';
-    pub(super) const LONG1: u8 = 0x8a;
-    pub(super) const LONG4: u8 = 0x8b;
-    pub(super) const INT: u8 = b'I';
-    pub(super) const LONG: u8 = b'L';
-    pub(super) const BINFLOAT: u8 = b'G';
-    // Strings and bytes.
-    pub(super) const BINUNICODE: u8 = b'X';
-    pub(super) const SHORT_BINUNICODE: u8 = 0x8c;
-    pub(super) const BINUNICODE8: u8 = 0x8d;
-    pub(super) const BINSTRING: u8 = b'T';
-    pub(super) const SHORT_BINSTRING: u8 = b'U';
-    pub(super) const BINBYTES: u8 = b'B';
-    pub(super) const SHORT_BINBYTES: u8 = b'C';
-    pub(super) const BINBYTES8: u8 = 0x8e;
-    // Containers.
-    pub(super) const EMPTY_TUPLE: u8 = b')';
-    pub(super) const TUPLE: u8 = b't';
-    pub(super) const TUPLE1: u8 = 0x85;
-    pub(super) const TUPLE3: u8 = 0x87;
-    pub(super) const EMPTY_LIST: u8 = b']';
-    pub(super) const LIST: u8 = b'l';
-    pub(super) const APPEND: u8 = b'a';
-    pub(super) const APPENDS: u8 = b'e';
-    pub(super) const EMPTY_DICT: u8 = b'}';
-    pub(super) const DICT: u8 = b'd';
-    pub(super) const SETITEM: u8 = b's';
-    pub(super) const SETITEMS: u8 = b'u';
-    // Globals, calls and persistent ids.
-    pub(super) const GLOBAL: u8 = b'c';
-    pub(super) const INST: u8 = b'i';
-    pub(super) const STACK_GLOBAL: u8 = 0x93;
-    pub(super) const EXT1: u8 = 0x82;
-    pub(super) const EXT4: u8 = 0x84;
-    pub(super) const REDUCE: u8 = b'R';
-    pub(super) const NEWOBJ: u8 = 0x81;
-    pub(super) const NEWOBJ_EX: u8 = 0x92;
-    pub(super) const OBJ: u8 = b'o';
-    pub(super) const BUILD: u8 = b'b';
-    pub(super) const BINPERSID: u8 = b'Q';
-    pub(super) const PERSID: u8 = b'P';
-    // Memo.
-    pub(super) const BINGET: u8 = b'h';
-    pub(super) const LONG_BINGET: u8 = b'j';
-    pub(super) const GET: u8 = b'g';
-    pub(super) const BINPUT: u8 = b'q';
-    pub(super) const LONG_BINPUT: u8 = b'r';
-    pub(super) const PUT: u8 = b'p';
-    pub(super) const MEMOIZE: u8 = 0x94;
-}
 
 /// The restricted unpickler.
 struct Unpickler<'a> {
@@ -89,17 +20,30 @@ struct Unpickler<'a> {
     pos: usize,
     stack: Vec<Value>,
     memo: HashMap<u64, Value>,
-    memo_copies: usize,
+    /// Bytes of values copied so far (`GET`, `DUP`, `PUT`, `MEMOIZE`), by `Value::weight`.
+    copied: u64,
+    /// The most `copied` may reach: `PICKLE_COPIES_PER_BYTE` per byte of the pickle, plus
+    /// `BYTES_SLACK`. It bounds both the work and the memo's memory.
+    copy_limit: u64,
 }
 
 /// Interprets one pickle; see the module docs for what it accepts.
+///
+/// The memo keeps a copy of each value as it was when it was stored (Python keeps a
+/// reference, so a list stored empty and filled later is read back filled there). State
+/// dicts never read a container back after filling it, and copies keep the value a tree,
+/// never a graph with cycles; every copy is counted by size against the budget.
 pub(crate) fn unpickle(data: &[u8]) -> PResult<Value> {
+    let copy_limit = (data.len() as u64)
+        .saturating_mul(PICKLE_COPIES_PER_BYTE)
+        .saturating_add(BYTES_SLACK);
     Unpickler {
         data,
         pos: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
-        memo_copies: 0,
+        copied: 0,
+        copy_limit,
     }
     .run()
 }
@@ -192,19 +136,40 @@ impl<'a> Unpickler<'a> {
         Ok(items)
     }
 
+    /// Counts a copy of a value of `weight` bytes (`Value::weight`) against the budget,
+    /// before it is made.
+    fn charge(&mut self, weight: u64, what: &str) -> PResult<()> {
+        match self
+            .copied
+            .checked_add(weight)
+            .filter(|&c| c <= self.copy_limit)
+        {
+            Some(c) => {
+                self.copied = c;
+                Ok(())
+            }
+            None => Err(PickleError::OverBudget {
+                what: format!(
+                    "{what} of a {weight}-byte value at offset {} would bring the pickle's copies of values past its budget",
+                    self.pos.saturating_sub(1)
+                ),
+                limit: self.copy_limit,
+            }),
+        }
+    }
+
     fn memo_get(&mut self, key: u64) -> PResult<()> {
-        let Some(v) = self.memo.get(&key) else {
+        let Some(weight) = self.memo.get(&key).map(Value::weight) else {
             return bad(format!("memo entry {key} is read before it is written"));
         };
-        self.memo_copies = self.memo_copies.saturating_add(v.count());
-        if self.memo_copies > MAX_MEMO_COPIES {
-            return bad("the pickle copies too many values out of its memo");
-        }
-        let v = v.clone();
+        self.charge(weight, "GET")?;
+        let v = self.memo.get(&key).cloned().unwrap_or(Value::None);
         self.push(v)
     }
 
     fn memo_put(&mut self, key: u64) -> PResult<()> {
+        let weight = self.top()?.weight();
+        self.charge(weight, "PUT")?;
         let v = self.top()?.clone();
         self.memo.insert(key, v);
         Ok(())
@@ -297,11 +262,9 @@ impl<'a> Unpickler<'a> {
                 self.pop_mark()?;
             }
             op::DUP => {
+                let weight = self.top()?.weight();
+                self.charge(weight, "DUP")?;
                 let v = self.top()?.clone();
-                self.memo_copies = self.memo_copies.saturating_add(v.count());
-                if self.memo_copies > MAX_MEMO_COPIES {
-                    return bad("the pickle copies too many values");
-                }
                 self.push(v)?;
             }
             other => return self.not_accepted(other),
@@ -469,9 +432,10 @@ impl<'a> Unpickler<'a> {
                 }
             }
             op::EXT1..=op::EXT4 => {
-                return Err(PickleError::Unsafe(
-                    "an extension-registry code (EXT1/EXT2/EXT4), which names a global indirectly"
-                        .into(),
+                return bad(format!(
+                    "opcode EXT{} at offset {} names a global through copyreg's extension registry, which this reader does not resolve",
+                    [1, 2, 4][usize::from(op - op::EXT1)],
+                    self.pos - 1
                 ));
             }
             op::REDUCE | op::NEWOBJ | op::NEWOBJ_EX | op::OBJ => self.call(op)?,
