@@ -190,6 +190,92 @@ fn a_text_over_the_limit_without_truncation_gets_too_long_naming_the_limit() {
     assert_eq!(predictor.predict("short".into()).unwrap().dim(), 384);
 }
 
+/// Texts of the references joined by spaces until they pass `bytes`.
+fn long_text(bytes: usize) -> String {
+    let refs = common::references();
+    let mut text = String::new();
+    for r in refs.iter().cycle() {
+        if text.len() >= bytes {
+            break;
+        }
+        text.push_str(&r.text);
+        text.push(' ');
+    }
+    text
+}
+
+#[test]
+fn a_multi_megabyte_text_embeds_like_its_first_kilobytes_and_without_truncation_is_refused() {
+    let embedder = SentenceEmbedder::load(common::minilm_dir()).unwrap();
+    let text = long_text(4 << 20);
+    // Its first 8 KB, cut at a space: far more than 256 tokens.
+    let head = &text[..text[..8192].rfind(' ').unwrap()];
+    let start = std::time::Instant::now();
+    let tokens = embedder.tokenize(&text).unwrap();
+    let took = start.elapsed();
+    assert_eq!(tokens, embedder.tokenize(head).unwrap());
+    assert_eq!(tokens.len(), 256);
+    // Only a bounded prefix was tokenized: 4 MB in full takes seconds.
+    assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+    let predictor = Predictor::builder(embedder).build().unwrap();
+    let (long, short) = (
+        predictor.predict(text.clone()),
+        predictor.predict(head.into()),
+    );
+    assert_eq!(long.unwrap().as_slice(), short.unwrap().as_slice());
+
+    let options = EmbedderOptions {
+        truncate: false,
+        ..EmbedderOptions::default()
+    };
+    let strict = SentenceEmbedder::load_with(common::minilm_dir(), options).unwrap();
+    let e = strict.tokenize(&text).unwrap_err();
+    assert_eq!(
+        e,
+        InputError::TooManyBytes {
+            field: "text".into(),
+            bytes: text.len(),
+            max: 1 << 20
+        }
+    );
+    assert!(
+        e.to_string().contains("at most 1048576 bytes are accepted"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_text_over_the_byte_limit_is_refused_before_tokenizing() {
+    // With truncation on, a text with no whitespace to cut a prefix at.
+    let embedder = SentenceEmbedder::load(common::minilm_dir()).unwrap();
+    let word = "x".repeat(2 << 20);
+    let e = embedder.tokenize(&word).unwrap_err();
+    assert!(
+        matches!(e, InputError::TooManyBytes { bytes, max, .. } if bytes == 2 << 20 && max == 1 << 20),
+        "{e:?}"
+    );
+    // The limit is an option, and applies to every text without truncation.
+    let options = EmbedderOptions {
+        truncate: false,
+        max_input_bytes: 100,
+        ..EmbedderOptions::default()
+    };
+    let strict = SentenceEmbedder::load_with(common::minilm_dir(), options).unwrap();
+    let e = strict.tokenize(&"a ".repeat(51)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            InputError::TooManyBytes {
+                bytes: 102,
+                max: 100,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(strict.tokenize(&"a ".repeat(50)).unwrap().len(), 52);
+}
+
 #[test]
 fn a_directory_without_weights_is_a_typed_load_error() {
     let dir = std::env::temp_dir().join(format!("modelhost-empty-{}", std::process::id()));
