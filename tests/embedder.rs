@@ -277,6 +277,41 @@ fn a_text_over_the_byte_limit_is_refused_before_tokenizing() {
 }
 
 #[test]
+fn module_paths_outside_the_model_directory_are_refused_naming_the_path() {
+    let dir = std::env::temp_dir().join(format!("modelhost-modules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A symlink to a real model elsewhere: it would load, from outside the directory.
+    std::os::unix::fs::symlink(common::minilm_dir(), dir.join("link")).unwrap();
+    let minilm = common::minilm_dir();
+    for path in [
+        "../elsewhere",
+        minilm.to_str().unwrap(),
+        "link",
+        "./a/../../x",
+    ] {
+        let modules = serde_json::json!([
+            {"idx": 0, "name": "0", "path": path, "type": "sentence_transformers.models.Transformer"}
+        ]);
+        std::fs::write(dir.join("modules.json"), modules.to_string()).unwrap();
+        match SentenceEmbedder::load(&dir).unwrap_err() {
+            LoadError::Config {
+                path: file,
+                message,
+            } => {
+                assert_eq!(file, dir.join("modules.json"));
+                assert!(
+                    message.contains(&format!("module path `{path}`")),
+                    "{message}"
+                );
+                assert!(message.contains("inside the model directory"), "{message}");
+            }
+            other => panic!("expected a Config error for {path}, got {other:?}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_directory_without_weights_is_a_typed_load_error() {
     let dir = std::env::temp_dir().join(format!("modelhost-empty-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
