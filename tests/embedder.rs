@@ -385,3 +385,27 @@ fn embed_cli_reports_a_failing_line_and_goes_on() {
     );
     assert_eq!(lines[3]["embedding"].as_array().unwrap().len(), 384);
 }
+
+#[test]
+fn embed_cli_answers_a_line_that_is_not_utf8_with_an_error_row() {
+    let model = common::minilm_dir();
+    let out = common::run_embed(
+        &["--model".as_ref(), model.as_ref()],
+        b"first\nbad \xff\xfe bytes\r\nlast".as_slice(),
+    );
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 384);
+    assert_eq!(
+        lines[1]["error"],
+        "the line is not valid UTF-8 (invalid byte at offset 4); texts must be UTF-8"
+    );
+    assert_eq!(
+        lines[2]["embedding"].as_array().unwrap().len(),
+        384,
+        "a last line without \\n"
+    );
+}
