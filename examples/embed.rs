@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Reads stdin when there is no `--input` and writes stdout when there is no `--output`.
-//! Each output line is `{"embedding": [...]}`, in input order; a line that fails gets
+//! Each output line is `{"embedding": [...]}`, in input order; a line that fails (the
+//! model refuses it, it is not valid UTF-8, or it is over 16 MiB) gets
 //! `{"error": "..."}` on its own line and the rest go on. Empty lines are embedded like any
 //! text. `--no-truncate` refuses texts over the model's `max_seq_length` instead of cutting
 //! them. `--engine candle` runs candle-transformers' stock BERT on padded batches instead of
@@ -26,6 +27,57 @@ const USAGE: &str =
 
 /// Texts are submitted in chunks of this many lines so memory stays bounded on big inputs.
 const CHUNK: usize = 1024;
+
+/// The longest line kept, in bytes; a longer one gets an error row (the embedder itself
+/// tokenizes at most its `max_input_bytes` of a line).
+const MAX_LINE: usize = 16 << 20;
+
+/// The next line of `input` without its `\n` (or `\r\n`), `None` at the end: `Ok` with the
+/// text, or `Err` with the reason for an error row when it is not UTF-8 or is longer
+/// than `max` bytes (then the rest of it is skipped, never held).
+fn next_line(
+    input: &mut dyn BufRead,
+    max: usize,
+) -> std::io::Result<Option<Result<String, String>>> {
+    let (mut line, mut len, mut seen) = (Vec::new(), 0usize, false);
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        seen = true;
+        let (part, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        len += part.len();
+        if len <= max {
+            line.extend_from_slice(part);
+        }
+        let used = part.len() + usize::from(done);
+        input.consume(used);
+        if done {
+            break;
+        }
+    }
+    if !seen {
+        return Ok(None);
+    }
+    if len > max {
+        return Ok(Some(Err(format!(
+            "the line is {len} bytes; at most {max} are read"
+        ))));
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(Some(String::from_utf8(line).map_err(|e| {
+        format!(
+            "the line is not valid UTF-8 (invalid byte at offset {}); texts must be UTF-8",
+            e.utf8_error().valid_up_to()
+        )
+    })))
+}
 
 struct Args {
     model: PathBuf,
@@ -110,18 +162,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
 
-    let mut lines = input.lines();
+    let mut input = input;
     loop {
-        let chunk: Vec<String> = lines.by_ref().take(CHUNK).collect::<Result<_, _>>()?;
+        let mut chunk = Vec::new();
+        while chunk.len() < CHUNK {
+            match next_line(&mut *input, MAX_LINE)? {
+                Some(line) => chunk.push(line),
+                None => break,
+            }
+        }
         if chunk.is_empty() {
             break;
         }
-        for answer in predictor.predict_many(chunk) {
-            let line = match answer {
-                Ok(embedding) => serde_json::json!({ "embedding": embedding.as_slice() }),
-                Err(error) => serde_json::json!({ "error": error.to_string() }),
+        let texts: Vec<String> = chunk
+            .iter()
+            .filter_map(|l| l.as_ref().ok())
+            .cloned()
+            .collect();
+        let mut answers = predictor.predict_many(texts).into_iter();
+        for line in chunk {
+            let row = match line.map(|_| answers.next()) {
+                Ok(Some(Ok(embedding))) => serde_json::json!({ "embedding": embedding.as_slice() }),
+                Ok(Some(Err(error))) => serde_json::json!({ "error": error.to_string() }),
+                Ok(None) => serde_json::json!({ "error": "no answer for this line" }),
+                Err(reason) => serde_json::json!({ "error": reason }),
             };
-            serde_json::to_writer(&mut output, &line)?;
+            serde_json::to_writer(&mut output, &row)?;
             output.write_all(b"\n")?;
         }
     }

@@ -142,6 +142,22 @@ pub enum InputError {
         /// The most pixels allowed.
         max_pixels: u64,
     },
+    /// Decoding an image and resizing it to the network's input would take more memory
+    /// than the model allows; refused from its header, before any pixel is decoded.
+    /// Images far more elongated than the network's input cost the most.
+    #[error(
+        "the image is {width}×{height} pixels (upright); decoding and resizing it to the model's input would take about {needed} bytes of memory, and at most {max_bytes} are allowed (crop it closer to the model's aspect ratio or downscale it first)"
+    )]
+    ImageOverBudget {
+        /// Width of the upright image (after its EXIF orientation).
+        width: u32,
+        /// Height of the upright image.
+        height: u32,
+        /// The bytes it would take.
+        needed: u64,
+        /// The most bytes allowed.
+        max_bytes: u64,
+    },
     /// A categorical input has a value outside its categories.
     #[error("`{field}` is {value:?}; allowed values are: {}", allowed.join(", "))]
     UnknownCategory {

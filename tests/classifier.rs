@@ -178,6 +178,23 @@ fn classifier_configs_that_cannot_work_are_refused_with_the_reason() {
     );
     let err = TextClassifier::load(&dir).unwrap_err();
     assert!(err.to_string().contains("`id2label` key `7`"), "{err}");
+
+    // A trillion labels would be a trillion strings: refused by the weight's shape first.
+    let dir = scratch_dir("huge-num-labels");
+    write_model(
+        &dir,
+        &["a", "b"],
+        vec![0.0; 768],
+        vec![0.0; 2],
+        serde_json::json!({"num_labels": 1_000_000_000_000u64}),
+    );
+    let err = TextClassifier::load(&dir).unwrap_err();
+    assert!(matches!(err, LoadError::Config { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("the classifier weight has 2 outputs; at most 2 labels are allowed"),
+        "{err}"
+    );
 }
 
 /// A search-style query for a text (its three longest words, lowercased, in text order)

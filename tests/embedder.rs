@@ -190,6 +190,125 @@ fn a_text_over_the_limit_without_truncation_gets_too_long_naming_the_limit() {
     assert_eq!(predictor.predict("short".into()).unwrap().dim(), 384);
 }
 
+/// Texts of the references joined by spaces until they pass `bytes`.
+fn long_text(bytes: usize) -> String {
+    let refs = common::references();
+    let mut text = String::new();
+    for r in refs.iter().cycle() {
+        if text.len() >= bytes {
+            break;
+        }
+        text.push_str(&r.text);
+        text.push(' ');
+    }
+    text
+}
+
+#[test]
+fn a_multi_megabyte_text_embeds_like_its_first_kilobytes_and_without_truncation_is_refused() {
+    let embedder = SentenceEmbedder::load(common::minilm_dir()).unwrap();
+    let text = long_text(4 << 20);
+    // Its first 8 KB, cut at a space: far more than 256 tokens.
+    let head = &text[..text[..8192].rfind(' ').unwrap()];
+    // Accepted although it is 4 times the 1 MiB input limit: only a bounded prefix is
+    // handed to the tokenizer (the limit applies to that prefix).
+    let tokens = embedder.tokenize(&text).unwrap();
+    assert_eq!(tokens, embedder.tokenize(head).unwrap());
+    assert_eq!(tokens.len(), 256);
+    let predictor = Predictor::builder(embedder).build().unwrap();
+    let (long, short) = (
+        predictor.predict(text.clone()),
+        predictor.predict(head.into()),
+    );
+    assert_eq!(long.unwrap().as_slice(), short.unwrap().as_slice());
+
+    let options = EmbedderOptions {
+        truncate: false,
+        ..EmbedderOptions::default()
+    };
+    let strict = SentenceEmbedder::load_with(common::minilm_dir(), options).unwrap();
+    let e = strict.tokenize(&text).unwrap_err();
+    assert_eq!(
+        e,
+        InputError::TooManyBytes {
+            field: "text".into(),
+            bytes: text.len(),
+            max: 1 << 20
+        }
+    );
+    assert!(
+        e.to_string().contains("at most 1048576 bytes are accepted"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_text_over_the_byte_limit_is_refused_before_tokenizing() {
+    // With truncation on, a text with no whitespace to cut a prefix at.
+    let embedder = SentenceEmbedder::load(common::minilm_dir()).unwrap();
+    let word = "x".repeat(2 << 20);
+    let e = embedder.tokenize(&word).unwrap_err();
+    assert!(
+        matches!(e, InputError::TooManyBytes { bytes, max, .. } if bytes == 2 << 20 && max == 1 << 20),
+        "{e:?}"
+    );
+    // The limit is an option, and applies to every text without truncation.
+    let options = EmbedderOptions {
+        truncate: false,
+        max_input_bytes: 100,
+        ..EmbedderOptions::default()
+    };
+    let strict = SentenceEmbedder::load_with(common::minilm_dir(), options).unwrap();
+    let e = strict.tokenize(&"a ".repeat(51)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            InputError::TooManyBytes {
+                bytes: 102,
+                max: 100,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(strict.tokenize(&"a ".repeat(50)).unwrap().len(), 52);
+}
+
+#[test]
+fn module_paths_outside_the_model_directory_are_refused_naming_the_path() {
+    let dir = std::env::temp_dir().join(format!("modelhost-modules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A symlink to a real model elsewhere: it would load, from outside the directory.
+    std::os::unix::fs::symlink(common::minilm_dir(), dir.join("link")).unwrap();
+    let minilm = common::minilm_dir();
+    for path in [
+        "../elsewhere",
+        minilm.to_str().unwrap(),
+        "link",
+        "./a/../../x",
+    ] {
+        let modules = serde_json::json!([
+            {"idx": 0, "name": "0", "path": path, "type": "sentence_transformers.models.Transformer"}
+        ]);
+        std::fs::write(dir.join("modules.json"), modules.to_string()).unwrap();
+        match SentenceEmbedder::load(&dir).unwrap_err() {
+            LoadError::Config {
+                path: file,
+                message,
+            } => {
+                assert_eq!(file, dir.join("modules.json"));
+                assert!(
+                    message.contains(&format!("module path `{path}`")),
+                    "{message}"
+                );
+                assert!(message.contains("inside the model directory"), "{message}");
+            }
+            other => panic!("expected a Config error for {path}, got {other:?}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_directory_without_weights_is_a_typed_load_error() {
     let dir = std::env::temp_dir().join(format!("modelhost-empty-{}", std::process::id()));
@@ -263,4 +382,28 @@ fn embed_cli_reports_a_failing_line_and_goes_on() {
         "an empty line is embedded"
     );
     assert_eq!(lines[3]["embedding"].as_array().unwrap().len(), 384);
+}
+
+#[test]
+fn embed_cli_answers_a_line_that_is_not_utf8_with_an_error_row() {
+    let model = common::minilm_dir();
+    let out = common::run_embed(
+        &["--model".as_ref(), model.as_ref()],
+        b"first\nbad \xff\xfe bytes\r\nlast".as_slice(),
+    );
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 384);
+    assert_eq!(
+        lines[1]["error"],
+        "the line is not valid UTF-8 (invalid byte at offset 4); texts must be UTF-8"
+    );
+    assert_eq!(
+        lines[2]["embedding"].as_array().unwrap().len(),
+        384,
+        "a last line without \\n"
+    );
 }

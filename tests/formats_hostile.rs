@@ -36,9 +36,9 @@ fn every_hostile_file_is_refused_with_a_typed_error_naming_the_file() {
         assert!(h.bytes.len() <= 5 << 20, "{}: fixtures stay small", h.name);
         let path = dir.join(h.name);
         std::fs::write(&path, &h.bytes).unwrap();
-        let started = std::time::Instant::now();
+        // Time and memory are measured by scripts/hostile-loaders.sh under prlimit and
+        // timeout, not asserted here.
         let got = formats::load_tensors(&path, &Device::Cpu);
-        assert!(started.elapsed().as_secs() < 30, "{}: too slow", h.name);
         match (h.refused_as, got) {
             (None, Ok(t)) => assert!(!t.is_empty(), "{}", h.name),
             (None, Err(e)) => panic!("{} ({}): valid, but refused: {e}", h.name, h.attack),

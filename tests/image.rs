@@ -79,41 +79,109 @@ fn the_digits_model_reads_png_and_jpeg_files_of_held_back_digits() {
     }
 }
 
+/// CRC-32 as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// One PNG chunk: length, kind, data, CRC.
+fn png_chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+    let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+    chunk.extend(&body);
+    chunk.extend(crc32(&body).to_be_bytes());
+    chunk
+}
+
 /// A PNG declaring `width` × `height` RGB pixels whose image data is 64 zero bytes: what
 /// a decompression bomb looks like before it is inflated.
 fn png_bomb(width: u32, height: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], data: &[u8]| {
-        png.extend((data.len() as u32).to_be_bytes());
-        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
-        png.extend(&body);
-        png.extend(crc32(&body).to_be_bytes());
-    };
     let mut ihdr = width.to_be_bytes().to_vec();
     ihdr.extend(height.to_be_bytes());
     ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no filter, no interlace
-    chunk(b"IHDR", &ihdr);
+    png.extend(png_chunk(b"IHDR", &ihdr));
     // zlib: header, one stored block of 64 zeros, Adler-32 of 64 zeros.
     let mut idat = vec![0x78, 0x01, 0x01, 64, 0, !64u8, 0xFF];
     idat.extend([0u8; 64]);
     idat.extend([0x00, 0x40, 0x00, 0x01]);
-    chunk(b"IDAT", &idat);
-    chunk(b"IEND", &[]);
+    png.extend(png_chunk(b"IDAT", &idat));
+    png.extend(png_chunk(b"IEND", &[]));
     png
+}
+
+/// A white grey PNG of `width` × `height` pixels; with `rotate`, an EXIF orientation
+/// of 6 (rotate 90°) in an `eXIf` chunk, which makes a tall image a wide one.
+fn white_png(width: u32, height: u32, rotate: bool) -> Vec<u8> {
+    let image = DynamicImage::ImageLuma8(GrayImage::from_pixel(width, height, image::Luma([255])));
+    let mut png = encode(&image, ImageFormat::Png);
+    if rotate {
+        // Big-endian TIFF, one IFD entry: Orientation (0x0112), SHORT, 1 value, 6.
+        let exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+        // After the signature (8 bytes) and IHDR (25), before the image data.
+        png.splice(33..33, png_chunk(b"eXIf", exif));
+    }
+    png
+}
+
+#[test]
+fn extreme_aspect_ratios_are_refused_from_the_header_before_the_resize_allocates() {
+    let predictor = Predictor::builder(ImageClassifier::load(digits::assets()).unwrap())
+        .build()
+        .unwrap();
+    // 10,000,000 × 1 is inside the pixel guard, but resizing it to 8 × 8 first resamples
+    // into a 10,000,000 × 8 buffer of 16-byte pixels (1.28 GB).
+    let e = input_error(predictor.predict(white_png(10_000_000, 1, false)));
+    let InputError::ImageOverBudget {
+        width,
+        height,
+        needed,
+        max_bytes,
+    } = e.clone()
+    else {
+        panic!("expected ImageOverBudget, got {e:?}");
+    };
+    assert_eq!((width, height, max_bytes), (10_000_000, 1, 512 << 20));
+    assert!(needed > 1_280_000_000, "{needed}");
+    assert!(
+        e.to_string().contains("at most 536870912 are allowed"),
+        "{e}"
+    );
+    // Tall is cheap (the vertical pass is one pixel wide) ...
+    assert!(predictor.predict(white_png(1, 10_000_000, false)).is_ok());
+    // ... until EXIF turns it on its side: the orientation counts before decoding.
+    let e = input_error(predictor.predict(white_png(1, 10_000_000, true)));
+    assert!(
+        matches!(
+            e,
+            InputError::ImageOverBudget {
+                width: 10_000_000,
+                height: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // The budget is an option: a tighter one refuses a modest image.
+    let options = ImageOptions {
+        max_memory_bytes: 1 << 20,
+        ..ImageOptions::default()
+    };
+    let tight = ImageClassifier::load_with(digits::assets(), options).unwrap();
+    let e = tight.preprocess(&white_png(1000, 1000, false)).unwrap_err();
+    assert!(matches!(e, InputError::ImageOverBudget { .. }), "{e:?}");
+    assert!(tight.preprocess(&white_png(64, 64, false)).is_ok());
 }
 
 #[test]

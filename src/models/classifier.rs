@@ -83,9 +83,14 @@ impl Head {
     /// Reads the head from the weights file and its labels from `config.json`.
     fn load(config_path: &Path, weights: &Path) -> Result<(Head, HeadConfig), LoadError> {
         let config: HeadConfig = read_json(config_path)?;
-        let labels = labels(config_path, &config)?;
         let h = config.hidden_size;
         let vb = crate::formats::var_builder(weights, DType::F32, &Device::Cpu)?;
+        let outputs = vb
+            .pp("classifier")
+            .get_unchecked("weight")
+            .map(|w| w.dims().first().copied().unwrap_or(0))
+            .map_err(|e| LoadError::weights(weights, format!("{e} (a sequence-classification model needs `pooler.dense` and `classifier` weights: BERT's head)")))?;
+        let labels = labels(config_path, &config, outputs)?;
         let pooler = if vb.contains_tensor("bert.pooler.dense.weight") {
             vb.pp("bert.pooler.dense")
         } else {
@@ -128,8 +133,14 @@ impl Head {
     }
 }
 
-/// Labels in id order from `id2label` (`num_labels` generic names when it is absent).
-fn labels(config_path: &Path, config: &HeadConfig) -> Result<Vec<String>, LoadError> {
+/// Labels in id order from `id2label` (`num_labels` generic names when it is absent),
+/// refused before any is made when there would be more than the classifier weight's
+/// `outputs` (rows).
+fn labels(
+    config_path: &Path,
+    config: &HeadConfig,
+    outputs: usize,
+) -> Result<Vec<String>, LoadError> {
     // transformers' PretrainedConfig defaults to two labels.
     let n = config
         .num_labels
@@ -143,6 +154,16 @@ fn labels(config_path: &Path, config: &HeadConfig) -> Result<Vec<String>, LoadEr
         return Err(LoadError::config(
             config_path,
             "no labels: set `id2label` (or `num_labels`) to the classifier's outputs",
+        ));
+    }
+    if n > outputs {
+        return Err(LoadError::config(
+            config_path,
+            format!(
+                "{n} labels (`num_labels` {:?}, {} in `id2label`), but the classifier weight has {outputs} outputs; at most {outputs} labels are allowed",
+                config.num_labels,
+                config.id2label.len()
+            ),
         ));
     }
     let mut labels: Vec<String> = (0..n).map(|i| format!("LABEL_{i}")).collect();

@@ -158,6 +158,39 @@ struct Pipeline {
     normalize: bool,
 }
 
+/// The directory of a module whose `modules.json` entry has `path`: refused unless it is
+/// a relative path inside the model directory `dir` — no `..`, no absolute path, and no
+/// symbolic link leading out of it (checked on the resolved paths when it exists).
+fn module_dir(dir: &Path, modules_path: &Path, path: &str) -> Result<PathBuf, LoadError> {
+    use std::path::Component;
+    let refuse = |why: &str| {
+        LoadError::config(
+            modules_path,
+            format!(
+                "module path `{path}` {why}; a module path must be a relative path inside the model directory"
+            ),
+        )
+    };
+    let relative = Path::new(path)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !relative {
+        return Err(refuse("is absolute or climbs out with `..`"));
+    }
+    let module_dir = dir.join(path);
+    if let Ok(resolved) = module_dir.canonicalize() {
+        let root = dir.canonicalize().map_err(|e| LoadError::io(dir, e))?;
+        if !resolved.starts_with(&root) {
+            return Err(refuse(&format!(
+                "resolves to {}, outside the model directory {}",
+                resolved.display(),
+                root.display()
+            )));
+        }
+    }
+    Ok(module_dir)
+}
+
 fn read_pipeline(dir: &Path) -> Result<Pipeline, LoadError> {
     let modules_path = dir.join("modules.json");
     if !modules_path.is_file() {
@@ -173,7 +206,7 @@ fn read_pipeline(dir: &Path) -> Result<Pipeline, LoadError> {
     let mut normalize = false;
     for module in &modules {
         let kind = module.kind.rsplit('.').next().unwrap_or(&module.kind);
-        let module_dir = dir.join(&module.path);
+        let module_dir = module_dir(dir, &modules_path, &module.path)?;
         match kind {
             "Transformer" if transformer_dir.is_none() => transformer_dir = Some(module_dir),
             "Pooling" if pooling.is_none() => pooling = Some(read_pooling(&module_dir)?),

@@ -146,7 +146,7 @@ pub fn max_component_difference(
 
 /// Runs the `embed` example with `args`, `input` on its stdin; asserts it succeeds and
 /// returns its stdout.
-pub fn run_embed(args: &[&std::ffi::OsStr], input: &str) -> String {
+pub fn run_embed(args: &[&std::ffi::OsStr], input: impl AsRef<[u8]>) -> String {
     use std::io::Write;
     let mut child = std::process::Command::new(example_binary("embed"))
         .args(args)
@@ -158,7 +158,7 @@ pub fn run_embed(args: &[&std::ffi::OsStr], input: &str) -> String {
         .stdin
         .take()
         .unwrap()
-        .write_all(input.as_bytes())
+        .write_all(input.as_ref())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "embed {args:?} failed");

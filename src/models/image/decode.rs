@@ -3,9 +3,10 @@
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
-use super::ImageOptions;
+use super::{ImageOptions, Preprocess};
 use crate::error::InputError;
 
 /// An `image` input refused for `reason`.
@@ -20,9 +21,14 @@ fn invalid(reason: String) -> InputError {
 /// by its EXIF orientation.
 ///
 /// The encoded size is checked first, then the format, then the dimensions the header
-/// declares, all before any pixel is decoded; the decoder itself runs under allocation
-/// limits that match the declared size.
-pub(super) fn decode(bytes: &[u8], options: &ImageOptions) -> Result<DynamicImage, InputError> {
+/// declares, then the memory that decoding it and `preprocess` would take (from the
+/// header's size, colour type and EXIF orientation), all before any pixel is decoded;
+/// the decoder itself runs under allocation limits that match the declared size.
+pub(super) fn decode(
+    bytes: &[u8],
+    options: &ImageOptions,
+    preprocess: &Preprocess,
+) -> Result<DynamicImage, InputError> {
     if bytes.len() > options.max_bytes {
         return Err(invalid(format!(
             "it is {} bytes; at most {} are allowed",
@@ -60,6 +66,7 @@ pub(super) fn decode(bytes: &[u8], options: &ImageOptions) -> Result<DynamicImag
     // Phone cameras store the rotation in EXIF; Python's loaders (PIL's exif_transpose
     // in transformers' load_image) apply it, so the model saw upright images.
     let orientation = decoder.orientation().map_err(cannot)?;
+    check_memory(&decoder, orientation, options, preprocess)?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(cannot)?;
     image.apply_orientation(orientation);
     Ok(image)
@@ -87,4 +94,34 @@ fn checked_dimensions(bytes: &[u8], options: &ImageOptions) -> Result<(u32, u32)
         });
     }
     Ok((width, height))
+}
+
+/// Refuses an image whose decoding and preprocessing would hold more than
+/// `options.max_memory_bytes`, from its header: the upright size (after the EXIF
+/// `orientation`; a rotated tall image is a wide one to the resize) and bytes per pixel.
+fn check_memory(
+    decoder: &impl ImageDecoder,
+    orientation: Orientation,
+    options: &ImageOptions,
+    preprocess: &Preprocess,
+) -> Result<(), InputError> {
+    let (width, height) = decoder.dimensions();
+    let (width, height) = match orientation {
+        Orientation::Rotate90
+        | Orientation::Rotate270
+        | Orientation::Rotate90FlipH
+        | Orientation::Rotate270FlipH => (height, width),
+        _ => (width, height),
+    };
+    let bytes_per_pixel = decoder.color_type().bytes_per_pixel();
+    let needed = preprocess.memory_needed(width, height, bytes_per_pixel)?;
+    if needed > options.max_memory_bytes {
+        return Err(InputError::ImageOverBudget {
+            width,
+            height,
+            needed,
+            max_bytes: options.max_memory_bytes,
+        });
+    }
+    Ok(())
 }

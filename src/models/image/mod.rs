@@ -17,7 +17,9 @@
 //! Decoding runs in the caller's thread, before the request is queued, and is guarded
 //! against decompression bombs: the header's dimensions are checked against
 //! [`ImageOptions::max_pixels`] before any pixel is decoded, and the decoder itself runs
-//! under matching allocation limits.
+//! under matching allocation limits. The memory decoding and resizing would take is
+//! bounded the same way, from the header and the EXIF orientation, by
+//! [`ImageOptions::max_memory_bytes`].
 
 mod decode;
 mod network;
@@ -44,6 +46,13 @@ pub struct ImageOptions {
     pub max_pixels: u64,
     /// The most bytes an encoded input may have. Default 32 MiB.
     pub max_bytes: usize,
+    /// The most memory, in bytes, that decoding one input and preprocessing it into the
+    /// network's input may hold at once, estimated from the header (size, colour type,
+    /// EXIF orientation) before any pixel is decoded; larger images are refused with
+    /// [`InputError::ImageOverBudget`]. Very elongated images cost the most: the resize
+    /// works on a buffer as wide as the (upright) input and as tall as the network's
+    /// input. Default 512 MiB.
+    pub max_memory_bytes: u64,
     /// The device to run on (default: CPU).
     pub device: Device,
 }
@@ -53,6 +62,7 @@ impl Default for ImageOptions {
         ImageOptions {
             max_pixels: 40_000_000,
             max_bytes: 32 << 20,
+            max_memory_bytes: 512 << 20,
             device: Device::Cpu,
         }
     }
@@ -116,7 +126,7 @@ impl ImageClassifier {
     /// Decodes `bytes` (PNG or JPEG) within the limits and preprocesses the image into the
     /// network's `[C, H, W]` input.
     pub fn preprocess(&self, bytes: &[u8]) -> Result<Vec<f32>, InputError> {
-        let image = decode::decode(bytes, &self.options)?;
+        let image = decode::decode(bytes, &self.options, &self.preprocess)?;
         self.preprocess.apply(&image)
     }
 

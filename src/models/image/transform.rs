@@ -67,13 +67,13 @@ impl Preprocess {
         (c, h as usize, w as usize)
     }
 
-    /// Resizes, crops, converts and normalises a decoded image into `[C, H, W]` values.
+    /// The `(width, height)` the resize step gives an upright `w0` × `h0` image.
     ///
     /// A shortest-edge resize keeps the aspect ratio, so an image more than
     /// [`MAX_ASPECT`]:1 would be resized into a huge strip before the crop: it is refused.
-    pub fn apply(&self, image: &DynamicImage) -> Result<Vec<f32>, InputError> {
-        let (w0, h0) = (image.width().max(1), image.height().max(1));
-        let (rw, rh) = match self.resize {
+    fn resized_size(&self, w0: u32, h0: u32) -> Result<(u32, u32), InputError> {
+        let (w0, h0) = (w0.max(1), h0.max(1));
+        Ok(match self.resize {
             Resize::Exact(h, w) => (w, h),
             Resize::ShortestEdge(s) => {
                 let (short, long) = (w0.min(h0), w0.max(h0));
@@ -90,7 +90,49 @@ impl Preprocess {
                 let scaled = u32::try_from(scaled).unwrap_or(u32::MAX);
                 if w0 <= h0 { (s, scaled) } else { (scaled, s) }
             }
-        };
+        })
+    }
+
+    /// An upper bound, in bytes, of the memory that decoding an image of `width` ×
+    /// `height` pixels (upright, after its EXIF orientation) at `bytes_per_pixel` and
+    /// running [`Preprocess::apply`] on it hold at once. Computed from the header alone.
+    ///
+    /// It counts the decoded image twice (the decoder's or the rotation's copy), the
+    /// resize's intermediate — the `image` crate resamples vertically first, into a
+    /// buffer as wide as the input at 16 bytes a pixel — the resized image with its
+    /// conversions and padding, and the network's input.
+    pub fn memory_needed(
+        &self,
+        width: u32,
+        height: u32,
+        bytes_per_pixel: u8,
+    ) -> Result<u64, InputError> {
+        let (rw, rh) = self.resized_size(width, height)?;
+        let (w0, h0) = (u64::from(width.max(1)), u64::from(height.max(1)));
+        let bpp = u64::from(bytes_per_pixel.max(1));
+        let decoded = w0.saturating_mul(h0).saturating_mul(bpp);
+        let intermediate = w0.saturating_mul(u64::from(rh)).saturating_mul(16);
+        let (ch, cw) = self.crop.unwrap_or((rh, rw));
+        // The resized image, its RGB copy and the padded canvas (at least the crop).
+        let resized = u64::from(rw.max(cw)) * u64::from(rh.max(ch)) * (bpp + 6);
+        let (c, h, w) = self.output_shape();
+        // The crop's copy, its RGB or grey conversion and the f32 input.
+        let input = (h * w) as u64 * (bpp + 3 + 4 * c as u64);
+        Ok(decoded
+            .saturating_mul(2)
+            .saturating_add(intermediate)
+            .saturating_add(resized)
+            .saturating_add(input))
+    }
+
+    /// Resizes, crops, converts and normalises a decoded image into `[C, H, W]` values.
+    ///
+    /// A shortest-edge resize keeps the aspect ratio, so an image more than
+    /// [`MAX_ASPECT`]:1 would be resized into a huge strip before the crop: it is refused.
+    /// The caller bounds the memory first with [`Preprocess::memory_needed`].
+    pub fn apply(&self, image: &DynamicImage) -> Result<Vec<f32>, InputError> {
+        let (w0, h0) = (image.width().max(1), image.height().max(1));
+        let (rw, rh) = self.resized_size(w0, h0)?;
         let (c, _, _) = self.output_shape();
         if self.mean.len() != c || self.std.len() != c {
             return Err(InputError::Invalid {

@@ -4,6 +4,8 @@
 //! [`TextClassifier`](super::classifier::TextClassifier) and
 //! [`CrossEncoder`](super::classifier::CrossEncoder) put a classification head on them.
 
+mod input;
+
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -59,6 +61,13 @@ pub struct TextOptions {
     /// transformers' pipelines do). When `false`, such a text is refused with
     /// [`InputError::TooLong`]. Default `true`.
     pub truncate: bool,
+    /// The most bytes of a text (of each text of a pair) handed to the tokenizer; checked
+    /// before tokenizing. Without truncation a longer text is refused with
+    /// [`InputError::TooManyBytes`]. With truncation only a prefix of a long text is
+    /// tokenized — cut at whitespace, long enough that the result is exactly the whole
+    /// text truncated — and the text is refused only when that prefix would pass this
+    /// limit (a text without whitespace to cut at). Default 1 MiB.
+    pub max_input_bytes: usize,
     /// Override the maximum sequence length (`sentence_bert_config.json` for an embedder);
     /// it is always capped at the model's `max_position_embeddings`.
     pub max_seq_length: Option<usize>,
@@ -81,6 +90,7 @@ impl Default for TextOptions {
     fn default() -> Self {
         TextOptions {
             truncate: true,
+            max_input_bytes: 1 << 20,
             max_seq_length: None,
             device: Device::Cpu,
             engine: Engine::Auto,
@@ -130,6 +140,8 @@ enum Backend {
 /// Tokenizer plus BERT encoder of a Hugging Face model directory.
 pub(crate) struct TextEncoder {
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation, to count the tokens of a text's prefix.
+    probe: Tokenizer,
     backend: Backend,
     pad_id: u32,
     vocab_size: usize,
@@ -137,6 +149,8 @@ pub(crate) struct TextEncoder {
     hidden: usize,
     lowercase: bool,
     max_len: usize,
+    /// What is handed to the tokenizer: `TextOptions::max_input_bytes` and `truncate`.
+    bounds: input::Bounds,
 }
 
 /// The last hidden states of a batch: text `i` is rows `offsets[i]..offsets[i + 1]` of
@@ -193,11 +207,19 @@ impl TextEncoder {
         let config: BertShape = read_json(&config_path)?;
         let max_len = checked_max_len(&config, &config_path, options, default_max_len, pairs)?;
         let tokenizer = load_tokenizer(dir, options.truncate, max_len)?;
+        let mut probe = tokenizer.clone();
+        probe
+            .with_truncation(None)
+            .map_err(|e| LoadError::Tokenizer {
+                path: dir.join("tokenizer.json"),
+                message: e.to_string(),
+            })?;
         let weights = crate::formats::find_weights(dir)?;
         let backend = Backend::load(&weights, &config, &config_path, options)?;
         Ok(Loaded {
             encoder: TextEncoder {
                 tokenizer,
+                probe,
                 backend,
                 pad_id: config.pad_token_id as u32,
                 vocab_size: config.vocab_size,
@@ -205,6 +227,11 @@ impl TextEncoder {
                 hidden: config.hidden_size,
                 lowercase,
                 max_len,
+                bounds: input::Bounds {
+                    max_bytes: options.max_input_bytes,
+                    truncate: options.truncate,
+                    max_len,
+                },
             },
             config_path,
             weights,
@@ -246,16 +273,11 @@ impl TextEncoder {
         first: &str,
         second: Option<&str>,
     ) -> Result<TokenizedText, InputError> {
-        let lower = |t: &str| {
-            if self.lowercase {
-                t.to_lowercase()
-            } else {
-                t.to_owned()
-            }
-        };
+        let first = self.bounded(field, first)?;
+        let second = second.map(|s| self.bounded(field, s)).transpose()?;
         let input: EncodeInput = match second {
-            None => lower(first).into(),
-            Some(second) => (lower(first), lower(second)).into(),
+            None => self.lower(first).into(),
+            Some(second) => (self.lower(first), self.lower(second)).into(),
         };
         let encoding = self
             .tokenizer
@@ -305,6 +327,29 @@ impl TextEncoder {
         Ok(TokenizedText {
             ids: encoding.get_ids().to_vec(),
             type_ids: encoding.get_type_ids().to_vec(),
+        })
+    }
+
+    /// `text`, lowercased when the model asks for it.
+    fn lower(&self, text: &str) -> String {
+        if self.lowercase {
+            text.to_lowercase()
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// The part of `text` to tokenize (see `input::bounded_prefix`): all of it, or with
+    /// truncation a prefix that yields more than `max_len` tokens on its own.
+    fn bounded<'t>(&self, field: &str, text: &'t str) -> Result<&'t str, InputError> {
+        input::bounded_prefix(field, text, &self.bounds, |prefix| {
+            let encoding =
+                self.probe
+                    .encode(self.lower(prefix), false)
+                    .map_err(|e| InputError::Tokenize {
+                        message: e.to_string(),
+                    })?;
+            Ok(encoding.len() > self.max_len)
         })
     }
 

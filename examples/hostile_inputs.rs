@@ -1,0 +1,139 @@
+//! Hostile inputs, made and fed one at a time, for `scripts/hostile-inputs.sh`.
+//!
+//! ```text
+//! hostile_inputs make DIR                  # writes the crafted files into DIR
+//! hostile_inputs image FILE EXPECTED       # digits model: preprocess one image file
+//! hostile_inputs text FILE EXPECTED [--no-truncate]   # MiniLM: embed one text file
+//! ```
+//!
+//! `EXPECTED` is `ok` or the name of the `InputError` variant the input must get; the
+//! exit status is 0 when it does, 1 when not.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{DynamicImage, GrayImage, ImageBuffer, ImageFormat, Rgba};
+use modelhost::error::InputError;
+use modelhost::models::image::ImageClassifier;
+use modelhost::models::sentence::SentenceEmbedder;
+use modelhost::models::text::EmbedderOptions;
+
+fn png(image: &DynamicImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
+        .expect("encode");
+    bytes
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// `png` with an `eXIf` chunk saying "rotate 90°" after its IHDR.
+fn with_exif_rotation(mut png: Vec<u8>) -> Vec<u8> {
+    let exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+    let mut chunk = (exif.len() as u32).to_be_bytes().to_vec();
+    let body: Vec<u8> = b"eXIf".iter().chain(exif).copied().collect();
+    chunk.extend(&body);
+    chunk.extend(crc32(&body).to_be_bytes());
+    png.splice(33..33, chunk);
+    png
+}
+
+fn make(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let gray = |w, h| DynamicImage::ImageLuma8(GrayImage::from_pixel(w, h, image::Luma([255])));
+    std::fs::write(dir.join("wide-40M.png"), png(&gray(40_000_000, 1)))?;
+    let tall = png(&gray(1, 40_000_000));
+    std::fs::write(dir.join("tall-40M.png"), &tall)?;
+    std::fs::write(dir.join("tall-40M-exif.png"), with_exif_rotation(tall))?;
+    let rgba16: ImageBuffer<Rgba<u16>, Vec<u16>> = ImageBuffer::new(6324, 6324);
+    std::fs::write(
+        dir.join("rgba16-40M.png"),
+        png(&DynamicImage::ImageRgba16(rgba16)),
+    )?;
+    std::fs::write(dir.join("gray-6000.png"), png(&gray(6000, 6000)))?;
+    let rgb = DynamicImage::new_rgb8(8000, 5000);
+    let mut jpeg = Vec::new();
+    rgb.write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+        .expect("jpeg");
+    std::fs::write(dir.join("rgb-8000x5000.jpg"), jpeg)?;
+    let sentence = "The quick brown fox jumps over the lazy dog near the river bank. ";
+    std::fs::write(
+        dir.join("long-8MB.txt"),
+        sentence.repeat((8 << 20) / sentence.len()),
+    )?;
+    std::fs::write(dir.join("word-8MB.txt"), "x".repeat(8 << 20))?;
+    let mut lines = b"first line\nbad \xff\xfe bytes\n".to_vec();
+    lines.extend(b"last line\n");
+    std::fs::write(dir.join("not-utf8.txt"), lines)
+}
+
+/// The variant's name, as `EXPECTED` gives it.
+fn variant(e: &InputError) -> String {
+    format!("{e:?}")
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("make") if args.len() == 2 => {
+            make(Path::new(&args[1])).expect("make");
+            return;
+        }
+        Some("image") if args.len() == 3 => {
+            let classifier = ImageClassifier::load("examples/assets/digits").expect("load");
+            let bytes = std::fs::read(&args[1]).expect("read");
+            classifier.preprocess(&bytes).map(|_| ())
+        }
+        Some("text") if args.len() >= 3 => {
+            let options = EmbedderOptions {
+                truncate: !args.iter().any(|a| a == "--no-truncate"),
+                ..EmbedderOptions::default()
+            };
+            let embedder =
+                SentenceEmbedder::load_with("models/all-MiniLM-L6-v2", options).expect("load");
+            let text = std::fs::read_to_string(&args[1]).expect("read");
+            embedder.tokenize(&text).and_then(|t| {
+                embedder
+                    .embed_batch(&[t])
+                    .map(|_| ())
+                    .map_err(|e| InputError::Invalid {
+                        field: "text".into(),
+                        reason: e.to_string(),
+                    })
+            })
+        }
+        _ => {
+            eprintln!(
+                "usage: hostile_inputs make DIR | image FILE EXPECTED | text FILE EXPECTED [--no-truncate]"
+            );
+            std::process::exit(2);
+        }
+    };
+    let got = match &result {
+        Ok(()) => "ok".to_string(),
+        Err(e) => variant(e),
+    };
+    match &result {
+        Ok(()) => println!("ok"),
+        Err(e) => println!("{got}: {e}"),
+    }
+    std::process::exit(if got == args[2] { 0 } else { 1 });
+}
