@@ -19,12 +19,22 @@ use modelhost::{
 struct Tagged {
     tag: u64,
     computed: AtomicU64,
+    /// Answers every input with an error.
+    fails: bool,
 }
 
 fn tagged(tag: u64) -> Tagged {
     Tagged {
         tag,
         computed: AtomicU64::new(0),
+        fails: false,
+    }
+}
+
+fn failing(tag: u64) -> Tagged {
+    Tagged {
+        fails: true,
+        ..tagged(tag)
     }
 }
 
@@ -44,7 +54,15 @@ impl Model for Tagged {
     fn run_batch(&self, batch: &[u64]) -> Result<BatchOutputs<(u64, u64)>, RuntimeError> {
         self.computed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        Ok(batch.iter().map(|&x| Ok((x, self.tag))).collect())
+        Ok(batch
+            .iter()
+            .map(|&x| match self.fails {
+                false => Ok((x, self.tag)),
+                true => Err(RuntimeError::Backend {
+                    message: format!("version {} fails", self.tag),
+                }),
+            })
+            .collect())
     }
 }
 
@@ -237,6 +255,31 @@ fn shadow_traffic_is_mirrored_and_its_answers_discarded() {
     assert_eq!((reports[0].requests, reports[0].shadow_requests), (50, 0));
     assert_eq!((reports[1].requests, reports[1].shadow_requests), (0, 50));
     assert_eq!(reports[1].latency.count, 50);
+}
+
+#[test]
+fn failed_shadow_copies_count_as_shadow_errors_not_live_errors() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    let shadow = r.deploy("m", "2", failing(2)).unwrap();
+    r.set_routing("m", Routing::fixed("stable").with_shadow("2", 1.0))
+        .unwrap();
+    for x in 0..20 {
+        assert_eq!(r.predict("m", x).unwrap().output, (x, 1));
+    }
+    // The shadow copies are answered on the shadow's worker; wait until each is counted.
+    let counted = |r: &Registry<Tagged>| {
+        let report = &r.versions("m").unwrap()[1];
+        report.errors + report.shadow_errors
+    };
+    while counted(&r) < 20 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(shadow.predictor().stats().failed, 20);
+    let reports = r.versions("m").unwrap();
+    assert_eq!(reports[1].shadow_requests, 20);
+    assert_eq!(reports[1].shadow_errors, 20, "{:?}", reports[1]);
+    assert_eq!((reports[1].requests, reports[1].errors), (0, 0));
 }
 
 #[test]
