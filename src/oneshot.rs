@@ -159,6 +159,36 @@ impl<T> Receiver<T> {
     }
 }
 
+/// A bounded wait ran out before the value arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elapsed;
+
+impl<T> Receiver<T> {
+    /// [`recv`](Self::recv), giving up at `until`: `Err(Elapsed)` when the value has not
+    /// arrived by then (dropping the receiver, so the sender sees it closed).
+    pub(crate) fn recv_until(self, until: Instant) -> Result<Option<T>, Elapsed> {
+        let mut state = self.slot.lock();
+        loop {
+            if let Some(value) = state.value.take() {
+                return Ok(Some(value));
+            }
+            if state.sender_gone {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(Elapsed);
+            }
+            state = self
+                .slot
+                .ready
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
 impl<T> Future for Receiver<T> {
     type Output = Option<T>;
 
@@ -203,6 +233,16 @@ mod tests {
         let waiter = std::thread::spawn(move || rx.recv());
         drop(tx);
         assert_eq!(waiter.join().unwrap(), None);
+    }
+
+    #[test]
+    fn recv_until_gives_up_at_its_deadline_and_takes_a_value_sent_before() {
+        let (tx, rx) = channel::<i32>();
+        assert_eq!(rx.recv_until(Instant::now()), Err(Elapsed));
+        assert!(tx.is_closed(), "the receiver is gone after giving up");
+        let (tx, rx) = channel();
+        tx.send(3);
+        assert_eq!(rx.recv_until(Instant::now()), Ok(Some(3)));
     }
 
     #[test]

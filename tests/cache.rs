@@ -6,12 +6,13 @@ mod common;
 use common::block_on;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::time::Duration;
 
 use modelhost::{
-    BatchOutputs, DataType, Model, Predictor, Signature, TensorSpec, cache::CacheWeight,
-    cache::PredictionCache, error::InputError, error::PredictError, error::RuntimeError,
+    BatchOutputs, DataType, Model, Predictor, RequestOptions, Signature, TensorSpec,
+    cache::CacheWeight, cache::PredictionCache, error::CapacityError, error::InputError,
+    error::PredictError, error::RuntimeError,
 };
 
 /// An input whose hash is the same for every value: every lookup collides.
@@ -306,4 +307,68 @@ fn a_follower_of_a_cancelled_leader_computes_the_answer_itself() {
     gate.wait();
     assert_eq!(block_on(blocker), Ok(vec![101]));
     assert_eq!(block_on(follower), Ok(vec![6]));
+}
+
+/// Holds the model's batches until `open` sends (or, as a safety net so that a broken
+/// build fails instead of hanging, until a minute has passed).
+fn hold_until_opened(p: &Predictor<Counting>) -> mpsc::Sender<()> {
+    let (open, gate) = mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    *p.model().hold.lock().unwrap() = Some(Arc::new(move || {
+        let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(60));
+    }));
+    open
+}
+
+fn is_deadline_exceeded<O>(answer: &Result<O, PredictError>) -> bool {
+    matches!(
+        answer,
+        Err(PredictError::Capacity(
+            CapacityError::DeadlineExceeded { .. }
+        ))
+    )
+}
+
+#[test]
+fn a_coalesced_follower_gives_up_at_its_own_deadline() {
+    let cache = cache(100, 1 << 20);
+    let p = predictor(Counting::new(1), &cache, "1");
+    let open = hold_until_opened(&p);
+    let leader = p.predict_async(Colliding(7));
+    while p.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let strict = RequestOptions::deadline(Duration::from_millis(5));
+    let blocking = p.predict_with(Colliding(7), &strict);
+    assert!(is_deadline_exceeded(&blocking), "{blocking:?}");
+    let follower = p.predict_async_with(Colliding(7), &strict);
+    let waited = block_on(follower);
+    assert!(is_deadline_exceeded(&waited), "{waited:?}");
+    open.send(()).unwrap();
+    assert_eq!(block_on(leader), Ok(vec![8]));
+    assert_eq!(p.stats().cache_coalesced, 2);
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_coalesced_follower_gives_up_at_the_predictors_default_deadline() {
+    let cache = cache(100, 1 << 20);
+    let p = Predictor::builder(Counting::new(1))
+        .cache(cache.clone())
+        .max_delay(Duration::ZERO)
+        .deadline(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let open = hold_until_opened(&p);
+    let patient = RequestOptions::deadline(Duration::from_secs(3600));
+    let leader = p.predict_async_with(Colliding(7), &patient);
+    while p.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let blocking = p.predict(Colliding(7));
+    assert!(is_deadline_exceeded(&blocking), "{blocking:?}");
+    let waited = block_on(p.predict_async(Colliding(7)));
+    assert!(is_deadline_exceeded(&waited), "{waited:?}");
+    open.send(()).unwrap();
+    assert_eq!(block_on(leader), Ok(vec![8]));
 }

@@ -8,6 +8,7 @@ mod builder;
 mod cached;
 mod future;
 mod health;
+mod timer;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
