@@ -25,6 +25,12 @@ impl Hash for Colliding {
     }
 }
 
+impl CacheWeight for Colliding {
+    fn cache_weight(&self) -> usize {
+        self.0.cache_weight()
+    }
+}
+
 /// Returns `input + add` as a vector of `width` copies (so outputs have a weight), counts
 /// preparations and computed items, fails on 13, and can hold batches until released.
 struct Counting {
@@ -135,7 +141,8 @@ fn colliding_hashes_never_cross_answers() {
 fn the_byte_bound_evicts_least_recently_used_entries() {
     let mut model = Counting::new(0);
     model.width = 100; // 100 × 8 bytes + the Vec itself per entry
-    let weight = vec![0u64; 100].cache_weight();
+    // An entry weighs its output and its key's input.
+    let weight = vec![0u64; 100].cache_weight() + Colliding(0).cache_weight();
     let cache = cache(1000, 3 * weight);
     let p = predictor(model, &cache, "1");
     for x in [1, 2, 3] {
@@ -371,4 +378,51 @@ fn a_coalesced_follower_gives_up_at_the_predictors_default_deadline() {
     assert!(is_deadline_exceeded(&waited), "{waited:?}");
     open.send(()).unwrap();
     assert_eq!(block_on(leader), Ok(vec![8]));
+}
+
+/// Answers a text's length: a tiny output keyed by a possibly long input.
+struct Length;
+
+impl Model for Length {
+    type Input = String;
+    type Prepared = String;
+    type Output = u64;
+
+    fn signature(&self) -> Signature {
+        Signature::new("length").input(TensorSpec::new("text", DataType::Bytes, [1]))
+    }
+
+    fn prepare(&self, text: String) -> Result<String, InputError> {
+        Ok(text)
+    }
+
+    fn run_batch(&self, batch: &[String]) -> Result<BatchOutputs<u64>, RuntimeError> {
+        Ok(batch.iter().map(|t| Ok(t.len() as u64)).collect())
+    }
+}
+
+#[test]
+fn the_byte_bound_counts_the_inputs_kept_as_keys() {
+    let text = |i: u64| format!("{i:04}{}", "x".repeat(996));
+    let entry = text(0).cache_weight() + 0u64.cache_weight();
+    let cache = Arc::new(
+        PredictionCache::builder()
+            .max_entries(1000)
+            .max_bytes(3 * entry)
+            .build(),
+    );
+    let p = Predictor::builder(Length)
+        .cache(cache.clone())
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        assert_eq!(p.predict(text(i)), Ok(1000));
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.evictions), (3, 7), "{stats:?}");
+    assert_eq!(stats.bytes, 3 * entry);
+    // The newest three stayed.
+    assert_eq!(p.predict(text(9)), Ok(1000));
+    assert_eq!(cache.stats().hits, 1);
 }

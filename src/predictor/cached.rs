@@ -62,7 +62,7 @@ impl<K, O> CacheLayer<K, O> {
 
 impl<K, O> CacheLayer<K, O>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + CacheWeight + Send + Sync + 'static,
     O: Clone + CacheWeight + Send + Sync + 'static,
 {
     fn key(&self, input: &K) -> CacheKey<K> {
@@ -100,7 +100,7 @@ fn follow<O>(
 /// every follower.
 fn complete_on_answer<K, O>(flight: Flight<K, O>) -> AnswerHook<O>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + CacheWeight + Send + Sync + 'static,
     O: Clone + CacheWeight + Send + Sync + 'static,
 {
     Box::new(move |answer| flight.complete(answer))
@@ -109,7 +109,7 @@ where
 impl<M> CachePath<M> for CacheLayer<M::Input, M::Output>
 where
     M: Model,
-    M::Input: Hash + Eq + Clone + Sync,
+    M::Input: Hash + Eq + Clone + CacheWeight + Sync,
     M::Output: Clone + CacheWeight + Sync,
 {
     fn predict(
