@@ -39,6 +39,9 @@ struct Slot<T> {
     ready: Condvar,
     /// Set once the sender has finished (sent or dropped), readable without the lock.
     done: AtomicBool,
+    /// Counts receivers dropped before their answer (cancellations), for whoever holds the
+    /// senders (the queue) to know when a cancelled request may be waiting.
+    on_cancel: Option<Arc<AtomicUsize>>,
 }
 
 impl<T> Slot<T> {
@@ -51,6 +54,14 @@ impl<T> Slot<T> {
 
 /// Creates a connected sender and receiver.
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    channel_counting_cancels(None)
+}
+
+/// [`channel`], adding 1 to `cancels` when the receiver is dropped before the sender has
+/// finished.
+pub(crate) fn channel_counting_cancels<T>(
+    cancels: Option<Arc<AtomicUsize>>,
+) -> (Sender<T>, Receiver<T>) {
     let slot = Arc::new(Slot {
         state: Mutex::new(State {
             value: None,
@@ -60,6 +71,7 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
         }),
         ready: Condvar::new(),
         done: AtomicBool::new(false),
+        on_cancel: cancels,
     });
     (
         Sender {
@@ -213,6 +225,12 @@ impl<T> Drop for Receiver<T> {
         let mut state = self.slot.lock();
         state.receiver_gone = true;
         state.value = None;
+        let cancelled = !state.sender_gone;
+        drop(state);
+        // Counted after `receiver_gone` is set, so a scan that reset the count sees it.
+        if cancelled && let Some(cancels) = &self.slot.on_cancel {
+            cancels.fetch_add(1, Ordering::Release);
+        }
     }
 }
 
