@@ -465,3 +465,27 @@ fn filtered_repositories_share_one_root_and_each_takes_only_its_own_directories(
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn versions_and_labels_never_share_a_name() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    r.label("m", "1", "canary").unwrap();
+    for clash in ["stable", "canary"] {
+        let refused = r.deploy("m", clash, tagged(2)).unwrap_err();
+        assert!(
+            matches!(&refused, RegistryError::NameClash { clash: c, .. } if c == clash),
+            "{refused:?}"
+        );
+    }
+    r.deploy("m", "2", tagged(2)).unwrap();
+    let refused = r.label("m", "2", "1").unwrap_err();
+    assert!(
+        matches!(refused, RegistryError::NameClash { .. }),
+        "{refused:?}"
+    );
+    // Every target still means what it meant.
+    assert_eq!(r.handle("m", "canary").unwrap().version(), "1");
+    assert_eq!(r.handle("m", "1").unwrap().version(), "1");
+    assert_eq!(r.stable("m").unwrap(), "1");
+}
