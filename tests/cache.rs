@@ -4,6 +4,7 @@
 mod common;
 
 use common::block_on;
+use proptest::prelude::*;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
@@ -425,4 +426,43 @@ fn the_byte_bound_counts_the_inputs_kept_as_keys() {
     // The newest three stayed.
     assert_eq!(p.predict(text(9)), Ok(1000));
     assert_eq!(cache.stats().hits, 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Random lookups against a reference of what each key's answer is: the bounds hold
+    /// after every step and a hit is always the answer for its own key.
+    #[test]
+    fn random_lookups_keep_the_bounds_and_never_cross_keys(
+        entries in 1usize..6,
+        bytes_for in 1usize..6,
+        widths in prop::collection::vec(1usize..8, 1..4),
+        keys in prop::collection::vec(0u64..14, 1..60),
+    ) {
+        let entry = |width: usize| vec![0u64; width].cache_weight() + Colliding(0).cache_weight();
+        let max_bytes = bytes_for * entry(4);
+        let cache = cache(entries, max_bytes);
+        let predictors: Vec<_> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &width)| {
+                let mut model = Counting::new(100 * i as u64);
+                model.width = width;
+                predictor(model, &cache, &i.to_string())
+            })
+            .collect();
+        for (step, key) in keys.iter().enumerate() {
+            let i = step % predictors.len();
+            let answer = predictors[i].predict(Colliding(*key));
+            if *key == 13 {
+                prop_assert!(answer.is_err());
+            } else {
+                prop_assert_eq!(answer, Ok(vec![key + 100 * i as u64; widths[i]]));
+            }
+            let stats = cache.stats();
+            prop_assert!(stats.entries <= entries, "{:?}", stats);
+            prop_assert!(stats.bytes <= max_bytes, "{:?}", stats);
+        }
+    }
 }
