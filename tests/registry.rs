@@ -4,6 +4,7 @@
 mod common;
 
 use common::block_on;
+use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -488,4 +489,75 @@ fn versions_and_labels_never_share_a_name() {
     assert_eq!(r.handle("m", "canary").unwrap().version(), "1");
     assert_eq!(r.handle("m", "1").unwrap().version(), "1");
     assert_eq!(r.stable("m").unwrap(), "1");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Deploy(u64),
+    Canary(u64),
+    Promote(u64),
+    Rollback,
+    Retire(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1u64..6).prop_map(Op::Deploy),
+        (1u64..6).prop_map(Op::Canary),
+        (1u64..6).prop_map(Op::Promote),
+        Just(Op::Rollback),
+        (1u64..6).prop_map(Op::Retire),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Random deploy / label / promote / rollback / retire sequences against the set of
+    /// live versions: versions never cross, stable always names a live version once one
+    /// exists, and every handle keeps answering with its own version.
+    #[test]
+    fn random_version_operations_never_cross_versions(ops in prop::collection::vec(op(), 1..30)) {
+        let r = registry();
+        let mut live = std::collections::BTreeSet::new();
+        let mut handles = Vec::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            let name = |v: u64| v.to_string();
+            match op {
+                Op::Deploy(v) => match r.deploy("m", &name(v), tagged(v)) {
+                    Ok(handle) => {
+                        prop_assert!(live.insert(v));
+                        handles.push((v, handle));
+                    }
+                    Err(e) => prop_assert!(live.contains(&v), "{:?}", e),
+                },
+                Op::Canary(v) => prop_assert_eq!(r.label("m", &name(v), "canary").is_ok(), live.contains(&v)),
+                Op::Promote(v) => prop_assert_eq!(r.promote("m", &name(v)).is_ok(), live.contains(&v)),
+                Op::Rollback => {
+                    if let Ok(v) = r.rollback("m") {
+                        prop_assert!(live.contains(&v.parse::<u64>().unwrap()));
+                    }
+                }
+                Op::Retire(v) => {
+                    if r.retire("m", &name(v)).is_ok() {
+                        prop_assert!(live.remove(&v));
+                    }
+                }
+            }
+            if !live.is_empty() {
+                let stable: u64 = r.stable("m").unwrap().parse().unwrap();
+                prop_assert!(live.contains(&stable));
+                let x = step as u64;
+                let routed = r.predict("m", x).unwrap();
+                prop_assert_eq!(routed.output, (x, routed.version.parse::<u64>().unwrap()));
+                for v in &live {
+                    let answer = r.handle("m", &name(*v)).unwrap().predict(x).unwrap();
+                    prop_assert_eq!(answer.output, (x, *v));
+                }
+            }
+            for (v, handle) in &handles {
+                prop_assert_eq!(handle.predict(7).unwrap().output, (7, *v));
+            }
+        }
+    }
 }
