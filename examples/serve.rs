@@ -1268,9 +1268,8 @@ async fn stop_signal() {
 
 /// Rescans the repository on every SIGHUP.
 #[cfg(unix)]
-fn reload_on_hangup(app: Arc<App>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+fn reload_on_hangup(app: Arc<App>, hangup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hangup) = hangup else {
         return;
     };
     tokio::spawn(async move {
@@ -1296,6 +1295,10 @@ fn reload_on_hangup(app: Arc<App>) {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    // Taken before the models load (seconds): a SIGHUP during start-up is kept for a
+    // rescan once serving, instead of its default action killing the server.
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let metrics = Metrics::new();
     let sets = open_sets(&args, &metrics)?;
     for set in &sets {
@@ -1317,7 +1320,7 @@ async fn run(args: Args) -> Result<(), String> {
     // Tests and scripts read this line to find the port (with --addr 127.0.0.1:0).
     println!("listening on http://{local}");
     #[cfg(unix)]
-    reload_on_hangup(app.clone());
+    reload_on_hangup(app.clone(), hangup);
 
     let stopping = Arc::new(tokio::sync::Notify::new());
     let server = {

@@ -39,6 +39,9 @@ struct Slot<T> {
     ready: Condvar,
     /// Set once the sender has finished (sent or dropped), readable without the lock.
     done: AtomicBool,
+    /// Counts receivers dropped before their answer (cancellations), for whoever holds the
+    /// senders (the queue) to know when a cancelled request may be waiting.
+    on_cancel: Option<Arc<AtomicUsize>>,
 }
 
 impl<T> Slot<T> {
@@ -51,6 +54,14 @@ impl<T> Slot<T> {
 
 /// Creates a connected sender and receiver.
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    channel_counting_cancels(None)
+}
+
+/// [`channel`], adding 1 to `cancels` when the receiver is dropped before the sender has
+/// finished.
+pub(crate) fn channel_counting_cancels<T>(
+    cancels: Option<Arc<AtomicUsize>>,
+) -> (Sender<T>, Receiver<T>) {
     let slot = Arc::new(Slot {
         state: Mutex::new(State {
             value: None,
@@ -60,6 +71,7 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
         }),
         ready: Condvar::new(),
         done: AtomicBool::new(false),
+        on_cancel: cancels,
     });
     (
         Sender {
@@ -159,6 +171,36 @@ impl<T> Receiver<T> {
     }
 }
 
+/// A bounded wait ran out before the value arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elapsed;
+
+impl<T> Receiver<T> {
+    /// [`recv`](Self::recv), giving up at `until`: `Err(Elapsed)` when the value has not
+    /// arrived by then (dropping the receiver, so the sender sees it closed).
+    pub(crate) fn recv_until(self, until: Instant) -> Result<Option<T>, Elapsed> {
+        let mut state = self.slot.lock();
+        loop {
+            if let Some(value) = state.value.take() {
+                return Ok(Some(value));
+            }
+            if state.sender_gone {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(Elapsed);
+            }
+            state = self
+                .slot
+                .ready
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
 impl<T> Future for Receiver<T> {
     type Output = Option<T>;
 
@@ -183,6 +225,12 @@ impl<T> Drop for Receiver<T> {
         let mut state = self.slot.lock();
         state.receiver_gone = true;
         state.value = None;
+        let cancelled = !state.sender_gone;
+        drop(state);
+        // Counted after `receiver_gone` is set, so a scan that reset the count sees it.
+        if cancelled && let Some(cancels) = &self.slot.on_cancel {
+            cancels.fetch_add(1, Ordering::Release);
+        }
     }
 }
 
@@ -203,6 +251,16 @@ mod tests {
         let waiter = std::thread::spawn(move || rx.recv());
         drop(tx);
         assert_eq!(waiter.join().unwrap(), None);
+    }
+
+    #[test]
+    fn recv_until_gives_up_at_its_deadline_and_takes_a_value_sent_before() {
+        let (tx, rx) = channel::<i32>();
+        assert_eq!(rx.recv_until(Instant::now()), Err(Elapsed));
+        assert!(tx.is_closed(), "the receiver is gone after giving up");
+        let (tx, rx) = channel();
+        tx.send(3);
+        assert_eq!(rx.recv_until(Instant::now()), Ok(Some(3)));
     }
 
     #[test]

@@ -4,14 +4,16 @@
 mod common;
 
 use common::block_on;
+use proptest::prelude::*;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::time::Duration;
 
 use modelhost::{
-    BatchOutputs, DataType, Model, Predictor, Signature, TensorSpec, cache::CacheWeight,
-    cache::PredictionCache, error::InputError, error::PredictError, error::RuntimeError,
+    BatchOutputs, DataType, Model, Predictor, RequestOptions, Signature, TensorSpec,
+    cache::CacheWeight, cache::PredictionCache, error::CapacityError, error::InputError,
+    error::PredictError, error::RuntimeError,
 };
 
 /// An input whose hash is the same for every value: every lookup collides.
@@ -21,6 +23,12 @@ struct Colliding(u64);
 impl Hash for Colliding {
     fn hash<H: Hasher>(&self, state: &mut H) {
         0u8.hash(state);
+    }
+}
+
+impl CacheWeight for Colliding {
+    fn cache_weight(&self) -> usize {
+        self.0.cache_weight()
     }
 }
 
@@ -134,7 +142,8 @@ fn colliding_hashes_never_cross_answers() {
 fn the_byte_bound_evicts_least_recently_used_entries() {
     let mut model = Counting::new(0);
     model.width = 100; // 100 × 8 bytes + the Vec itself per entry
-    let weight = vec![0u64; 100].cache_weight();
+    // An entry weighs its output and its key's input.
+    let weight = vec![0u64; 100].cache_weight() + Colliding(0).cache_weight();
     let cache = cache(1000, 3 * weight);
     let p = predictor(model, &cache, "1");
     for x in [1, 2, 3] {
@@ -306,4 +315,154 @@ fn a_follower_of_a_cancelled_leader_computes_the_answer_itself() {
     gate.wait();
     assert_eq!(block_on(blocker), Ok(vec![101]));
     assert_eq!(block_on(follower), Ok(vec![6]));
+}
+
+/// Holds the model's batches until `open` sends (or, as a safety net so that a broken
+/// build fails instead of hanging, until a minute has passed).
+fn hold_until_opened(p: &Predictor<Counting>) -> mpsc::Sender<()> {
+    let (open, gate) = mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    *p.model().hold.lock().unwrap() = Some(Arc::new(move || {
+        let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(60));
+    }));
+    open
+}
+
+fn is_deadline_exceeded<O>(answer: &Result<O, PredictError>) -> bool {
+    matches!(
+        answer,
+        Err(PredictError::Capacity(
+            CapacityError::DeadlineExceeded { .. }
+        ))
+    )
+}
+
+#[test]
+fn a_coalesced_follower_gives_up_at_its_own_deadline() {
+    let cache = cache(100, 1 << 20);
+    let p = predictor(Counting::new(1), &cache, "1");
+    let open = hold_until_opened(&p);
+    let leader = p.predict_async(Colliding(7));
+    while p.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let strict = RequestOptions::deadline(Duration::from_millis(5));
+    let blocking = p.predict_with(Colliding(7), &strict);
+    assert!(is_deadline_exceeded(&blocking), "{blocking:?}");
+    let follower = p.predict_async_with(Colliding(7), &strict);
+    let waited = block_on(follower);
+    assert!(is_deadline_exceeded(&waited), "{waited:?}");
+    open.send(()).unwrap();
+    assert_eq!(block_on(leader), Ok(vec![8]));
+    assert_eq!(p.stats().cache_coalesced, 2);
+    assert_eq!(p.model().computed.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_coalesced_follower_gives_up_at_the_predictors_default_deadline() {
+    let cache = cache(100, 1 << 20);
+    let p = Predictor::builder(Counting::new(1))
+        .cache(cache.clone())
+        .max_delay(Duration::ZERO)
+        .deadline(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let open = hold_until_opened(&p);
+    let patient = RequestOptions::deadline(Duration::from_secs(3600));
+    let leader = p.predict_async_with(Colliding(7), &patient);
+    while p.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let blocking = p.predict(Colliding(7));
+    assert!(is_deadline_exceeded(&blocking), "{blocking:?}");
+    let waited = block_on(p.predict_async(Colliding(7)));
+    assert!(is_deadline_exceeded(&waited), "{waited:?}");
+    open.send(()).unwrap();
+    assert_eq!(block_on(leader), Ok(vec![8]));
+}
+
+/// Answers a text's length: a tiny output keyed by a possibly long input.
+struct Length;
+
+impl Model for Length {
+    type Input = String;
+    type Prepared = String;
+    type Output = u64;
+
+    fn signature(&self) -> Signature {
+        Signature::new("length").input(TensorSpec::new("text", DataType::Bytes, [1]))
+    }
+
+    fn prepare(&self, text: String) -> Result<String, InputError> {
+        Ok(text)
+    }
+
+    fn run_batch(&self, batch: &[String]) -> Result<BatchOutputs<u64>, RuntimeError> {
+        Ok(batch.iter().map(|t| Ok(t.len() as u64)).collect())
+    }
+}
+
+#[test]
+fn the_byte_bound_counts_the_inputs_kept_as_keys() {
+    let text = |i: u64| format!("{i:04}{}", "x".repeat(996));
+    let entry = text(0).cache_weight() + 0u64.cache_weight();
+    let cache = Arc::new(
+        PredictionCache::builder()
+            .max_entries(1000)
+            .max_bytes(3 * entry)
+            .build(),
+    );
+    let p = Predictor::builder(Length)
+        .cache(cache.clone())
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        assert_eq!(p.predict(text(i)), Ok(1000));
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.evictions), (3, 7), "{stats:?}");
+    assert_eq!(stats.bytes, 3 * entry);
+    // The newest three stayed.
+    assert_eq!(p.predict(text(9)), Ok(1000));
+    assert_eq!(cache.stats().hits, 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Random lookups against a reference of what each key's answer is: the bounds hold
+    /// after every step and a hit is always the answer for its own key.
+    #[test]
+    fn random_lookups_keep_the_bounds_and_never_cross_keys(
+        entries in 1usize..6,
+        bytes_for in 1usize..6,
+        widths in prop::collection::vec(1usize..8, 1..4),
+        keys in prop::collection::vec(0u64..14, 1..60),
+    ) {
+        let entry = |width: usize| vec![0u64; width].cache_weight() + Colliding(0).cache_weight();
+        let max_bytes = bytes_for * entry(4);
+        let cache = cache(entries, max_bytes);
+        let predictors: Vec<_> = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &width)| {
+                let mut model = Counting::new(100 * i as u64);
+                model.width = width;
+                predictor(model, &cache, &i.to_string())
+            })
+            .collect();
+        for (step, key) in keys.iter().enumerate() {
+            let i = step % predictors.len();
+            let answer = predictors[i].predict(Colliding(*key));
+            if *key == 13 {
+                prop_assert!(answer.is_err());
+            } else {
+                prop_assert_eq!(answer, Ok(vec![key + 100 * i as u64; widths[i]]));
+            }
+            let stats = cache.stats();
+            prop_assert!(stats.entries <= entries, "{:?}", stats);
+            prop_assert!(stats.bytes <= max_bytes, "{:?}", stats);
+        }
+    }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::block_on;
+use proptest::prelude::*;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -697,3 +698,39 @@ trait NowOrNever: Future + Sized {
 }
 
 impl<F: Future> NowOrNever for F {}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Random submissions, some cancelled at once: the queue never holds more than its
+    /// capacity, and every request kept is answered with its own answer (or refused).
+    #[test]
+    fn random_submissions_each_get_their_own_answer(
+        capacity in 1usize..8,
+        ops in prop::collection::vec((0u64..50, any::<bool>()), 1..40),
+    ) {
+        let predictor = Predictor::builder(Echo::default())
+            .max_batch_size(4)
+            .max_delay(Duration::ZERO)
+            .queue_capacity(capacity)
+            .build()
+            .unwrap();
+        let mut kept = Vec::new();
+        for (x, cancel) in ops {
+            let answer = predictor.predict_async(x);
+            prop_assert!(predictor.queue_len() <= capacity);
+            if !cancel {
+                kept.push((x, answer));
+            }
+        }
+        for (x, answer) in kept {
+            match block_on(answer) {
+                Ok(y) => prop_assert_eq!(y, x),
+                Err(PredictError::Capacity(CapacityError::QueueFull { capacity: c })) => {
+                    prop_assert_eq!(c, capacity)
+                }
+                Err(e) => prop_assert!(x == FAIL_ON, "{} answered {:?}", x, e),
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 mod common;
 
 use common::block_on;
+use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -19,12 +20,22 @@ use modelhost::{
 struct Tagged {
     tag: u64,
     computed: AtomicU64,
+    /// Answers every input with an error.
+    fails: bool,
 }
 
 fn tagged(tag: u64) -> Tagged {
     Tagged {
         tag,
         computed: AtomicU64::new(0),
+        fails: false,
+    }
+}
+
+fn failing(tag: u64) -> Tagged {
+    Tagged {
+        fails: true,
+        ..tagged(tag)
     }
 }
 
@@ -44,7 +55,15 @@ impl Model for Tagged {
     fn run_batch(&self, batch: &[u64]) -> Result<BatchOutputs<(u64, u64)>, RuntimeError> {
         self.computed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        Ok(batch.iter().map(|&x| Ok((x, self.tag))).collect())
+        Ok(batch
+            .iter()
+            .map(|&x| match self.fails {
+                false => Ok((x, self.tag)),
+                true => Err(RuntimeError::Backend {
+                    message: format!("version {} fails", self.tag),
+                }),
+            })
+            .collect())
     }
 }
 
@@ -240,6 +259,31 @@ fn shadow_traffic_is_mirrored_and_its_answers_discarded() {
 }
 
 #[test]
+fn failed_shadow_copies_count_as_shadow_errors_not_live_errors() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    let shadow = r.deploy("m", "2", failing(2)).unwrap();
+    r.set_routing("m", Routing::fixed("stable").with_shadow("2", 1.0))
+        .unwrap();
+    for x in 0..20 {
+        assert_eq!(r.predict("m", x).unwrap().output, (x, 1));
+    }
+    // The shadow copies are answered on the shadow's worker; wait until each is counted.
+    let counted = |r: &Registry<Tagged>| {
+        let report = &r.versions("m").unwrap()[1];
+        report.errors + report.shadow_errors
+    };
+    while counted(&r) < 20 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(shadow.predictor().stats().failed, 20);
+    let reports = r.versions("m").unwrap();
+    assert_eq!(reports[1].shadow_requests, 20);
+    assert_eq!(reports[1].shadow_errors, 20, "{:?}", reports[1]);
+    assert_eq!((reports[1].requests, reports[1].errors), (0, 0));
+}
+
+#[test]
 fn a_cache_shared_by_versions_never_crosses_them() {
     let cache = Arc::new(PredictionCache::builder().build());
     let c = cache.clone();
@@ -421,4 +465,99 @@ fn filtered_repositories_share_one_root_and_each_takes_only_its_own_directories(
         "{report:?}"
     );
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn versions_and_labels_never_share_a_name() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    r.label("m", "1", "canary").unwrap();
+    for clash in ["stable", "canary"] {
+        let refused = r.deploy("m", clash, tagged(2)).unwrap_err();
+        assert!(
+            matches!(&refused, RegistryError::NameClash { clash: c, .. } if c == clash),
+            "{refused:?}"
+        );
+    }
+    r.deploy("m", "2", tagged(2)).unwrap();
+    let refused = r.label("m", "2", "1").unwrap_err();
+    assert!(
+        matches!(refused, RegistryError::NameClash { .. }),
+        "{refused:?}"
+    );
+    // Every target still means what it meant.
+    assert_eq!(r.handle("m", "canary").unwrap().version(), "1");
+    assert_eq!(r.handle("m", "1").unwrap().version(), "1");
+    assert_eq!(r.stable("m").unwrap(), "1");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Deploy(u64),
+    Canary(u64),
+    Promote(u64),
+    Rollback,
+    Retire(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1u64..6).prop_map(Op::Deploy),
+        (1u64..6).prop_map(Op::Canary),
+        (1u64..6).prop_map(Op::Promote),
+        Just(Op::Rollback),
+        (1u64..6).prop_map(Op::Retire),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Random deploy / label / promote / rollback / retire sequences against the set of
+    /// live versions: versions never cross, stable always names a live version once one
+    /// exists, and every handle keeps answering with its own version.
+    #[test]
+    fn random_version_operations_never_cross_versions(ops in prop::collection::vec(op(), 1..30)) {
+        let r = registry();
+        let mut live = std::collections::BTreeSet::new();
+        let mut handles = Vec::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            let name = |v: u64| v.to_string();
+            match op {
+                Op::Deploy(v) => match r.deploy("m", &name(v), tagged(v)) {
+                    Ok(handle) => {
+                        prop_assert!(live.insert(v));
+                        handles.push((v, handle));
+                    }
+                    Err(e) => prop_assert!(live.contains(&v), "{:?}", e),
+                },
+                Op::Canary(v) => prop_assert_eq!(r.label("m", &name(v), "canary").is_ok(), live.contains(&v)),
+                Op::Promote(v) => prop_assert_eq!(r.promote("m", &name(v)).is_ok(), live.contains(&v)),
+                Op::Rollback => {
+                    if let Ok(v) = r.rollback("m") {
+                        prop_assert!(live.contains(&v.parse::<u64>().unwrap()));
+                    }
+                }
+                Op::Retire(v) => {
+                    if r.retire("m", &name(v)).is_ok() {
+                        prop_assert!(live.remove(&v));
+                    }
+                }
+            }
+            if !live.is_empty() {
+                let stable: u64 = r.stable("m").unwrap().parse().unwrap();
+                prop_assert!(live.contains(&stable));
+                let x = step as u64;
+                let routed = r.predict("m", x).unwrap();
+                prop_assert_eq!(routed.output, (x, routed.version.parse::<u64>().unwrap()));
+                for v in &live {
+                    let answer = r.handle("m", &name(*v)).unwrap().predict(x).unwrap();
+                    prop_assert_eq!(answer.output, (x, *v));
+                }
+            }
+            for (v, handle) in &handles {
+                prop_assert_eq!(handle.predict(7).unwrap().output, (7, *v));
+            }
+        }
+    }
 }

@@ -70,6 +70,10 @@ impl<P, O> Request<P, O> {
         self.enqueued_at.checked_add(self.deadline? / 2)
     }
 
+    fn expires_at(&self) -> Option<Instant> {
+        self.enqueued_at.checked_add(self.deadline?)
+    }
+
     fn expired(&self, now: Instant) -> Option<CapacityError> {
         let deadline = self.deadline?;
         let waited = now.saturating_duration_since(self.enqueued_at);
@@ -85,11 +89,16 @@ struct State<P, O> {
     fire_by: Option<Instant>,
     /// Workers running; when the last one dies the queue fails what it holds.
     workers: usize,
+    /// The earliest moment a waiting request passes its deadline (a lower bound).
+    expires_at: Option<Instant>,
+    /// Full scans for cancelled and expired requests so far.
+    scans: u64,
 }
 
 impl<P, O> State<P, O> {
     fn refresh_fire_by(&mut self) {
         self.fire_by = self.items.iter().filter_map(Request::fire_by).min();
+        self.expires_at = self.items.iter().filter_map(Request::expires_at).min();
     }
 }
 
@@ -117,6 +126,9 @@ pub(crate) struct Queue<P, O> {
     /// How the model counts a batch against `policy.max_batch_tokens`.
     cost: BatchCost,
     stats: Arc<StatsRecorder>,
+    /// Callers that dropped their receiver before the answer since the last scan: while it
+    /// is 0 and no deadline has passed, a full queue holds no slot to give back.
+    cancels: Arc<AtomicUsize>,
 }
 
 /// How long an idle worker polls for a new request before it sleeps on the condition
@@ -133,6 +145,8 @@ impl<P, O> Queue<P, O> {
                 closed: false,
                 fire_by: None,
                 workers: 0,
+                expires_at: None,
+                scans: 0,
             }),
             arrived: Condvar::new(),
             space: Condvar::new(),
@@ -140,7 +154,21 @@ impl<P, O> Queue<P, O> {
             policy,
             cost,
             stats,
+            cancels: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// A reply channel whose receiver, dropped before the answer, tells this queue that a
+    /// cancelled request may be waiting.
+    pub(crate) fn reply_channel<T>(&self) -> (oneshot::Sender<T>, oneshot::Receiver<T>) {
+        oneshot::channel_counting_cancels(Some(self.cancels.clone()))
+    }
+
+    /// True when a full scan may free a slot: a caller cancelled since the last scan or a
+    /// waiting request's deadline has passed. Keeps refusals of a full queue O(1).
+    fn may_free(&self, state: &State<P, O>) -> bool {
+        self.cancels.load(Ordering::Acquire) > 0
+            || state.expires_at.is_some_and(|at| at < Instant::now())
     }
 
     fn lock(&self) -> MutexGuard<'_, State<P, O>> {
@@ -163,8 +191,14 @@ impl<P, O> Queue<P, O> {
         }
         if state.items.len() >= self.policy.queue_capacity {
             // Requests whose callers have gone or whose deadline passed give their slots
-            // back before we refuse.
-            let expired = Self::purge(&mut state, &self.stats);
+            // back before we refuse; the scan runs only when one can exist.
+            if !self.may_free(&state) {
+                drop(state);
+                return Err(CapacityError::QueueFull {
+                    capacity: self.policy.queue_capacity,
+                });
+            }
+            let expired = self.purge(&mut state);
             let full = state.items.len() >= self.policy.queue_capacity;
             if full {
                 drop(state);
@@ -196,9 +230,11 @@ impl<P, O> Queue<P, O> {
             if state.items.len() < self.policy.queue_capacity {
                 break;
             }
-            expired.extend(Self::purge(&mut state, &self.stats));
-            if state.items.len() < self.policy.queue_capacity {
-                break;
+            if self.may_free(&state) {
+                expired.extend(self.purge(&mut state));
+                if state.items.len() < self.policy.queue_capacity {
+                    break;
+                }
             }
             state = self
                 .space
@@ -217,6 +253,9 @@ impl<P, O> Queue<P, O> {
         if let Some(by) = request.fire_by() {
             state.fire_by = Some(state.fire_by.map_or(by, |t| t.min(by)));
         }
+        if let Some(at) = request.expires_at() {
+            state.expires_at = Some(state.expires_at.map_or(at, |t| t.min(at)));
+        }
         state.queued_cost += request.cost;
         state.items.push_back(request);
         // Counted before any worker can answer it, so in-flight never goes below zero.
@@ -228,7 +267,11 @@ impl<P, O> Queue<P, O> {
 
     /// Drops the requests whose callers have gone and takes out those past their deadline,
     /// whose answers the caller sends after releasing the lock.
-    fn purge(state: &mut State<P, O>, stats: &StatsRecorder) -> Expired<O> {
+    fn purge(&self, state: &mut State<P, O>) -> Expired<O> {
+        // Reset before the scan: a cancellation counted after this is looked at next time.
+        self.cancels.store(0, Ordering::Release);
+        state.scans += 1;
+        let stats = &self.stats;
         let now = Instant::now();
         let mut expired = Vec::new();
         let mut kept = VecDeque::with_capacity(state.items.len());
@@ -280,6 +323,7 @@ impl<P, O> Queue<P, O> {
             .collect();
         state.queued_cost = 0;
         state.fire_by = None;
+        state.expires_at = None;
         self.waiting.store(0, Ordering::Relaxed);
         drop(state);
         self.arrived.notify_all();
@@ -474,9 +518,9 @@ impl<P, O> Queue<P, O> {
         state: &mut State<P, O>,
         expired_out: &mut Expired<O>,
     ) -> Vec<Request<P, O>> {
-        let (policy, stats) = (&self.policy, &self.stats);
+        let policy = &self.policy;
         // Drop cancelled and take out expired requests anywhere in the queue first.
-        expired_out.extend(Self::purge(state, stats));
+        expired_out.extend(self.purge(state));
         if state.items.is_empty() {
             return Vec::new();
         }
@@ -538,3 +582,7 @@ impl<P, O> Queue<P, O> {
 
 /// The least share of real (unpadded) cost a length-grouped batch keeps.
 const MIN_FILL: f64 = 0.75;
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

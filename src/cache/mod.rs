@@ -30,7 +30,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The input type is the key, so it must be `Hash + Eq + Clone`: text inputs are; a model
+//! The input type is the key, so it must be `Hash + Eq + Clone + CacheWeight`: text inputs
+//! are; a model
 //! over floats can wrap its input in a type that hashes the bits.
 
 use std::collections::HashMap;
@@ -46,7 +47,9 @@ use crate::error::PredictError;
 use crate::metrics::{Labels, Metrics};
 use crate::oneshot;
 
-/// How many bytes a cached output holds, for the cache's byte bound.
+/// How many bytes a cached output, or the input it is keyed by, holds, for the cache's byte
+/// bound: an entry weighs its key's input plus its output, so long texts, images or rows
+/// used as keys count against [`CacheConfig::max_bytes`] too.
 pub trait CacheWeight {
     /// Approximate heap and inline size in bytes.
     fn cache_weight(&self) -> usize;
@@ -77,6 +80,12 @@ impl<A: CacheWeight, B: CacheWeight> CacheWeight for (A, B) {
     }
 }
 
+impl<T: CacheWeight> CacheWeight for Option<T> {
+    fn cache_weight(&self) -> usize {
+        std::mem::size_of::<Self>() + self.as_ref().map_or(0, CacheWeight::cache_weight)
+    }
+}
+
 impl CacheWeight for String {
     fn cache_weight(&self) -> usize {
         std::mem::size_of::<Self>() + self.len()
@@ -88,7 +97,7 @@ impl CacheWeight for String {
 pub struct CacheConfig {
     /// The most entries held.
     pub max_entries: NonZeroUsize,
-    /// The most bytes of outputs held (by [`CacheWeight`]).
+    /// The most bytes held: each entry's input (its key) and output, by [`CacheWeight`].
     pub max_bytes: usize,
     /// Entries older than this are not served (`None`: no expiry).
     pub ttl: Option<Duration>,
@@ -107,7 +116,7 @@ impl CacheBuilder {
         self
     }
 
-    /// The most bytes of outputs held.
+    /// The most bytes of inputs (keys) and outputs held.
     pub fn max_bytes(mut self, bytes: usize) -> Self {
         self.config.max_bytes = bytes;
         self
@@ -224,7 +233,7 @@ impl PredictionCache<(), ()> {
 }
 
 /// The start of a cached request.
-pub(crate) enum Begin<K: Hash + Eq + Clone, O: Clone + CacheWeight> {
+pub(crate) enum Begin<K: Hash + Eq + Clone + CacheWeight, O: Clone + CacheWeight> {
     /// The answer, from the cache.
     Hit(O),
     /// An identical request is in flight; its answer will arrive here.
@@ -233,7 +242,7 @@ pub(crate) enum Begin<K: Hash + Eq + Clone, O: Clone + CacheWeight> {
     Lead(Flight<K, O>),
 }
 
-impl<K: Hash + Eq + Clone, O: Clone + CacheWeight> PredictionCache<K, O> {
+impl<K: Hash + Eq + Clone + CacheWeight, O: Clone + CacheWeight> PredictionCache<K, O> {
     fn lock(&self) -> MutexGuard<'_, Inner<K, O>> {
         // Every update completes under the lock without calling user code that can panic
         // midway, so a poisoned lock still holds consistent data.
@@ -305,7 +314,10 @@ impl<K: Hash + Eq + Clone, O: Clone + CacheWeight> PredictionCache<K, O> {
         config: &CacheConfig,
         counters: &Counters,
     ) {
-        let weight = value.cache_weight();
+        // The key's input is held as long as the output: both count.
+        let weight = value
+            .cache_weight()
+            .saturating_add(key.input.cache_weight());
         if weight > config.max_bytes {
             return;
         }
@@ -337,12 +349,12 @@ impl<K: Hash + Eq + Clone, O: Clone + CacheWeight> PredictionCache<K, O> {
 /// The lead of a single flight: whoever holds it computes the answer and hands it to the
 /// followers with [`Flight::complete`]; dropped without completing, it tells them to try
 /// again.
-pub(crate) struct Flight<K: Hash + Eq + Clone, O: Clone + CacheWeight> {
+pub(crate) struct Flight<K: Hash + Eq + Clone + CacheWeight, O: Clone + CacheWeight> {
     cache: Arc<PredictionCache<K, O>>,
     key: Option<CacheKey<K>>,
 }
 
-impl<K: Hash + Eq + Clone, O: Clone + CacheWeight> Flight<K, O> {
+impl<K: Hash + Eq + Clone + CacheWeight, O: Clone + CacheWeight> Flight<K, O> {
     /// Caches a successful answer and hands the answer, or the error, to every follower.
     pub(crate) fn complete(mut self, result: &Result<O, PredictError>) {
         let Some(key) = self.key.take() else { return };
@@ -374,7 +386,7 @@ impl<K: Hash + Eq + Clone, O: Clone + CacheWeight> Flight<K, O> {
     }
 }
 
-impl<K: Hash + Eq + Clone, O: Clone + CacheWeight> Drop for Flight<K, O> {
+impl<K: Hash + Eq + Clone + CacheWeight, O: Clone + CacheWeight> Drop for Flight<K, O> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
             let followers = self.cache.lock().inflight.remove(&key).unwrap_or_default();
@@ -389,7 +401,7 @@ impl Metrics {
     /// Exports a cache's size and evictions under the label `cache="name"`.
     pub fn register_cache<K, O>(&self, name: &str, cache: &Arc<PredictionCache<K, O>>)
     where
-        K: Hash + Eq + Clone + Send + Sync + 'static,
+        K: Hash + Eq + Clone + CacheWeight + Send + Sync + 'static,
         O: Clone + CacheWeight + Send + Sync + 'static,
     {
         let weak = Arc::downgrade(cache);
@@ -414,7 +426,7 @@ impl Metrics {
             );
             scrape.gauge(
                 "modelhost_cache_bytes",
-                "Bytes of outputs in the cache.",
+                "Bytes of inputs (keys) and outputs in the cache.",
                 labels,
                 s.bytes as f64,
             );

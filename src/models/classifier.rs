@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::Classification;
 use super::text::{TextEncoder, TextOptions, TokenizedText};
+use crate::cache::CacheWeight;
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::read_json;
 use crate::model::{BatchCost, BatchOutputs, DataType, Model, Signature, TensorSpec};
@@ -347,6 +348,13 @@ pub struct TextPair {
     pub query: String,
     /// The passage (second segment).
     pub passage: String,
+}
+
+/// A pair used as a cache key counts both texts against the cache's byte bound.
+impl CacheWeight for TextPair {
+    fn cache_weight(&self) -> usize {
+        self.query.cache_weight() + self.passage.cache_weight()
+    }
 }
 
 impl TextPair {

@@ -294,12 +294,13 @@ fn start_warmup<M: Model>(replicas: Vec<Arc<M>>, inputs: Vec<M::Input>, warmup: 
 
 impl<M: Model> PredictorBuilder<M>
 where
-    M::Input: std::hash::Hash + Eq + Clone + Sync,
+    M::Input: std::hash::Hash + Eq + Clone + CacheWeight + Sync,
     M::Output: Clone + CacheWeight + Sync,
 {
     /// Answers repeated inputs from `cache` (keyed by this predictor's
     /// [`identity`](Self::identity) and the raw input, so a hit skips preprocessing), and
-    /// computes identical requests in flight once.
+    /// computes identical requests in flight once. The input's [`CacheWeight`] counts
+    /// against the cache's byte bound with the output's.
     pub fn cache(mut self, cache: Arc<PredictionCache<M::Input, M::Output>>) -> Self {
         self.cache = Some(Box::new(move |model, version, instance| {
             Box::new(CacheLayer::new(cache, model, version, instance)) as Box<dyn CachePath<M>>

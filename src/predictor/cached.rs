@@ -3,13 +3,15 @@
 
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{PredictFuture, Predictor, RequestOptions, worker_gone};
 use crate::batch::AnswerHook;
 use crate::cache::{Begin, CacheKey, CacheWeight, Flight, FlightOutcome, PredictionCache};
-use crate::error::PredictError;
-use crate::metrics::Outcome;
+use crate::error::{CapacityError, PredictError};
+use crate::metrics::{Outcome, StatsRecorder};
 use crate::model::Model;
+use crate::oneshot;
 
 /// What a predictor calls instead of its plain path when it has a cache. A trait object,
 /// so that `Predictor<M>` needs no `Hash`/`Clone` bounds unless a cache is configured.
@@ -60,7 +62,7 @@ impl<K, O> CacheLayer<K, O> {
 
 impl<K, O> CacheLayer<K, O>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + CacheWeight + Send + Sync + 'static,
     O: Clone + CacheWeight + Send + Sync + 'static,
 {
     fn key(&self, input: &K) -> CacheKey<K> {
@@ -73,11 +75,32 @@ where
     }
 }
 
+/// Waits for the flight a follower joined, until the follower's own deadline (measured
+/// from `started`): a follower never waits longer than it would have in the queue.
+fn follow<O>(
+    rx: oneshot::Receiver<FlightOutcome<O>>,
+    started: Instant,
+    deadline: Option<Duration>,
+    stats: &StatsRecorder,
+) -> Result<Option<FlightOutcome<O>>, PredictError> {
+    let Some((deadline, until)) = deadline.and_then(|d| Some((d, started.checked_add(d)?))) else {
+        return Ok(rx.recv());
+    };
+    rx.recv_until(until).map_err(|_| {
+        let error = CapacityError::DeadlineExceeded {
+            waited: started.elapsed(),
+            deadline,
+        };
+        stats.record(Outcome::of_capacity(&error));
+        error.into()
+    })
+}
+
 /// The worker completes a flight with its leader's answer: it fills the cache and answers
 /// every follower.
 fn complete_on_answer<K, O>(flight: Flight<K, O>) -> AnswerHook<O>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + CacheWeight + Send + Sync + 'static,
     O: Clone + CacheWeight + Send + Sync + 'static,
 {
     Box::new(move |answer| flight.complete(answer))
@@ -86,7 +109,7 @@ where
 impl<M> CachePath<M> for CacheLayer<M::Input, M::Output>
 where
     M: Model,
-    M::Input: Hash + Eq + Clone + Sync,
+    M::Input: Hash + Eq + Clone + CacheWeight + Sync,
     M::Output: Clone + CacheWeight + Sync,
 {
     fn predict(
@@ -96,7 +119,8 @@ where
         options: &RequestOptions,
     ) -> Result<M::Output, PredictError> {
         let stats = predictor.recorder();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        let deadline = options.deadline.or(predictor.shared.deadline);
         loop {
             match self.cache.begin(self.key(&input)) {
                 Begin::Hit(value) => {
@@ -106,7 +130,7 @@ where
                 }
                 Begin::Follow(rx) => {
                     stats.record_cache(false, true);
-                    match rx.recv() {
+                    match follow(rx, started, deadline, stats)? {
                         Some(FlightOutcome::Done(answer)) => {
                             stats.record_answered(Outcome::Coalesced, started);
                             return answer;
@@ -144,10 +168,12 @@ where
             Begin::Follow(rx) => {
                 stats.record_cache(false, true);
                 stats.record(Outcome::Coalesced);
+                let deadline = options.deadline.or(predictor.shared.deadline);
                 let (predictor, options) = (predictor.clone(), options.clone());
                 PredictFuture::following(
                     rx,
                     Box::new(move || predictor.predict_async_with(input, &options)),
+                    deadline.map(|d| (Instant::now(), d)),
                 )
             }
             Begin::Lead(flight) => {
@@ -175,6 +201,7 @@ where
         let mut to_compute = Vec::new();
         let mut flights: Vec<Option<AnswerHook<M::Output>>> = Vec::new();
         let stats = predictor.recorder();
+        let started = Instant::now();
         for input in &inputs {
             let begin = self.cache.begin(self.key(input));
             stats.record_cache(
@@ -208,14 +235,15 @@ where
                     .next()
                     .unwrap_or_else(worker_gone)
                     .and_then(|r| r.recv().unwrap_or_else(worker_gone)),
-                Slot::Follow(rx) => match rx.recv() {
-                    Some(FlightOutcome::Done(answer)) => {
+                Slot::Follow(rx) => match follow(rx, started, predictor.shared.deadline, stats) {
+                    Ok(Some(FlightOutcome::Done(answer))) => {
                         stats.record(Outcome::Coalesced);
                         answer
                     }
-                    Some(FlightOutcome::Abandoned) | None => {
+                    Ok(Some(FlightOutcome::Abandoned) | None) => {
                         self.predict(predictor, input, &RequestOptions::default())
                     }
+                    Err(error) => Err(error),
                 },
             })
             .collect()

@@ -8,6 +8,7 @@ mod builder;
 mod cached;
 mod future;
 mod health;
+mod timer;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -342,7 +343,7 @@ impl<M: Model> Predictor<M> {
         deadline: Option<Duration>,
         flight: Option<AnswerHook<M::Output>>,
     ) -> (Job<M>, Reply<M::Output>) {
-        let (sender, receiver) = oneshot::channel();
+        let (sender, receiver) = self.shared.queue.reply_channel();
         let reply = match flight {
             Some(hook) => ReplyTo::Shared(sender, hook),
             None => ReplyTo::Caller(sender),

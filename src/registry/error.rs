@@ -66,6 +66,18 @@ pub enum RegistryError {
         /// The identity it was built with.
         predictor: String,
     },
+    /// A version and a label would share a name, so a target could mean either.
+    #[error(
+        "model `{name}`: `{clash}` is {reason}; versions and labels must not share names (`stable` is always a label)"
+    )]
+    NameClash {
+        /// The model.
+        name: String,
+        /// The name asked for.
+        clash: String,
+        /// What it clashes with.
+        reason: String,
+    },
     /// The version's predictor could not be started.
     #[error(transparent)]
     Config(#[from] ConfigError),

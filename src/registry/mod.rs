@@ -140,7 +140,9 @@ impl<M: Model> Registry<M> {
 
     /// Deploys `model` as `version` of `name` and returns a handle pinned to it. The first
     /// version of a model becomes `stable`; later ones take no traffic until labelled into
-    /// the routing or promoted.
+    /// the routing or promoted. A version named `stable` or like one of the model's labels
+    /// is refused with [`RegistryError::NameClash`] (and so is a label named like a
+    /// version), so a target always means one thing.
     pub fn deploy(
         &self,
         name: &str,
@@ -191,6 +193,14 @@ impl<M: Model> Registry<M> {
                     version: version.into(),
                 });
             }
+            // A target names a label first: a version named like one could never be reached.
+            if version == STABLE || table.labels.contains_key(version) {
+                return Err(RegistryError::NameClash {
+                    name: name.into(),
+                    clash: version.into(),
+                    reason: "a label, so it cannot name a version".into(),
+                });
+            }
             let state = Arc::new(VersionState {
                 version: version.into(),
                 predictor,
@@ -213,6 +223,13 @@ impl<M: Model> Registry<M> {
         }
         self.update(name, |table, _| {
             let version = Self::version_of(table, name, version)?;
+            if table.versions.values().any(|s| &*s.version == label) {
+                return Err(RegistryError::NameClash {
+                    name: name.into(),
+                    clash: label.into(),
+                    reason: "a version, so it cannot name a label".into(),
+                });
+            }
             table.labels.insert(label.into(), version);
             Ok(())
         })

@@ -45,12 +45,17 @@ impl<M: Model> std::fmt::Debug for ModelRepository<M> {
     }
 }
 
-/// Orders version names numerically when both are numbers, else as text.
+/// A total order of version names: names with a numeric prefix above names without one,
+/// then by that number (any length, leading zeros ignored), then by the rest as text, and
+/// last by the whole name, so `9 < 10 < 10-hotfix < 11` and no two names compare equal.
 fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(x), Ok(y)) => x.cmp(&y),
-        _ => a.cmp(b),
+    fn key(name: &str) -> (bool, usize, &str, &str, &str) {
+        let digits = name.len() - name.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, rest) = name.split_at(digits);
+        let significant = number.trim_start_matches('0');
+        (digits > 0, significant.len(), significant, rest, name)
     }
+    key(a).cmp(&key(b))
 }
 
 impl<M: Model> ModelRepository<M> {
@@ -194,5 +199,52 @@ impl<M: Model> ModelRepository<M> {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_order;
+    use proptest::prelude::*;
+
+    #[test]
+    fn numeric_prefixes_order_numerically_then_by_the_rest() {
+        let mut names = vec!["10-hotfix", "b", "9", "10", "010", "a", "2", "1a", "11"];
+        names.sort_by(|a, b| version_order(a, b));
+        assert_eq!(
+            names,
+            ["a", "b", "1a", "2", "9", "010", "10", "10-hotfix", "11"]
+        );
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[0-9]{0,3}[-a-z0-9]{0,3}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Antisymmetric, transitive and equal only for equal names: a total order, so
+        /// sorting any permutation gives one result.
+        #[test]
+        fn version_order_is_a_total_order(a in name(), b in name(), c in name()) {
+            use std::cmp::Ordering::*;
+            prop_assert_eq!(version_order(&a, &b), version_order(&b, &a).reverse());
+            prop_assert_eq!(version_order(&a, &b) == Equal, a == b);
+            if version_order(&a, &b) != Greater && version_order(&b, &c) != Greater {
+                prop_assert_ne!(version_order(&a, &c), Greater);
+            }
+        }
+
+        #[test]
+        fn every_permutation_sorts_the_same(
+            (names, mut shuffled) in prop::collection::vec(name(), 0..12)
+                .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
+        ) {
+            let mut sorted = names;
+            sorted.sort_by(|a, b| version_order(a, b));
+            shuffled.sort_by(|a, b| version_order(a, b));
+            prop_assert_eq!(shuffled, sorted);
+        }
     }
 }

@@ -249,8 +249,9 @@ where
                 .stats
                 .shadow_requests
                 .fetch_add(1, Ordering::Relaxed);
+            // A shadow copy's failure is the shadow's, never the live traffic's.
             if answer.is_err() {
-                stats_of.stats.errors.fetch_add(1, Ordering::Relaxed);
+                stats_of.stats.shadow_errors.fetch_add(1, Ordering::Relaxed);
             }
             stats_of.stats.latency.record(started.elapsed());
         });

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::CacheWeight;
+
 /// One feature's value in a [`TabularRow`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -127,5 +129,27 @@ impl TabularRow {
     /// Sets `name` to `value`.
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<FeatureValue>) {
         self.0.insert(name.into(), value.into());
+    }
+}
+
+impl CacheWeight for FeatureValue {
+    fn cache_weight(&self) -> usize {
+        let text = match self {
+            FeatureValue::Text(t) => t.len(),
+            FeatureValue::Bool(_) | FeatureValue::Number(_) => 0,
+        };
+        std::mem::size_of::<Self>() + text
+    }
+}
+
+/// A row used as a cache key counts its names and values against the cache's byte bound.
+impl CacheWeight for TabularRow {
+    fn cache_weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self
+                .0
+                .iter()
+                .map(|(name, value)| name.cache_weight() + value.cache_weight())
+                .sum::<usize>()
     }
 }
