@@ -502,17 +502,28 @@ fn the_digits_classifier_loads_from_pytorch_model_bin_and_predicts_identically()
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A copy of the MiniLM directory (links) with `pytorch_model.bin` instead of
-/// `model.safetensors`, written from the safetensors' tensors.
+/// A copy of the MiniLM directory with `pytorch_model.bin` instead of `model.safetensors`,
+/// written from the safetensors' tensors. Laid out like the Hugging Face cache: real
+/// directories (module directories must lie inside the model directory), files linked.
 fn minilm_with_pytorch_model_bin(tag: &str) -> PathBuf {
-    let src = common::minilm_dir();
-    let dir = scratch(tag);
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "model.safetensors" {
-            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).unwrap();
+    fn link_tree(src: &Path, dst: &Path) {
+        for entry in std::fs::read_dir(src).unwrap() {
+            let entry = entry.unwrap();
+            let target = dst.join(entry.file_name());
+            if entry.file_name() == "model.safetensors" {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+                link_tree(&entry.path(), &target);
+            } else {
+                std::os::unix::fs::symlink(entry.path(), target).unwrap();
+            }
         }
     }
+    let src = common::minilm_dir();
+    let dir = scratch(tag);
+    link_tree(&src, &dir);
     let tensors = formats::load_tensors(&src.join("model.safetensors"), &Device::Cpu).unwrap();
     pth::write_pth(&dir.join("pytorch_model.bin"), &tensors);
     dir
