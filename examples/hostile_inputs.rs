@@ -9,6 +9,9 @@
 //! `EXPECTED` is `ok` or the name of the `InputError` variant the input must get; the
 //! exit status is 0 when it does, 1 when not.
 
+#[path = "common/png.rs"]
+mod png;
+
 use std::io::Cursor;
 use std::path::Path;
 
@@ -17,6 +20,7 @@ use modelhost::error::InputError;
 use modelhost::models::image::ImageClassifier;
 use modelhost::models::sentence::SentenceEmbedder;
 use modelhost::models::text::EmbedderOptions;
+use png::with_exif_rotation;
 
 fn png(image: &DynamicImage) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -24,32 +28,6 @@ fn png(image: &DynamicImage) -> Vec<u8> {
         .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
         .expect("encode");
     bytes
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// `png` with an `eXIf` chunk saying "rotate 90°" after its IHDR.
-fn with_exif_rotation(mut png: Vec<u8>) -> Vec<u8> {
-    let exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
-    let mut chunk = (exif.len() as u32).to_be_bytes().to_vec();
-    let body: Vec<u8> = b"eXIf".iter().chain(exif).copied().collect();
-    chunk.extend(&body);
-    chunk.extend(crc32(&body).to_be_bytes());
-    png.splice(33..33, chunk);
-    png
 }
 
 fn make(dir: &Path) -> std::io::Result<()> {

@@ -6,6 +6,8 @@
 mod digits;
 
 mod common;
+#[path = "../examples/common/png.rs"]
+mod png;
 
 use std::io::Cursor;
 
@@ -18,6 +20,7 @@ use modelhost::{
     Predictor, error::InputError, error::LoadError, error::PredictError,
     models::image::ImageClassifier, models::image::ImageOptions,
 };
+use png::{png_chunk, with_exif_rotation};
 
 /// A digit (64 values in 0..=16, ink) as dark ink on white paper, `scale`× enlarged.
 fn render(values: &[f32], scale: u32) -> DynamicImage {
@@ -79,31 +82,6 @@ fn the_digits_model_reads_png_and_jpeg_files_of_held_back_digits() {
     }
 }
 
-/// CRC-32 as PNG chunks carry it.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// One PNG chunk: length, kind, data, CRC.
-fn png_chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
-    let body: Vec<u8> = kind.iter().chain(data).copied().collect();
-    chunk.extend(&body);
-    chunk.extend(crc32(&body).to_be_bytes());
-    chunk
-}
-
 /// A PNG declaring `width` × `height` RGB pixels whose image data is 64 zero bytes: what
 /// a decompression bomb looks like before it is inflated.
 fn png_bomb(width: u32, height: u32) -> Vec<u8> {
@@ -127,10 +105,7 @@ fn white_png(width: u32, height: u32, rotate: bool) -> Vec<u8> {
     let image = DynamicImage::ImageLuma8(GrayImage::from_pixel(width, height, image::Luma([255])));
     let mut png = encode(&image, ImageFormat::Png);
     if rotate {
-        // Big-endian TIFF, one IFD entry: Orientation (0x0112), SHORT, 1 value, 6.
-        let exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
-        // After the signature (8 bytes) and IHDR (25), before the image data.
-        png.splice(33..33, png_chunk(b"eXIf", exif));
+        png = with_exif_rotation(png);
     }
     png
 }
