@@ -1299,6 +1299,7 @@ async fn run(args: Args) -> Result<(), String> {
     // rescan once serving, instead of its default action killing the server.
     #[cfg(unix)]
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    eprintln!("loading models from {}", args.models.display());
     let metrics = Metrics::new();
     let sets = open_sets(&args, &metrics)?;
     for set in &sets {

@@ -877,3 +877,60 @@ fn a_fine_tuned_text_classifier_directory_is_served_with_the_librarys_numbers() 
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_sighup_during_start_up_is_kept_for_a_rescan_instead_of_killing_the_server() {
+    let root = model_repository("hup-at-start", &[]);
+    let mut child = Command::new(server_binary())
+        .arg("--models")
+        .arg(&root)
+        .args(["--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the example server");
+    // The server says it is loading once its SIGHUP handler is in place, before any model
+    // has loaded (loading MiniLM takes a while); the signal lands during start-up.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("loading models from") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "stderr ended first"
+        );
+    }
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("the server did not come up after a SIGHUP: {first:?}"))
+        .to_string();
+    let server = Server { child, addr, root };
+    let started = Instant::now();
+    while server.get("/v2/health/ready").0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the server never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _, body) = server.request(
+        "POST",
+        "/v2/models/digits/infer",
+        &[],
+        json!({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64], "data": vec![0.0; 64]}]})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+}
