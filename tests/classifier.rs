@@ -338,6 +338,15 @@ fn bad_pairs_get_typed_errors_naming_the_field_and_the_limit() {
         .tokenize(&TextPair::new("a query", "word ".repeat(600)))
         .unwrap();
     assert_eq!(t.len(), 512);
+    // A pair is tokenized whole (which of two long texts is longer decides the split), so
+    // a text past the input limit is refused even with truncation on.
+    let huge = "word ".repeat(300_000);
+    match ranker.tokenize(&TextPair::new("a query", huge.clone())) {
+        Err(InputError::TooManyBytes { bytes, max, .. }) => {
+            assert_eq!((bytes, max), (huge.len(), 1 << 20))
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(t.type_ids().iter().filter(|&&x| x == 0).count(), 4);
 }
 

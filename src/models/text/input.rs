@@ -55,21 +55,43 @@ pub(super) fn bounded_prefix<'t>(
         .max_len
         .saturating_mul(BYTES_PER_TOKEN)
         .max(FIRST_PREFIX_MIN);
+    // The longest prefix probed so far (it held too few tokens).
+    let mut probed = 0;
     loop {
-        let end = cut_at_whitespace(text, limit);
+        let mut end = cut_at_whitespace(text, limit);
         if end > bounds.max_bytes {
-            return Err(too_many());
+            // No whitespace between `limit` and the byte limit: the last whitespace before
+            // the byte limit is the longest prefix left to try, if it is longer than the
+            // last one probed.
+            match last_whitespace_before(text, bounds.max_bytes) {
+                Some(back) if back > probed => end = back,
+                _ => return Err(too_many()),
+            }
+            let prefix = &text[..end];
+            return if more_than_max_len(prefix)? {
+                Ok(prefix)
+            } else {
+                Err(too_many())
+            };
         }
         let prefix = &text[..end];
         if end == text.len() || more_than_max_len(prefix)? {
             return Ok(prefix);
         }
+        probed = end;
         limit = end.saturating_mul(2);
     }
 }
 
-/// The index of the first ASCII whitespace byte of `text` at or after `limit`, or its
-/// length when there is none.
+/// Whitespace that every pre-tokenizer of the BERT family splits on. Not vertical tab
+/// and form feed: BERT's normalizer deletes them as control characters, so the words on
+/// either side join.
+fn is_split(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The index of the first whitespace byte of `text` at or after `limit`, or its length
+/// when there is none.
 fn cut_at_whitespace(text: &str, limit: usize) -> usize {
     let bytes = text.as_bytes();
     if limit >= bytes.len() {
@@ -77,8 +99,14 @@ fn cut_at_whitespace(text: &str, limit: usize) -> usize {
     }
     bytes[limit..]
         .iter()
-        .position(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C))
+        .position(is_split)
         .map_or(bytes.len(), |i| limit + i)
+}
+
+/// The index of the last whitespace byte of `text` before `end`, if any.
+fn last_whitespace_before(text: &str, end: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    bytes[..end.min(bytes.len())].iter().rposition(is_split)
 }
 
 #[cfg(test)]
@@ -126,5 +154,25 @@ mod tests {
         let word = "x".repeat(10_000);
         let e = bounded_prefix("t", &word, &bounds(8_000, true), |_| Ok(true)).unwrap_err();
         assert!(matches!(e, InputError::TooManyBytes { bytes: 10_000, .. }));
+    }
+
+    #[test]
+    fn words_then_a_blob_past_the_byte_limit_cut_before_the_blob() {
+        // 6,000 bytes of words, then 20,000 bytes without whitespace: the forward cut
+        // would pass the 10,000-byte limit, so the prefix ends at the last space before it.
+        let words = "w ".repeat(3000);
+        let text = format!("{words}{}", "x".repeat(20_000));
+        let p = bounded_prefix("t", &text, &bounds(10_000, true), |p| Ok(p.len() > 5000));
+        assert_eq!(p, Ok(&text[..words.len() - 1]));
+        // Too few tokens even there: refused.
+        let e = bounded_prefix("t", &text, &bounds(10_000, true), |_| Ok(false));
+        assert!(matches!(e, Err(InputError::TooManyBytes { .. })));
+    }
+
+    #[test]
+    fn vertical_tab_and_form_feed_are_not_cut_at() {
+        // BERT's normalizer deletes them, joining the words around them.
+        assert_eq!(cut_at_whitespace("abc\x0bdef\x0cgh ij", 1), 10);
+        assert_eq!(last_whitespace_before("ab cd\x0bef", 8), Some(2));
     }
 }

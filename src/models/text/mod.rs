@@ -66,7 +66,9 @@ pub struct TextOptions {
     /// [`InputError::TooManyBytes`]. With truncation only a prefix of a long text is
     /// tokenized — cut at whitespace, long enough that the result is exactly the whole
     /// text truncated — and the text is refused only when that prefix would pass this
-    /// limit (a text without whitespace to cut at). Default 1 MiB.
+    /// limit (no whitespace to cut at before it). The texts of a pair are always tokenized
+    /// whole (how the tokenizer splits the budget between two long texts depends on which
+    /// is longer), so each is refused past this limit. Default 1 MiB.
     pub max_input_bytes: usize,
     /// Override the maximum sequence length (`sentence_bert_config.json` for an embedder);
     /// it is always capped at the model's `max_position_embeddings`.
@@ -273,8 +275,13 @@ impl TextEncoder {
         first: &str,
         second: Option<&str>,
     ) -> Result<TokenizedText, InputError> {
-        let first = self.bounded(field, first)?;
-        let second = second.map(|s| self.bounded(field, s)).transpose()?;
+        let (first, second) = match second {
+            None => (self.bounded(field, first)?, None),
+            // A pair is tokenized whole (each text at most `max_input_bytes`): how the
+            // tokenizer splits the budget between two long texts depends on which is longer
+            // in tokens, which prefixes cannot tell.
+            Some(second) => (self.whole(field, first)?, Some(self.whole(field, second)?)),
+        };
         let input: EncodeInput = match second {
             None => self.lower(first).into(),
             Some(second) => (self.lower(first), self.lower(second)).into(),
@@ -341,6 +348,18 @@ impl TextEncoder {
 
     /// The part of `text` to tokenize (see `input::bounded_prefix`): all of it, or with
     /// truncation a prefix that yields more than `max_len` tokens on its own.
+    /// `text` whole, refused past `max_input_bytes` whether or not truncation is on.
+    fn whole<'t>(&self, field: &str, text: &'t str) -> Result<&'t str, InputError> {
+        if text.len() > self.bounds.max_bytes {
+            return Err(InputError::TooManyBytes {
+                field: field.into(),
+                bytes: text.len(),
+                max: self.bounds.max_bytes,
+            });
+        }
+        Ok(text)
+    }
+
     fn bounded<'t>(&self, field: &str, text: &'t str) -> Result<&'t str, InputError> {
         input::bounded_prefix(field, text, &self.bounds, |prefix| {
             let encoding =
