@@ -93,14 +93,18 @@ impl Alarm {
             Some(key) if key.0 == at => key,
             _ => (at, timer.next_id.fetch_add(1, Ordering::Relaxed)),
         };
+        // Cloning and dropping wakers runs executor code: never under the timer's lock.
+        let waker = waker.clone();
         let mut due = timer.lock();
-        if let Some(old) = self.key.filter(|old| *old != key) {
-            due.remove(&old);
-        }
+        let old = self
+            .key
+            .filter(|old| *old != key)
+            .and_then(|old| due.remove(&old));
         let earliest = due.first_key_value().is_none_or(|(first, _)| key < *first);
-        due.insert(key, waker.clone());
+        let replaced = due.insert(key, waker);
         self.key = Some(key);
         drop(due);
+        drop((old, replaced));
         if earliest {
             timer.changed.notify_one();
         }
@@ -110,7 +114,9 @@ impl Alarm {
 impl Drop for Alarm {
     fn drop(&mut self) {
         if let (Some(key), Some(timer)) = (self.key.take(), timer()) {
-            timer.lock().remove(&key);
+            // The lock is released at the end of this statement, the waker dropped after.
+            let removed = timer.lock().remove(&key);
+            drop(removed);
         }
     }
 }

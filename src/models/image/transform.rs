@@ -114,10 +114,14 @@ impl Preprocess {
         let intermediate = w0.saturating_mul(u64::from(rh)).saturating_mul(16);
         let (ch, cw) = self.crop.unwrap_or((rh, rw));
         // The resized image, its RGB copy and the padded canvas (at least the crop).
-        let resized = u64::from(rw.max(cw)) * u64::from(rh.max(ch)) * (bpp + 6);
+        let resized = u64::from(rw.max(cw))
+            .saturating_mul(u64::from(rh.max(ch)))
+            .saturating_mul(bpp + 6);
         let (c, h, w) = self.output_shape();
         // The crop's copy, its RGB or grey conversion and the f32 input.
-        let input = (h * w) as u64 * (bpp + 3 + 4 * c as u64);
+        let input = (h as u64)
+            .saturating_mul(w as u64)
+            .saturating_mul(bpp + 3 + 4 * c as u64);
         Ok(decoded
             .saturating_mul(2)
             .saturating_add(intermediate)
