@@ -93,7 +93,7 @@ impl Server {
     /// A server whose repository also holds `extra` models (name, version 1 directory).
     fn start_with(tag: &str, extra_args: &[&str], extra: &[(&str, &Path)]) -> Server {
         let root = model_repository(tag, extra);
-        let mut child = Command::new(server_binary())
+        let child = Command::new(server_binary())
             .arg("--models")
             .arg(&root)
             .args(["--addr", "127.0.0.1:0"])
