@@ -39,18 +39,10 @@ pub(super) fn bounded_prefix<'t>(
     bounds: &Bounds,
     mut more_than_max_len: impl FnMut(&str) -> Result<bool, InputError>,
 ) -> Result<&'t str, InputError> {
-    let too_many = || InputError::TooManyBytes {
-        field: field.into(),
-        bytes: text.len(),
-        max: bounds.max_bytes,
-    };
     if !bounds.truncate {
-        return if text.len() > bounds.max_bytes {
-            Err(too_many())
-        } else {
-            Ok(text)
-        };
+        return whole(field, text, bounds.max_bytes);
     }
+    let too_many = || too_many_bytes(field, text, bounds.max_bytes);
     let mut limit = bounds
         .max_len
         .saturating_mul(BYTES_PER_TOKEN)
@@ -80,6 +72,26 @@ pub(super) fn bounded_prefix<'t>(
         }
         probed = end;
         limit = end.saturating_mul(2);
+    }
+}
+
+/// `text` whole, refused past `max_bytes`.
+pub(super) fn whole<'t>(
+    field: &str,
+    text: &'t str,
+    max_bytes: usize,
+) -> Result<&'t str, InputError> {
+    if text.len() > max_bytes {
+        return Err(too_many_bytes(field, text, max_bytes));
+    }
+    Ok(text)
+}
+
+fn too_many_bytes(field: &str, text: &str, max_bytes: usize) -> InputError {
+    InputError::TooManyBytes {
+        field: field.into(),
+        bytes: text.len(),
+        max: max_bytes,
     }
 }
 

@@ -280,7 +280,11 @@ impl TextEncoder {
             // A pair is tokenized whole (each text at most `max_input_bytes`): how the
             // tokenizer splits the budget between two long texts depends on which is longer
             // in tokens, which prefixes cannot tell.
-            Some(second) => (self.whole(field, first)?, Some(self.whole(field, second)?)),
+            Some(second) => {
+                let max = self.bounds.max_bytes;
+                let first = input::whole(field, first, max)?;
+                (first, Some(input::whole(field, second, max)?))
+            }
         };
         let input: EncodeInput = match second {
             None => self.lower(first).into(),
@@ -348,18 +352,6 @@ impl TextEncoder {
 
     /// The part of `text` to tokenize (see `input::bounded_prefix`): all of it, or with
     /// truncation a prefix that yields more than `max_len` tokens on its own.
-    /// `text` whole, refused past `max_input_bytes` whether or not truncation is on.
-    fn whole<'t>(&self, field: &str, text: &'t str) -> Result<&'t str, InputError> {
-        if text.len() > self.bounds.max_bytes {
-            return Err(InputError::TooManyBytes {
-                field: field.into(),
-                bytes: text.len(),
-                max: self.bounds.max_bytes,
-            });
-        }
-        Ok(text)
-    }
-
     fn bounded<'t>(&self, field: &str, text: &'t str) -> Result<&'t str, InputError> {
         input::bounded_prefix(field, text, &self.bounds, |prefix| {
             let encoding =
