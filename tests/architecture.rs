@@ -135,24 +135,30 @@ fn group_heads(group: &str) -> Vec<&str> {
 
 /// The top-level modules a file at `depth` refers to (see the module docs).
 fn references(text: &str, depth: usize, exports: &BTreeMap<String, String>) -> Vec<String> {
+    // `super::super::x` from a file `depth` modules deep climbs to the root when there are
+    // `depth` supers (and no more before them).
+    let chain = "super::".repeat(depth);
+    let crate_paths = text.match_indices("crate::").map(|(at, m)| (at, m.len()));
+    let super_paths = text
+        .match_indices(chain.as_str())
+        .filter(|(at, _)| !text[..*at].ends_with("super::"))
+        .map(|(at, m)| (at, m.len()));
     let mut out = Vec::new();
-    for line in text.lines() {
-        let doc = line.trim_start().starts_with("//");
-        let mut names: Vec<&str> = Vec::new();
-        for (at, _) in line.match_indices("crate::") {
-            names.extend(heads_after(&line[at + "crate::".len()..], text, line));
+    for (at, len, via_super) in crate_paths
+        .map(|(at, len)| (at, len, false))
+        .chain(super_paths.map(|(at, len)| (at, len, true)))
+    {
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let doc = text[line_start..].trim_start().starts_with("//");
+        if doc && via_super {
+            continue;
         }
-        if !doc {
-            // `super::super::x` from a file `depth` modules deep climbs to the root when
-            // there are `depth` supers.
-            let chain = "super::".repeat(depth);
-            for (at, _) in line.match_indices(&chain) {
-                let before = &line[..at];
-                if !before.ends_with("super::") {
-                    names.extend(heads_after(&line[at + chain.len()..], text, line));
-                }
-            }
-        }
+        // A `use` group may run over several lines: it is read from the text onwards.
+        let rest = &text[at + len..];
+        let names = match rest.strip_prefix('{') {
+            Some(group) => group_heads(group),
+            None => vec![ident(rest)],
+        };
         for name in names {
             if name.starts_with(|c: char| c.is_ascii_lowercase()) {
                 out.push(name.to_string());
@@ -162,19 +168,6 @@ fn references(text: &str, depth: usize, exports: &BTreeMap<String, String>) -> V
         }
     }
     out
-}
-
-/// The path heads after a `crate::` (or root-reaching `super::`) at the start of `rest`;
-/// a `use` group may run over several lines, so it is read from `text` onwards.
-fn heads_after<'a>(rest: &'a str, text: &'a str, line: &'a str) -> Vec<&'a str> {
-    if rest.starts_with('{') {
-        // Find this group in the whole text so that multi-line groups are read whole.
-        let line_at = line.as_ptr() as usize - text.as_ptr() as usize;
-        let rest_at = line_at + (rest.as_ptr() as usize - line.as_ptr() as usize);
-        group_heads(&text[rest_at + 1..])
-    } else {
-        vec![ident(rest)]
-    }
 }
 
 /// One circle in the graph, if there is any.
