@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of the weight loaders (fuzz/, cargo-fuzz): seeds each target's
-# corpus from tests/fixtures/formats/, then runs each target for SECONDS (default 10: a
-# smoke run; docs/FUZZING.md records the 240 s runs). Not wired into CI.
+# Coverage-guided fuzzing of what an outsider can feed (fuzz/, cargo-fuzz): the weight
+# loaders, image decoding and preprocessing, tabular rows. Seeds each target's corpus from
+# tests/fixtures/formats/ and fuzz/seeds/, then runs each target for SECONDS (default 10:
+# a smoke run; docs/FUZZING.md records the long runs). Not wired into CI.
 #
 # Needs `cargo install cargo-fuzz`. The toolchain is stable: RUSTC_BOOTSTRAP=1 lets
 # cargo-fuzz use the nightly-only flags it needs; `--sanitizer none` skips ASan.
@@ -13,13 +14,15 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 secs="${1:-10}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(detect_and_load pickle npz gguf)
+[ ${#targets[@]} -gt 0 ] || targets=(detect_and_load pickle npz gguf image tabular)
 fixtures="$root/tests/fixtures/formats"
 corpus="$root/fuzz/corpus"
 export RUSTC_BOOTSTRAP=1
 
 seed() {
-  mkdir -p "$corpus"/{detect_and_load,pickle,npz,gguf}
+  mkdir -p "$corpus"/{detect_and_load,pickle,npz,gguf,image,tabular}
+  cp "$root"/fuzz/seeds/image/* "$corpus/image/"
+  cp "$root"/fuzz/seeds/tabular/* "$corpus/tabular/"
   cp "$fixtures"/* "$corpus/detect_and_load/"
   cp "$fixtures/model.gguf" "$corpus/gguf/"
   cp "$fixtures/model.npz" "$corpus/npz/"

@@ -381,6 +381,53 @@ fn a_coalesced_follower_gives_up_at_the_predictors_default_deadline() {
     assert_eq!(block_on(leader), Ok(vec![8]));
 }
 
+#[test]
+fn a_follower_retrying_after_its_leader_expired_keeps_its_original_deadline() {
+    let cache = cache(100, 1 << 20);
+    // One request per batch, so that the retry below cannot join the second blocker's.
+    let p = Predictor::builder(Counting::new(1))
+        .cache(cache.clone())
+        .max_delay(Duration::ZERO)
+        .max_batch_size(1)
+        .build()
+        .unwrap();
+    let open = hold_until_opened(&p);
+    let first = p.predict_async(Colliding(100));
+    while p.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    // The leader gives up at 100 ms; a capacity error sends its followers to retry.
+    let leader = p.predict_async_with(
+        Colliding(5),
+        &RequestOptions::deadline(Duration::from_millis(100)),
+    );
+    let second = p.predict_async(Colliding(200));
+    let follower = p.predict_async_with(
+        Colliding(5),
+        &RequestOptions::deadline(Duration::from_millis(400)),
+    );
+    let follower = std::thread::spawn(move || block_on(follower));
+    // At 300 ms the worker answers the expired leader: the follower queues the request
+    // itself, behind the second blocker, with 100 ms of its deadline left.
+    std::thread::sleep(Duration::from_millis(300));
+    open.send(()).unwrap();
+    assert_eq!(block_on(first), Ok(vec![101]));
+    assert!(is_deadline_exceeded(&block_on(leader)));
+    // At 600 ms the retry has waited 300 ms: past its deadline. Had the retry restarted
+    // the clock, it would have had until 700 ms and been computed.
+    std::thread::sleep(Duration::from_millis(300));
+    open.send(()).unwrap();
+    assert_eq!(block_on(second), Ok(vec![201]));
+    let _ = open.send(()); // would release a third batch: the retry, if it were computed
+    let answer = follower.join().unwrap();
+    assert!(is_deadline_exceeded(&answer), "{answer:?}");
+    assert_eq!(
+        p.model().computed.load(Ordering::SeqCst),
+        2,
+        "only the blockers ran"
+    );
+}
+
 /// Answers a text's length: a tiny output keyed by a possibly long input.
 struct Length;
 

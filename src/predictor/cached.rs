@@ -96,6 +96,14 @@ fn follow<O>(
     })
 }
 
+/// The options of a request retried `started.elapsed()` into its `deadline`: what is left
+/// of it, so that a retry never restarts the clock.
+fn remaining(deadline: Option<Duration>, started: Instant) -> RequestOptions {
+    RequestOptions {
+        deadline: deadline.map(|d| d.saturating_sub(started.elapsed())),
+    }
+}
+
 /// The worker completes a flight with its leader's answer: it fills the cache and answers
 /// every follower.
 fn complete_on_answer<K, O>(flight: Flight<K, O>) -> AnswerHook<O>
@@ -143,8 +151,10 @@ where
                     stats.record_cache(false, false);
                     // The worker completes the flight with the answer; a refused request
                     // drops it, which sends the followers to try again themselves.
+                    // After a cancelled leader, it leads with what is left of its deadline.
+                    let options = remaining(deadline, started);
                     return predictor
-                        .submit_leading(input, options, Some(complete_on_answer(flight)))?
+                        .submit_leading(input, &options, Some(complete_on_answer(flight)))?
                         .recv()
                         .unwrap_or_else(worker_gone);
                 }
@@ -169,11 +179,14 @@ where
                 stats.record_cache(false, true);
                 stats.record(Outcome::Coalesced);
                 let deadline = options.deadline.or(predictor.shared.deadline);
-                let (predictor, options) = (predictor.clone(), options.clone());
+                let (predictor, started) = (predictor.clone(), Instant::now());
+                // A retry (the leader was cancelled) gets what is left of the deadline.
                 PredictFuture::following(
                     rx,
-                    Box::new(move || predictor.predict_async_with(input, &options)),
-                    deadline.map(|d| (Instant::now(), d)),
+                    Box::new(move || {
+                        predictor.predict_async_with(input, &remaining(deadline, started))
+                    }),
+                    deadline.map(|d| (started, d)),
                 )
             }
             Begin::Lead(flight) => {
@@ -240,9 +253,11 @@ where
                         stats.record(Outcome::Coalesced);
                         answer
                     }
-                    Ok(Some(FlightOutcome::Abandoned) | None) => {
-                        self.predict(predictor, input, &RequestOptions::default())
-                    }
+                    Ok(Some(FlightOutcome::Abandoned) | None) => self.predict(
+                        predictor,
+                        input,
+                        &remaining(predictor.shared.deadline, started),
+                    ),
                     Err(error) => Err(error),
                 },
             })
