@@ -1,4 +1,4 @@
-# The example HTTP server (examples/serve.rs) in a slim image.
+# The HTTP server (modelhost-serve, src/bin/modelhost-serve/) in a slim image.
 #   docker build -t modelhost-serve .
 #   docker run --rm -p 8000:8000 -v "$PWD/models-repo:/models:ro" modelhost-serve
 # /models is a model repository, NAME/VERSION/ (see scripts/model-repo.sh and the README).
@@ -10,8 +10,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY examples examples
 COPY benches benches
-RUN cargo build --release --locked --example serve \
-    && cp target/release/examples/serve /usr/local/bin/modelhost-serve
+RUN cargo build --release --locked --features server --bin modelhost-serve \
+    && cp target/release/modelhost-serve /usr/local/bin/modelhost-serve
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin modelhost

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lay out a model repository (ROOT/NAME/VERSION/) for the example server from the shipped
+# Lay out a model repository (ROOT/NAME/VERSION/) for modelhost-serve from the shipped
 # digits models and the reference sentence embedder, as symlinks: no copies, no manifests.
 #
 #   minilm/1  -> models/all-MiniLM-L6-v2    (a sentence-transformers directory as it comes)

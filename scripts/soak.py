@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Soak test of the example server (not run in CI): many concurrent clients, requests of
+"""Soak test of modelhost-serve (not run in CI): many concurrent clients, requests of
 mixed sizes, some of them invalid, while a SIGHUP swaps the model's versions every few
 seconds. Every answer is checked (the right probabilities and class for its input and the
 version that answered, or the typed error its input deserves, never another request's),
 and the server's RSS and open file descriptors are compared between warm-up and the end.
 
 Usage: scripts/soak.py [--requests 100000] [--clients 64] [--swap-every 3]
-         [--server target/release/examples/serve]
-Build the server first: cargo build --release --example serve
+         [--server target/release/modelhost-serve]
+Build the server first: cargo build --release --features server --bin modelhost-serve
 Prints one JSON line of figures; exits 1 when an answer was wrong or a bound was missed.
 """
 import argparse
@@ -85,7 +85,7 @@ def main():
     ap.add_argument("--requests", type=int, default=100_000)
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--swap-every", type=float, default=3.0)
-    ap.add_argument("--server", default=os.path.join(ROOT, "target/release/examples/serve"))
+    ap.add_argument("--server", default=os.path.join(ROOT, "target/release/modelhost-serve"))
     ap.add_argument("--warm", type=int, default=5000,
                     help="the request after which RSS and fds are taken as the warm baseline")
     ap.add_argument("--model", choices=["digits", "minilm"], default="digits",

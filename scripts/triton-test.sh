@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Check the example HTTP server with a client no one on this project wrote: NVIDIA's
-# tritonclient[http], from PyPI, in a throwaway virtualenv. Starts target/release/examples/serve
+# tritonclient[http], from PyPI, in a throwaway virtualenv. Starts target/release/modelhost-serve
 # on a free loopback port against a temporary model repository (scripts/model-repo.sh), runs
 # tests/triton/test_tritonclient.py, then stops the server with SIGTERM and checks that it
 # exits 0. The last line of the client's output is "N passed, M failed".
@@ -10,8 +10,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bin="${CARGO_TARGET_DIR:-$root/target}/release/examples/serve"
-cargo build --release --quiet --example serve
+bin="${CARGO_TARGET_DIR:-$root/target}/release/modelhost-serve"
+cargo build --release --quiet --features server --bin modelhost-serve
 
 work="$(mktemp -d)"
 pid=""

@@ -1,10 +1,10 @@
-//! The example HTTP server (`examples/serve.rs`) as a client sees it: the Open Inference
+//! The HTTP server (`modelhost-serve`, `src/bin/modelhost-serve/`) as a client sees it: the Open Inference
 //! Protocol endpoints, every bad request's status and message, the README's curl lines, and
 //! a graceful stop on SIGTERM that still answers the request in flight.
 //!
-//! Each test starts the built example binary (`target/<profile>/examples/serve`, which
-//! `cargo test` builds with the examples; the test builds it when it is missing) on a free
-//! loopback port against a model repository of symlinks in a temporary directory.
+//! Each test starts the server binary (which cargo builds for this test: run it with
+//! `--features server`) on a free loopback port against a model repository of symlinks in
+//! a temporary directory.
 
 mod common;
 
@@ -21,35 +21,9 @@ fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The example binary next to this test's profile directory. `cargo test` builds it with
-/// the examples; a run of this test alone (`--test serve`) builds it here, once, so it is
-/// never stale (a no-op when it is up to date).
+/// The server binary: cargo builds it for this test (the test needs the `server` feature).
 fn server_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test binary's path");
-            // target/<profile>/deps/serve-<hash> → target/<profile>/examples/serve
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("the test binary lives in target/<profile>/deps");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args(["build", "--quiet", "--example", "serve"]);
-            if !cfg!(debug_assertions) {
-                build.arg("--release");
-            }
-            let status = build
-                .current_dir(manifest_dir())
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "cargo build --example serve failed");
-            profile_dir
-                .join("examples")
-                .join(format!("serve{}", std::env::consts::EXE_SUFFIX))
-        })
-        .clone()
+    PathBuf::from(env!("CARGO_BIN_EXE_modelhost-serve"))
 }
 
 /// A model repository of symlinks: minilm/1, digits/1 (digits-v1), digits/2 (digits).
@@ -100,7 +74,7 @@ impl Server {
             .args(extra_args)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("start the example server");
+            .expect("start the server");
         Server::attach(child, root)
     }
 
@@ -894,7 +868,7 @@ fn a_sighup_during_start_up_is_kept_for_a_rescan_instead_of_killing_the_server()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start the example server");
+        .expect("start the server");
     // The server says it is loading once its SIGHUP handler is in place, before any model
     // has loaded (loading MiniLM takes a while); the signal lands during start-up.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());

@@ -1,4 +1,4 @@
-"""The example server (examples/serve.rs) checked with NVIDIA's own HTTP client.
+"""The server (modelhost-serve) checked with NVIDIA's own HTTP client.
 
 Usage: python tests/triton/test_tritonclient.py HOST:PORT
 

@@ -1,0 +1,269 @@
+//! The codec: named protocol tensors ↔ a model's typed inputs and outputs.
+
+use serde_json::Value;
+
+use modelhost::Model;
+use modelhost::models::Classification;
+use modelhost::models::classifier::TextClassifier;
+use modelhost::models::mlp::MlpClassifier;
+use modelhost::models::sentence::{Embedding, SentenceEmbedder};
+
+use crate::error::{ApiError, ApiResult};
+use crate::oip::{InputTensor, OutputTensor, TensorData, TensorMeta};
+
+/// How one model type's typed inputs and outputs map to protocol tensors.
+pub(crate) trait Codec: Model<Input: Clone> {
+    /// `platform` in model metadata.
+    const PLATFORM: &'static str;
+
+    /// The one input tensor, batch dimension first.
+    fn input_meta(&self) -> TensorMeta;
+
+    /// The output tensors, batch dimension first.
+    fn outputs_meta(&self) -> Vec<TensorMeta>;
+
+    /// The rows of the request's input tensor (whose name is checked already).
+    fn decode(&self, tensor: &InputTensor) -> ApiResult<Vec<Self::Input>>;
+
+    /// One tensor per output, each with the batch's rows.
+    fn encode(&self, outputs: Vec<Self::Output>) -> Vec<OutputTensor>;
+}
+
+pub(crate) fn expect_datatype(tensor: &InputTensor, datatype: &str) -> ApiResult<()> {
+    if tensor.datatype == datatype {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "input `{}` has datatype {}; the model takes {datatype}",
+            tensor.name, tensor.datatype
+        )))
+    }
+}
+
+/// The tensor's values, flat and row-major (`data` may be flat or nested), checked
+/// against its shape.
+pub(crate) fn flat_data(tensor: &InputTensor) -> ApiResult<Vec<&Value>> {
+    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            other => out.push(other),
+        }
+    }
+    let mut values = Vec::new();
+    walk(&tensor.data, &mut values);
+    let expected = tensor
+        .shape
+        .iter()
+        .try_fold(1u64, |n, d| n.checked_mul(*d))
+        .unwrap_or(u64::MAX);
+    if values.len() as u64 != expected {
+        return Err(ApiError::bad(format!(
+            "input `{}` has shape {:?}, which holds {expected} values, but `data` has {}; \
+             send a shape and data that agree (data is row-major, flat or nested)",
+            tensor.name,
+            tensor.shape,
+            values.len()
+        )));
+    }
+    Ok(values)
+}
+
+/// The tensor's values (see [`flat_data`]) read by `read`; a value it refuses is a 400
+/// naming its index and `rule`.
+pub(crate) fn typed_data<T>(
+    tensor: &InputTensor,
+    rule: &str,
+    read: impl Fn(&Value) -> Option<T>,
+) -> ApiResult<Vec<T>> {
+    flat_data(tensor)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            read(v).ok_or_else(|| {
+                ApiError::bad(format!("input `{}`: data[{i}] is {v}; {rule}", tensor.name))
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn no_rows(tensor: &InputTensor) -> ApiError {
+    ApiError::bad(format!(
+        "input `{}` has shape {:?}, with no rows; send at least one",
+        tensor.name, tensor.shape
+    ))
+}
+
+/// A one-text-per-row input named as the model's signature names it.
+pub(crate) fn text_input_meta(model: &impl Model) -> TensorMeta {
+    TensorMeta {
+        name: (model.signature().inputs.first())
+            .map_or_else(|| "text".to_string(), |t| t.name.clone()),
+        datatype: "BYTES",
+        shape: vec![-1],
+    }
+}
+
+/// The texts of a BYTES input of shape `[N]` or `[N, 1]`.
+pub(crate) fn decode_texts(tensor: &InputTensor) -> ApiResult<Vec<String>> {
+    expect_datatype(tensor, "BYTES")?;
+    let rows = match tensor.shape[..] {
+        [n] | [n, 1] => n,
+        _ => {
+            return Err(ApiError::bad(format!(
+                "input `{}` has shape {:?}; the model takes one text per row: [N] or [N, 1]",
+                tensor.name, tensor.shape
+            )));
+        }
+    };
+    if rows == 0 {
+        return Err(no_rows(tensor));
+    }
+    typed_data(tensor, "BYTES data must be JSON strings", |v| {
+        v.as_str().map(str::to_owned)
+    })
+}
+
+/// A classifier's outputs: `probabilities` `[N, classes]`, `label` and `class` `[N]`.
+pub(crate) fn classification_meta(classes: usize) -> Vec<TensorMeta> {
+    vec![
+        TensorMeta {
+            name: "probabilities".into(),
+            datatype: "FP32",
+            shape: vec![-1, classes as i64],
+        },
+        TensorMeta {
+            name: "label".into(),
+            datatype: "BYTES",
+            shape: vec![-1],
+        },
+        TensorMeta {
+            name: "class".into(),
+            datatype: "INT64",
+            shape: vec![-1],
+        },
+    ]
+}
+
+pub(crate) fn encode_classifications(
+    outputs: Vec<Classification>,
+    classes: usize,
+) -> Vec<OutputTensor> {
+    let rows = outputs.len();
+    let class = outputs.iter().map(|c| c.index as i64).collect();
+    let label = outputs.iter().map(|c| c.label.clone()).collect();
+    let probabilities = outputs.into_iter().flat_map(|c| c.scores).collect();
+    vec![
+        OutputTensor {
+            name: "probabilities",
+            datatype: "FP32",
+            shape: vec![rows, classes],
+            data: TensorData::Fp32(probabilities),
+        },
+        OutputTensor {
+            name: "label",
+            datatype: "BYTES",
+            shape: vec![rows],
+            data: TensorData::Bytes(label),
+        },
+        OutputTensor {
+            name: "class",
+            datatype: "INT64",
+            shape: vec![rows],
+            data: TensorData::Int64(class),
+        },
+    ]
+}
+
+impl Codec for SentenceEmbedder {
+    const PLATFORM: &'static str = "modelhost_text_embedder";
+
+    fn input_meta(&self) -> TensorMeta {
+        text_input_meta(self)
+    }
+
+    fn outputs_meta(&self) -> Vec<TensorMeta> {
+        vec![TensorMeta {
+            name: "embedding".into(),
+            datatype: "FP32",
+            shape: vec![-1, self.dim() as i64],
+        }]
+    }
+
+    fn decode(&self, tensor: &InputTensor) -> ApiResult<Vec<String>> {
+        decode_texts(tensor)
+    }
+
+    fn encode(&self, outputs: Vec<Embedding>) -> Vec<OutputTensor> {
+        let rows = outputs.len();
+        vec![OutputTensor {
+            name: "embedding",
+            datatype: "FP32",
+            shape: vec![rows, self.dim()],
+            data: TensorData::Fp32(outputs.into_iter().flat_map(Embedding::into_vec).collect()),
+        }]
+    }
+}
+
+impl Codec for MlpClassifier {
+    const PLATFORM: &'static str = "modelhost_mlp_classifier";
+
+    fn input_meta(&self) -> TensorMeta {
+        TensorMeta {
+            name: self.config().input_name.clone(),
+            datatype: "FP32",
+            shape: vec![-1, self.config().input_dim as i64],
+        }
+    }
+
+    fn outputs_meta(&self) -> Vec<TensorMeta> {
+        classification_meta(self.config().labels.len())
+    }
+
+    fn decode(&self, tensor: &InputTensor) -> ApiResult<Vec<Vec<f32>>> {
+        expect_datatype(tensor, "FP32")?;
+        let dim = self.config().input_dim;
+        let rows = match tensor.shape[..] {
+            [d] if d == dim as u64 => 1,
+            [n, d] if d == dim as u64 => n,
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "input `{}` has shape {:?}; the model takes [{dim}] or [N, {dim}]",
+                    tensor.name, tensor.shape
+                )));
+            }
+        };
+        if rows == 0 {
+            return Err(no_rows(tensor));
+        }
+        let values = typed_data(tensor, "FP32 data must be JSON numbers", |v| {
+            v.as_f64().map(|x| x as f32)
+        })?;
+        Ok(values.chunks(dim).map(<[f32]>::to_vec).collect())
+    }
+
+    fn encode(&self, outputs: Vec<Classification>) -> Vec<OutputTensor> {
+        encode_classifications(outputs, self.config().labels.len())
+    }
+}
+
+impl Codec for TextClassifier {
+    const PLATFORM: &'static str = "modelhost_text_classifier";
+
+    fn input_meta(&self) -> TensorMeta {
+        text_input_meta(self)
+    }
+
+    /// `probabilities` are softmax scores, or independent sigmoids for a multi-label head
+    /// (`label` and `class` are then the highest-scoring label).
+    fn outputs_meta(&self) -> Vec<TensorMeta> {
+        classification_meta(self.labels().len())
+    }
+
+    fn decode(&self, tensor: &InputTensor) -> ApiResult<Vec<String>> {
+        decode_texts(tensor)
+    }
+
+    fn encode(&self, outputs: Vec<Classification>) -> Vec<OutputTensor> {
+        encode_classifications(outputs, self.labels().len())
+    }
+}

@@ -1,0 +1,88 @@
+//! The OpenAPI 3.0 document of the endpoints.
+
+use serde_json::{Value, json};
+
+pub(crate) fn openapi_document() -> Value {
+    let error = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let ok_json = |schema: &str, what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    let model =
+        json!({"name": "model", "in": "path", "required": true, "schema": {"type": "string"}});
+    let version = json!({"name": "version", "in": "path", "required": true, "schema": {"type": "string"}, "description": "a version or a label (e.g. stable)"});
+    let health = |what: &str| {
+        json!({"get": {"summary": what, "responses": {
+            "200": ok_json("Health", "yes"), "503": ok_json("Health", "no")}}})
+    };
+    let metadata = |params: Value| {
+        json!({"get": {"summary": "Model metadata: inputs, outputs, versions", "parameters": params, "responses": {
+            "200": ok_json("ModelMetadata", "the model's metadata"), "404": error}}})
+    };
+    let model_ready = |params: Value| {
+        json!({"get": {"summary": "Is the model ready", "parameters": params, "responses": {
+            "200": ok_json("ModelReady", "ready"), "503": ok_json("ModelReady", "not ready"), "404": error}}})
+    };
+    let infer = |params: Value| {
+        json!({"post": {"summary": "Run inference", "parameters": params,
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}},
+            "responses": {
+                "200": ok_json("InferResponse", "the outputs"),
+                "400": error, "404": error, "413": error, "415": error, "429": error, "500": error, "503": error}}})
+    };
+    let both = json!([model, version]);
+    let one = json!([model]);
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "modelhost-serve (Open Inference Protocol v2)",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The REST API of KServe v2 / Triton: health, metadata and inference with JSON tensors. Errors are {\"error\": \"...\"}."
+        },
+        "paths": {
+            "/v2/health/live": health("Is the server live"),
+            "/v2/health/ready": health("Is the server ready (every model warmed up, not shedding load, not draining)"),
+            "/v2": {"get": {"summary": "Server metadata", "responses": {"200": ok_json("ServerMetadata", "the server's metadata")}}},
+            "/v2/models/{model}": metadata(one.clone()),
+            "/v2/models/{model}/versions/{version}": metadata(both.clone()),
+            "/v2/models/{model}/ready": model_ready(one.clone()),
+            "/v2/models/{model}/versions/{version}/ready": model_ready(both.clone()),
+            "/v2/models/{model}/infer": infer(one),
+            "/v2/models/{model}/versions/{version}/infer": infer(both),
+            "/v2/repository/index": {"post": {"summary": "Every model version and its state", "responses": {"200": {"description": "the index", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/RepositoryEntry"}}}}}}}},
+            "/v2/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0 document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format 0.0.4", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string", "description": "what is wrong and what to do"}}},
+            "Health": {"type": "object", "properties": {"live": {"type": "boolean"}, "ready": {"type": "boolean"}}},
+            "ModelReady": {"type": "object", "required": ["name", "ready"], "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
+            "ServerMetadata": {"type": "object", "required": ["name", "version", "extensions"], "properties": {
+                "name": {"type": "string"}, "version": {"type": "string"}, "extensions": {"type": "array", "items": {"type": "string"}}}},
+            "TensorMetadata": {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
+                "name": {"type": "string"}, "datatype": {"$ref": "#/components/schemas/Datatype"},
+                "shape": {"type": "array", "items": {"type": "integer"}, "description": "-1 is a variable dimension"}}},
+            "ModelMetadata": {"type": "object", "required": ["name", "platform", "inputs", "outputs"], "properties": {
+                "name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}}, "platform": {"type": "string"},
+                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}}}},
+            "Datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]},
+            "InputTensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "datatype": {"$ref": "#/components/schemas/Datatype"},
+                "parameters": {"type": "object"},
+                "data": {"description": "row-major values, flat or nested: strings for BYTES, numbers otherwise", "type": "array", "items": {}}}},
+            "RequestedOutput": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}},
+            "InferRequest": {"type": "object", "required": ["inputs"], "properties": {
+                "id": {"type": "string"}, "parameters": {"type": "object"},
+                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/InputTensor"}},
+                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/RequestedOutput"}}}},
+            "OutputTensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+                "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                "datatype": {"$ref": "#/components/schemas/Datatype"}, "data": {"type": "array", "items": {}}}},
+            "InferResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
+                "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/OutputTensor"}}}},
+            "RepositoryEntry": {"type": "object", "required": ["name", "version", "state"], "properties": {
+                "name": {"type": "string"}, "version": {"type": "string"}, "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]}, "kind": {"type": "string"}}}
+        }}
+    })
+}

@@ -1,0 +1,358 @@
+//! Model sets: one registry (and repository) per kind, behind one object-safe trait.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use modelhost::batch::BatchPolicy;
+use modelhost::cache::PredictionCache;
+use modelhost::error::LoadError;
+use modelhost::metrics::Metrics;
+use modelhost::models::classifier::TextClassifier;
+use modelhost::models::mlp::MlpClassifier;
+use modelhost::models::sentence::SentenceEmbedder;
+use modelhost::registry::{ModelRepository, Registry, ReloadReport};
+use modelhost::{Model, PredictorBuilder};
+
+use crate::codec::Codec;
+use crate::config::Args;
+use crate::error::{ApiError, ApiResult};
+use crate::kind::{Kind, unrecognised};
+use crate::oip::{InferRequest, InferResponse, InputTensor, TensorMeta};
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// The models of one kind.
+pub(crate) trait ModelSet: Send + Sync {
+    fn kind(&self) -> Kind;
+    fn names(&self) -> Vec<String>;
+    /// `(version, ready)` of each version of `name`, in deployment order.
+    fn versions(&self, name: &str) -> Vec<(String, bool)>;
+    fn metadata(&self, name: &str, version: Option<&str>) -> ApiResult<Value>;
+    fn ready(&self, name: &str, version: Option<&str>) -> ApiResult<bool>;
+    fn all_ready(&self) -> bool;
+    fn all_live(&self) -> bool;
+    fn infer(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        request: InferRequest,
+    ) -> BoxFuture<ApiResult<InferResponse>>;
+    fn reload(&self) -> Result<ReloadReport, LoadError>;
+    /// Stops taking requests, answers those queued, joins the workers.
+    fn shutdown(&self);
+}
+
+pub(crate) struct Served<M: Codec> {
+    pub(crate) kind: Kind,
+    pub(crate) repository: ModelRepository<M>,
+}
+
+impl<M: Codec> Served<M> {
+    pub(crate) fn registry(&self) -> &Arc<Registry<M>> {
+        self.repository.registry()
+    }
+}
+
+/// Checks the request's tensor names against the model's and returns its one input.
+pub(crate) fn select_input<'r>(
+    name: &str,
+    input: &TensorMeta,
+    outputs: &[TensorMeta],
+    request: &'r InferRequest,
+) -> ApiResult<&'r InputTensor> {
+    let describe = |t: &TensorMeta| format!("`{}` ({}, shape {:?})", t.name, t.datatype, t.shape);
+    if let Some(other) = request.inputs.iter().find(|t| t.name != input.name) {
+        return Err(ApiError::bad(format!(
+            "model `{name}` has no input `{}`; it takes one input, {}",
+            other.name,
+            describe(input)
+        )));
+    }
+    let tensor = match &request.inputs[..] {
+        [one] => one,
+        [] => {
+            return Err(ApiError::bad(format!(
+                "missing input: model `{name}` takes one input, {}",
+                describe(input)
+            )));
+        }
+        _ => {
+            return Err(ApiError::bad(format!(
+                "input `{}` is given {} times; give it once",
+                input.name,
+                request.inputs.len()
+            )));
+        }
+    };
+    if tensor
+        .parameters
+        .as_ref()
+        .is_some_and(|p| p.contains_key("binary_data_size"))
+    {
+        return Err(binary_unsupported());
+    }
+    for wanted in request.outputs.iter().flatten() {
+        if !outputs.iter().any(|o| o.name == wanted.name) {
+            let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+            return Err(ApiError::bad(format!(
+                "model `{name}` has no output `{}`; its outputs are {names:?}",
+                wanted.name
+            )));
+        }
+    }
+    Ok(tensor)
+}
+
+pub(crate) fn binary_unsupported() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "the binary tensor data extension is not supported; send tensors as JSON \
+         (tritonclient: set_data_from_numpy(..., binary_data=False))",
+    )
+}
+
+impl<M: Codec> ModelSet for Served<M> {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.registry().models()
+    }
+
+    fn versions(&self, name: &str) -> Vec<(String, bool)> {
+        let registry = self.registry();
+        registry
+            .versions(name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                let ready = registry
+                    .handle(name, &v.version)
+                    .is_ok_and(|h| h.predictor().health().ready);
+                (v.version, ready)
+            })
+            .collect()
+    }
+
+    fn metadata(&self, name: &str, version: Option<&str>) -> ApiResult<Value> {
+        let registry = self.registry();
+        let handle = registry
+            .handle(name, version.unwrap_or(modelhost::registry::STABLE))
+            .map_err(ApiError::registry)?;
+        let versions: Vec<String> = match version {
+            Some(_) => vec![handle.version().to_string()],
+            None => self.versions(name).into_iter().map(|(v, _)| v).collect(),
+        };
+        let model = handle.predictor().model();
+        Ok(json!({
+            "name": name,
+            "versions": versions,
+            "platform": M::PLATFORM,
+            "inputs": [model.input_meta()],
+            "outputs": model.outputs_meta(),
+        }))
+    }
+
+    fn ready(&self, name: &str, version: Option<&str>) -> ApiResult<bool> {
+        let handle = self
+            .registry()
+            .handle(name, version.unwrap_or(modelhost::registry::STABLE))
+            .map_err(ApiError::registry)?;
+        Ok(handle.predictor().health().ready)
+    }
+
+    fn all_ready(&self) -> bool {
+        self.registry().ready()
+    }
+
+    fn all_live(&self) -> bool {
+        self.registry().live()
+    }
+
+    fn infer(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        request: InferRequest,
+    ) -> BoxFuture<ApiResult<InferResponse>> {
+        let handle = match version {
+            Some(v) => self.registry().handle(name, v),
+            None => self.registry().route(name, None),
+        };
+        let name = name.to_string();
+        Box::pin(async move {
+            let handle = handle.map_err(ApiError::registry)?;
+            let model = handle.predictor().model();
+            let outputs_meta = model.outputs_meta();
+            let tensor = select_input(&name, &model.input_meta(), &outputs_meta, &request)?;
+            let mut inputs = model.decode(tensor)?;
+            let rows = inputs.len();
+            let answers = match (rows, inputs.pop()) {
+                (1, Some(input)) => vec![handle.predictor().predict_async(input).await],
+                (_, last) => {
+                    inputs.extend(last);
+                    let pinned = handle.clone();
+                    tokio::task::spawn_blocking(move || pinned.predictor().predict_many(inputs))
+                        .await
+                        .map_err(|e| {
+                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        })?
+                }
+            };
+            let outputs = answers
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| a.map_err(|e| ApiError::predict(e, (rows > 1).then_some(i))))
+                .collect::<ApiResult<Vec<_>>>()?;
+            let mut tensors = model.encode(outputs);
+            if let Some(wanted) = &request.outputs {
+                tensors.retain(|t| wanted.iter().any(|w| w.name == t.name));
+            }
+            Ok(InferResponse {
+                model_name: name,
+                model_version: handle.version().to_string(),
+                id: request.id,
+                outputs: tensors,
+            })
+        })
+    }
+
+    fn reload(&self) -> Result<ReloadReport, LoadError> {
+        self.repository.reload()
+    }
+
+    fn shutdown(&self) {
+        let registry = self.registry();
+        for name in registry.models() {
+            for v in registry.versions(&name).unwrap_or_default() {
+                if let Ok(handle) = registry.handle(&name, &v.version) {
+                    handle.predictor().shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Opens one repository per kind over `root`, each taking the directories of its kind.
+pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn ModelSet>>, String> {
+    let of_kind = |kind: Kind| move |dir: &Path| Kind::of(dir) == Ok(kind);
+    let policy = BatchPolicy {
+        max_batch_size: args.max_batch_size,
+        max_batch_tokens: args.max_batch_tokens,
+        max_delay: args.max_delay(),
+        queue_capacity: args.queue_capacity,
+        ..BatchPolicy::default()
+    };
+    let deadline = args.deadline();
+    fn configure<M: Model>(
+        policy: BatchPolicy,
+        deadline: Option<Duration>,
+    ) -> impl Fn(PredictorBuilder<M>) -> PredictorBuilder<M> + Send + Sync + 'static {
+        move |b| {
+            let b = b.policy(policy.clone());
+            match deadline {
+                Some(d) => b.deadline(d),
+                None => b,
+            }
+        }
+    }
+
+    // Texts repeat (search queries, labels): the embedder may cache, keyed by raw text.
+    let cache = (args.cache_bytes() > 0).then(|| {
+        let cache = Arc::new(
+            PredictionCache::builder()
+                .max_bytes(args.cache_bytes())
+                .build(),
+        );
+        metrics.register_cache("text", &cache);
+        cache
+    });
+    let configure_text = configure(policy.clone(), deadline);
+    let text = Arc::new(Registry::with_predictor_config(move |b| {
+        let b = configure_text(b);
+        match &cache {
+            Some(cache) => b.cache(cache.clone()),
+            None => b,
+        }
+    }));
+    let (text_repo, text_report) = ModelRepository::open_filtered(
+        &args.models,
+        text.clone(),
+        of_kind(Kind::TextEmbedder),
+        |dir: &Path| SentenceEmbedder::load(dir),
+    )
+    .map_err(|e| e.to_string())?;
+    let classifier = Arc::new(Registry::with_predictor_config(configure(
+        policy.clone(),
+        deadline,
+    )));
+    let (classifier_repo, classifier_report) = ModelRepository::open_filtered(
+        &args.models,
+        classifier.clone(),
+        of_kind(Kind::TextClassifier),
+        |dir: &Path| TextClassifier::load(dir),
+    )
+    .map_err(|e| e.to_string())?;
+    let mlp = Arc::new(Registry::with_predictor_config(configure(policy, deadline)));
+    let (mlp_repo, mlp_report) = ModelRepository::open_filtered(
+        &args.models,
+        mlp.clone(),
+        of_kind(Kind::MlpClassifier),
+        |dir: &Path| MlpClassifier::load(dir),
+    )
+    .map_err(|e| e.to_string())?;
+    metrics.register_registry(&text);
+    metrics.register_registry(&classifier);
+    metrics.register_registry(&mlp);
+
+    let failed: Vec<String> = [&text_report, &classifier_report, &mlp_report]
+        .iter()
+        .flat_map(|r| &r.failed)
+        .map(|(name, version, e)| format!("{name}/{version}: {e}"))
+        .chain(unrecognised(&args.models))
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!(
+            "some model versions could not be loaded:\n  {}",
+            failed.join("\n  ")
+        ));
+    }
+    let sets: Vec<Box<dyn ModelSet>> = vec![
+        Box::new(Served {
+            kind: Kind::TextEmbedder,
+            repository: text_repo,
+        }),
+        Box::new(Served {
+            kind: Kind::TextClassifier,
+            repository: classifier_repo,
+        }),
+        Box::new(Served {
+            kind: Kind::MlpClassifier,
+            repository: mlp_repo,
+        }),
+    ];
+    let mut clash: Vec<String> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| {
+            let later = &sets[i + 1..];
+            a.names()
+                .into_iter()
+                .filter(move |n| later.iter().any(|b| b.names().contains(n)))
+        })
+        .collect();
+    clash.sort();
+    clash.dedup();
+    if !clash.is_empty() {
+        return Err(format!(
+            "models {clash:?} have versions of two kinds; give each kind its own model name"
+        ));
+    }
+    Ok(sets)
+}
