@@ -259,6 +259,47 @@ fn shadow_traffic_is_mirrored_and_its_answers_discarded() {
 }
 
 #[test]
+fn async_predictions_are_routed_mirrored_and_counted_like_blocking_ones() {
+    let r = registry();
+    r.deploy("m", "1", tagged(1)).unwrap();
+    r.deploy("m", "2", tagged(2)).unwrap();
+    let shadow = r.deploy("m", "3", tagged(3)).unwrap();
+    r.set_routing(
+        "m",
+        Routing::split([("1", 50), ("2", 50)]).with_shadow("3", 1.0),
+    )
+    .unwrap();
+    let mut by_version = [0u64; 2];
+    for x in 0..200 {
+        let routed = block_on(r.predict_async("m", x)).unwrap();
+        let tag = routed.output.1;
+        assert_eq!(routed.output.0, x, "each request gets its own answer");
+        assert_eq!(
+            &*routed.version,
+            tag.to_string(),
+            "from the version it names"
+        );
+        by_version[tag as usize - 1] += 1;
+    }
+    assert!(
+        by_version.iter().all(|&n| n > 50),
+        "both sides of the split: {by_version:?}"
+    );
+    while shadow.predictor().stats().succeeded < 200 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let reports = r.versions("m").unwrap();
+    assert_eq!(reports[0].requests, by_version[0]);
+    assert_eq!(reports[1].requests, by_version[1]);
+    assert_eq!((reports[2].requests, reports[2].shadow_requests), (0, 200));
+    let unknown = block_on(r.predict_async("nope", 1));
+    assert!(
+        matches!(unknown, Err(RegistryError::UnknownModel { .. })),
+        "{unknown:?}"
+    );
+}
+
+#[test]
 fn failed_shadow_copies_count_as_shadow_errors_not_live_errors() {
     let r = registry();
     r.deploy("m", "1", tagged(1)).unwrap();

@@ -211,12 +211,38 @@ where
         self.predict_routed(name, Some(sticky_key), input)
     }
 
+    /// [`predict`](Self::predict) without blocking: the version is picked and a shadow copy
+    /// sent now, the request queued now; the future resolves to the answer. Dropping it
+    /// cancels the request.
+    pub fn predict_async(
+        &self,
+        name: &str,
+        input: M::Input,
+    ) -> impl Future<Output = Result<Routed<M::Output>, RegistryError>> + Send + use<M> {
+        let answer = self
+            .pick_and_mirror(name, None, &input)
+            .map(|handle| handle.predict_async(input));
+        async move { Ok(answer?.await?) }
+    }
+
     fn predict_routed(
         &self,
         name: &str,
         sticky_key: Option<&dyn StickyKey>,
         input: M::Input,
     ) -> Result<Routed<M::Output>, RegistryError> {
+        let handle = self.pick_and_mirror(name, sticky_key, &input)?;
+        Ok(handle.predict(input)?)
+    }
+
+    /// Picks the version for one request and, when the routing asks for one, sends a copy
+    /// of `input` to the shadow version.
+    fn pick_and_mirror(
+        &self,
+        name: &str,
+        sticky_key: Option<&dyn StickyKey>,
+        input: &M::Input,
+    ) -> Result<VersionHandle<M>, RegistryError> {
         let entry = self.entry(name)?;
         // One load per request: the request sees one version set, whatever swaps meanwhile.
         let table = entry.table.load_full();
@@ -234,9 +260,7 @@ where
         {
             Self::mirror(shadow.clone(), input.clone());
         }
-        drop(table);
-        let handle = VersionHandle { state };
-        Ok(handle.predict(input)?)
+        Ok(VersionHandle { state })
     }
 
     /// Sends a copy to the shadow version without waiting; only its statistics keep the

@@ -95,6 +95,27 @@ impl<M: Model> VersionHandle<M> {
             output,
         })
     }
+
+    /// Predicts with this version without blocking (see `Predictor::predict_async`): the
+    /// request is queued now, and counted in the version's statistics when it is answered.
+    /// Dropping the future cancels the request; a cancelled request is not counted.
+    pub fn predict_async(
+        &self,
+        input: M::Input,
+    ) -> impl Future<Output = Result<Routed<M::Output>, PredictError>> + Send + use<M> {
+        let started = Instant::now();
+        let answer = self.state.predictor.predict_async(input);
+        let state = self.state.clone();
+        async move {
+            let answer = answer.await;
+            state.stats.record(started, answer.is_ok());
+            answer.map(|output| Routed {
+                request_id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+                version: state.version.clone(),
+                output,
+            })
+        }
+    }
 }
 
 /// One version as [`Registry::versions`] reports it.
