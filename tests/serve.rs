@@ -898,3 +898,86 @@ fn a_sighup_during_start_up_is_kept_for_a_rescan_instead_of_killing_the_server()
     );
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn a_request_over_the_row_limit_is_refused_with_413_naming_the_limit() {
+    let server = Server::start("row-limit", &["--max-client-batch-size", "1000"]);
+    let texts: Vec<String> = (0..100_000).map(|i| format!("t{i}")).collect();
+    let body = json!({"inputs": [{"name": "text", "shape": [texts.len()], "datatype": "BYTES", "data": texts}]});
+    let (status, _, answer) = server.post_json("/v2/models/minilm/infer", &body);
+    assert_eq!(status, 413, "{answer}");
+    let message = json_of(&answer)["error"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("100000 rows") && message.contains("at most 1000"),
+        "{message}"
+    );
+    assert!(message.contains("--max-client-batch-size"), "{message}");
+    // Nothing reached the model.
+    assert_eq!(server.gauge("modelhost_queue_depth", "minilm"), 0.0);
+    let (status, _, _) = server.post_json(
+        "/v2/models/minilm/infer",
+        &json!({"inputs": [{"name": "text", "shape": [1000], "datatype": "BYTES", "data": texts[..1000]}]}),
+    );
+    assert_eq!(status, 200, "a request at the limit is served");
+}
+
+#[test]
+fn bulk_clients_leave_room_for_one_row_requests_and_readiness_stays_200() {
+    // A small queue: bulk requests may hold half of it (4 rows); one-row requests the rest.
+    let server = Server::start(
+        "fairness",
+        &[
+            "--queue-capacity",
+            "8",
+            "--max-batch-size",
+            "4",
+            "--max-delay-ms",
+            "0",
+        ],
+    );
+    let texts: Vec<String> = (0..64).map(|i| format!("bulk text number {i}")).collect();
+    let bulk_body =
+        json!({"inputs": [{"name": "text", "shape": [64], "datatype": "BYTES", "data": texts}]})
+            .to_string();
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let bulk: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, body, running) = (server.addr.clone(), bulk_body.clone(), running.clone());
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                while running.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, _, answer) = request(
+                        &addr,
+                        "POST",
+                        "/v2/models/minilm/infer",
+                        &[],
+                        body.as_bytes(),
+                    );
+                    assert_eq!(status, 200, "{answer}");
+                    statuses.push(status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let one = json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["one small request"]}]});
+    let mut answered = 0;
+    for _ in 0..30 {
+        assert_eq!(
+            server.get("/v2/health/ready").0,
+            200,
+            "ready under bulk load"
+        );
+        let (status, _, answer) = server.post_json("/v2/models/minilm/infer", &one);
+        assert_eq!(status, 200, "a one-row request beside bulk load: {answer}");
+        assert_eq!(json_of(&answer)["outputs"][0]["shape"], json!([1, 384]));
+        answered += 1;
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let bulk_answers: usize = bulk.into_iter().map(|t| t.join().unwrap().len()).sum();
+    assert_eq!(answered, 30);
+    assert!(
+        bulk_answers >= 2,
+        "the bulk clients were served too: {bulk_answers}"
+    );
+}

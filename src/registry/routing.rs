@@ -220,7 +220,7 @@ where
         input: M::Input,
     ) -> impl Future<Output = Result<Routed<M::Output>, RegistryError>> + Send + use<M> {
         let answer = self
-            .pick_and_mirror(name, None, &input)
+            .pick_and_mirror(name, None, std::slice::from_ref(&input))
             .map(|handle| handle.predict_async(input));
         async move { Ok(answer?.await?) }
     }
@@ -231,17 +231,28 @@ where
         sticky_key: Option<&dyn StickyKey>,
         input: M::Input,
     ) -> Result<Routed<M::Output>, RegistryError> {
-        let handle = self.pick_and_mirror(name, sticky_key, &input)?;
+        let handle = self.pick_and_mirror(name, sticky_key, std::slice::from_ref(&input))?;
         Ok(handle.predict(input)?)
     }
 
+    /// Routes a request of several rows: picks one version for all of them (the handle's
+    /// `predict_async` then queues each row) and, when the routing asks for shadow copies,
+    /// sends each row to the shadow version with the routing's probability.
+    pub fn route_with_shadow(
+        &self,
+        name: &str,
+        inputs: &[M::Input],
+    ) -> Result<VersionHandle<M>, RegistryError> {
+        self.pick_and_mirror(name, None, inputs)
+    }
+
     /// Picks the version for one request and, when the routing asks for one, sends a copy
-    /// of `input` to the shadow version.
+    /// of each input to the shadow version (each with the routing's probability).
     fn pick_and_mirror(
         &self,
         name: &str,
         sticky_key: Option<&dyn StickyKey>,
-        input: &M::Input,
+        inputs: &[M::Input],
     ) -> Result<VersionHandle<M>, RegistryError> {
         let entry = self.entry(name)?;
         // One load per request: the request sees one version set, whatever swaps meanwhile.
@@ -256,9 +267,12 @@ where
         };
         if let Some((shadow, fraction)) = &table.shadow
             && !Arc::ptr_eq(shadow, &state)
-            && (random_draw() as f64 / u64::MAX as f64) < *fraction
         {
-            Self::mirror(shadow.clone(), input.clone());
+            for input in inputs {
+                if (random_draw() as f64 / u64::MAX as f64) < *fraction {
+                    Self::mirror(shadow.clone(), input.clone());
+                }
+            }
         }
         Ok(VersionHandle { state })
     }

@@ -41,6 +41,13 @@ pub(crate) struct Args {
     /// Prediction cache for text embedders, in MiB; 0: no cache.
     #[arg(long = "cache-mb", env = "MODELHOST_CACHE_MB", default_value_t = 0)]
     pub(crate) cache_mb: usize,
+    /// Most rows (texts, images, feature rows) one request may carry (413 above it).
+    #[arg(long, env = "MODELHOST_MAX_CLIENT_BATCH_SIZE", default_value_t = 1024)]
+    pub(crate) max_client_batch_size: usize,
+    /// Rows of multi-row requests queued at once, across all models (default: half of
+    /// --queue-capacity); the rest of each queue stays free for one-row requests.
+    #[arg(long, env = "MODELHOST_MAX_BULK_ROWS")]
+    pub(crate) max_bulk_rows: Option<usize>,
     /// Largest request body, in bytes (413 above it).
     #[arg(long, env = "MODELHOST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub(crate) max_body_bytes: usize,

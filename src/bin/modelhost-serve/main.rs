@@ -54,6 +54,7 @@ mod codec;
 mod config;
 mod error;
 mod kind;
+mod limits;
 mod oip;
 mod openapi;
 mod routes;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use modelhost::Health;
 use modelhost::batch::BatchPolicy;
 use modelhost::cache::PredictionCache;
 use modelhost::error::LoadError;
@@ -15,13 +16,14 @@ use modelhost::metrics::Metrics;
 use modelhost::models::classifier::TextClassifier;
 use modelhost::models::mlp::MlpClassifier;
 use modelhost::models::sentence::SentenceEmbedder;
-use modelhost::registry::{ModelRepository, Registry, ReloadReport};
+use modelhost::registry::{ModelRepository, Registry, ReloadReport, VersionHandle};
 use modelhost::{Model, PredictorBuilder};
 
 use crate::codec::Codec;
 use crate::config::Args;
 use crate::error::{ApiError, ApiResult};
 use crate::kind::{Kind, unrecognised};
+use crate::limits::Admission;
 use crate::oip::{InferRequest, InferResponse, InputTensor, TensorMeta};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -50,6 +52,13 @@ pub(crate) trait ModelSet: Send + Sync {
 pub(crate) struct Served<M: Codec> {
     pub(crate) kind: Kind,
     pub(crate) repository: ModelRepository<M>,
+    pub(crate) admission: Arc<Admission>,
+}
+
+/// Ready to take traffic: live and warmed up. A full queue is not unreadiness — it answers
+/// 429 to the callers it refuses, while the pod stays in the load balancer.
+fn serving(health: &Health) -> bool {
+    health.live && health.warmed_up
 }
 
 impl<M: Codec> Served<M> {
@@ -164,11 +173,18 @@ impl<M: Codec> ModelSet for Served<M> {
             .registry()
             .handle(name, version.unwrap_or(modelhost::registry::STABLE))
             .map_err(ApiError::registry)?;
-        Ok(handle.predictor().health().ready)
+        Ok(serving(&handle.predictor().health()))
     }
 
     fn all_ready(&self) -> bool {
-        self.registry().ready()
+        let registry = self.registry();
+        registry.models().iter().all(|name| {
+            registry.versions(name).unwrap_or_default().iter().all(|v| {
+                registry
+                    .handle(name, &v.version)
+                    .is_ok_and(|h| serving(&h.predictor().health()))
+            })
+        })
     }
 
     fn all_live(&self) -> bool {
@@ -181,34 +197,47 @@ impl<M: Codec> ModelSet for Served<M> {
         version: Option<&str>,
         request: InferRequest,
     ) -> BoxFuture<ApiResult<InferResponse>> {
-        let handle = match version {
-            Some(v) => self.registry().handle(name, v),
-            None => self.registry().route(name, None),
-        };
-        let name = name.to_string();
+        let registry = self.registry().clone();
+        let admission = self.admission.clone();
+        let (name, version) = (name.to_string(), version.map(str::to_string));
         Box::pin(async move {
-            let handle = handle.map_err(ApiError::registry)?;
-            let model = handle.predictor().model();
-            let outputs_meta = model.outputs_meta();
-            let tensor = select_input(&name, &model.input_meta(), &outputs_meta, &request)?;
-            let mut inputs = model.decode(tensor)?;
+            let probe = match &version {
+                Some(v) => registry.handle(&name, v),
+                None => registry.route(&name, None),
+            }
+            .map_err(ApiError::registry)?;
+            let decode = |handle: &VersionHandle<M>| {
+                let model = handle.predictor().model();
+                let outputs = model.outputs_meta();
+                let tensor = select_input(&name, &model.input_meta(), &outputs, &request)?;
+                model.decode(tensor)
+            };
+            let mut inputs = decode(&probe)?;
             let rows = inputs.len();
-            let answers = match (rows, inputs.pop()) {
-                (1, Some(input)) => vec![handle.predictor().predict_async(input).await],
-                (_, last) => {
-                    inputs.extend(last);
-                    let pinned = handle.clone();
-                    tokio::task::spawn_blocking(move || pinned.predictor().predict_many(inputs))
-                        .await
-                        .map_err(|e| {
-                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                        })?
+            admission.check_rows(rows)?;
+            // A pinned version answers itself; otherwise the routing picks one version for
+            // every row (and mirrors them to a shadow version when it asks for one).
+            let handle = match &version {
+                Some(_) => probe,
+                None => {
+                    let routed = registry
+                        .route_with_shadow(&name, &inputs)
+                        .map_err(ApiError::registry)?;
+                    if routed.version() != probe.version() {
+                        inputs = decode(&routed)?;
+                    }
+                    routed
                 }
             };
+            let model = handle.predictor().model();
+            let answers = admission.predict(&handle, inputs).await;
             let outputs = answers
                 .into_iter()
                 .enumerate()
-                .map(|(i, a)| a.map_err(|e| ApiError::predict(e, (rows > 1).then_some(i))))
+                .map(|(i, a)| {
+                    a.map(|routed| routed.output)
+                        .map_err(|e| ApiError::predict(e, (rows > 1).then_some(i)))
+                })
                 .collect::<ApiResult<Vec<_>>>()?;
             let mut tensors = model.encode(outputs);
             if let Some(wanted) = &request.outputs {
@@ -323,18 +352,25 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             failed.join("\n  ")
         ));
     }
+    let admission = Arc::new(Admission::new(
+        args.max_client_batch_size,
+        args.max_bulk_rows.unwrap_or(args.queue_capacity / 2),
+    ));
     let sets: Vec<Box<dyn ModelSet>> = vec![
         Box::new(Served {
             kind: Kind::TextEmbedder,
             repository: text_repo,
+            admission: admission.clone(),
         }),
         Box::new(Served {
             kind: Kind::TextClassifier,
             repository: classifier_repo,
+            admission: admission.clone(),
         }),
         Box::new(Served {
             kind: Kind::MlpClassifier,
             repository: mlp_repo,
+            admission: admission.clone(),
         }),
     ];
     let mut clash: Vec<String> = sets
