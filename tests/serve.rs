@@ -873,7 +873,7 @@ fn a_sighup_during_start_up_is_kept_for_a_rescan_instead_of_killing_the_server()
     // has loaded (loading MiniLM takes a while); the signal lands during start-up.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.starts_with("loading models from") {
+    while !line.contains("loading models from") {
         line.clear();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,

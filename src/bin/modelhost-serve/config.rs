@@ -51,6 +51,34 @@ pub(crate) struct Args {
     /// Largest request body, in bytes (413 above it).
     #[arg(long, env = "MODELHOST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub(crate) max_body_bytes: usize,
+    /// A client must send a request's headers within this many seconds, or its connection
+    /// is closed (slow clients cannot hold connections).
+    #[arg(
+        long = "header-timeout-s",
+        env = "MODELHOST_HEADER_TIMEOUT_S",
+        default_value_t = 10
+    )]
+    pub(crate) header_timeout_s: u64,
+    /// A request (reading its body included) taking longer than this many seconds is
+    /// answered 503 and its queued rows cancelled.
+    #[arg(
+        long = "request-timeout-s",
+        env = "MODELHOST_REQUEST_TIMEOUT_S",
+        default_value_t = 120
+    )]
+    pub(crate) request_timeout_s: u64,
+    /// Connections open at once; one more is answered 503 and closed.
+    #[arg(long, env = "MODELHOST_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub(crate) max_connections: usize,
+    /// Require `Authorization: Bearer KEY` on every route but the health probes.
+    #[arg(long, env = "MODELHOST_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
+    /// Answer CORS requests from this origin (repeat the flag, or comma-separate; `*`: any).
+    #[arg(long, env = "MODELHOST_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub(crate) cors_allow_origin: Vec<String>,
+    /// Log lines as JSON objects (one per request and per event) or as text.
+    #[arg(long, env = "MODELHOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub(crate) log_format: LogFormat,
     /// On SIGTERM, how long requests in flight may take before they are closed, in seconds.
     #[arg(
         long = "drain-timeout-s",
@@ -60,7 +88,24 @@ pub(crate) struct Args {
     pub(crate) drain_timeout_s: u64,
 }
 
+/// How log lines are written (to stderr); `RUST_LOG` filters them (default `info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
 impl Args {
+    pub(crate) fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_s)
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_s)
+    }
+
     pub(crate) fn max_delay(&self) -> Duration {
         Duration::from_millis(self.max_delay_ms)
     }

@@ -53,8 +53,11 @@
 mod codec;
 mod config;
 mod error;
+mod guard;
 mod kind;
 mod limits;
+mod listen;
+mod observe;
 mod oip;
 mod openapi;
 mod routes;
@@ -67,8 +70,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use modelhost::metrics::Metrics;
 
-use crate::config::Args;
-use crate::routes::{App, router};
+use crate::config::{Args, LogFormat};
+use crate::listen::{Drained, Listen};
+use crate::routes::{App, Guards, router};
 use crate::sets::open_sets;
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -106,15 +110,16 @@ pub(crate) fn reload_on_hangup(app: Arc<App>, hangup: Option<tokio::signal::unix
             let app = app.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 for set in &app.sets {
+                    let kind = set.kind().name();
                     match set.reload() {
-                        Ok(r) => eprintln!(
-                            "reload {}: added {:?}, removed {:?}, failed {:?}",
-                            set.kind().name(),
-                            r.added,
-                            r.removed,
-                            r.failed
+                        Ok(r) => tracing::info!(
+                            kind,
+                            added = ?r.added,
+                            removed = ?r.removed,
+                            failed = ?r.failed,
+                            "reloaded the repository"
                         ),
-                        Err(e) => eprintln!("reload {}: {e}", set.kind().name()),
+                        Err(e) => tracing::error!(kind, error = %e, "reload failed"),
                     }
                 }
             })
@@ -128,13 +133,18 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     // rescan once serving, instead of its default action killing the server.
     #[cfg(unix)]
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    eprintln!("loading models from {}", args.models.display());
+    tracing::info!("loading models from {}", args.models.display());
+    let guards = Guards {
+        api_key: args.api_key.as_deref().map(Arc::from),
+        request_timeout: args.request_timeout(),
+        cors: guard::cors(&args.cors_allow_origin)?,
+    };
     let metrics = Metrics::new();
     let sets = open_sets(&args, &metrics)?;
     for set in &sets {
         for name in set.names() {
             let versions: Vec<String> = set.versions(&name).into_iter().map(|(v, _)| v).collect();
-            eprintln!("model {name}: {} versions {versions:?}", set.kind().name());
+            tracing::info!(model = name, kind = set.kind().name(), ?versions, "serving");
         }
     }
     let app = Arc::new(App {
@@ -142,6 +152,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         metrics,
         draining: AtomicBool::new(false),
         max_body_bytes: args.max_body_bytes,
+        http: Arc::default(),
     });
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -152,50 +163,71 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     #[cfg(unix)]
     reload_on_hangup(app.clone(), hangup);
 
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let server = {
-        let (app, stopping) = (app.clone(), stopping.clone());
-        axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
+    let listen = Listen {
+        header_timeout: args.header_timeout(),
+        max_connections: args.max_connections,
+        drain_timeout: args.drain_timeout(),
+    };
+    let stop = {
+        let app = app.clone();
+        async move {
             stop_signal().await;
-            eprintln!("stopping: answering the requests in flight");
+            tracing::info!("stopping: answering the requests in flight");
             app.draining.store(true, Ordering::Relaxed);
-            stopping.notify_one();
+        }
+    };
+    let http = app.http.clone();
+    let drained = listen
+        .serve(listener, router(app.clone(), &guards), stop, move || {
+            http.refused_connection()
         })
-    };
-    let drain_timeout = args.drain_timeout();
-    let timed_out = async move {
-        stopping.notified().await;
-        tokio::time::sleep(drain_timeout).await;
-    };
-    tokio::select! {
-        served = server => served.map_err(|e| e.to_string())?,
-        () = timed_out => eprintln!("stopping: requests still open after {drain_timeout:?}; closing them"),
+        .await;
+    if let Drained::TimedOut = drained {
+        tracing::warn!(
+            "stopping: requests still open after {:?}; closing them",
+            listen.drain_timeout
+        );
     }
     // No connection is left: drain and stop the predictors.
     let app = app.clone();
     tokio::task::spawn_blocking(move || app.sets.iter().for_each(|s| s.shutdown()))
         .await
         .map_err(|e| e.to_string())?;
-    eprintln!("stopped");
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Log lines to stderr, JSON or text, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
 }
 
 fn main() -> ExitCode {
     // clap prints the help, or what is wrong with the flags, and exits 2 on a bad one.
     let args = Args::parse();
+    init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("modelhost-serve: cannot start the runtime: {e}");
+            tracing::error!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!("{e}");
             eprintln!("modelhost-serve: {e}");
             ExitCode::FAILURE
         }

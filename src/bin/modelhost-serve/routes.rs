@@ -2,19 +2,24 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use tower_http::cors::CorsLayer;
 
 use modelhost::metrics::Metrics;
 
 use crate::error::{ApiError, ApiResult};
+use crate::guard::{request_timeout, require_api_key};
+use crate::observe::{HttpMetrics, RequestInfo, mark_route, observe};
 use crate::oip::InferRequest;
 use crate::openapi::openapi_document;
 use crate::sets::{ModelSet, binary_unsupported};
@@ -24,6 +29,14 @@ pub(crate) struct App {
     pub(crate) metrics: Metrics,
     pub(crate) draining: AtomicBool,
     pub(crate) max_body_bytes: usize,
+    pub(crate) http: Arc<HttpMetrics>,
+}
+
+/// The guards around every route.
+pub(crate) struct Guards {
+    pub(crate) api_key: Option<Arc<str>>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) cors: Option<CorsLayer>,
 }
 
 pub(crate) type AppState = State<Arc<App>>;
@@ -181,10 +194,28 @@ pub(crate) async fn infer_answer(
         })?;
         set.infer(model, version, request).await
     };
-    match answer.await {
-        Ok(response) => axum::Json(response).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let (mut response, info) = match answer.await {
+        Ok(answer) => {
+            let info = RequestInfo {
+                model: model.to_string(),
+                version: Some(answer.model_version.clone()),
+                rows: (answer.outputs.first())
+                    .and_then(|t| t.shape.first().copied())
+                    .unwrap_or(0),
+            };
+            (axum::Json(answer).into_response(), info)
+        }
+        Err(e) => {
+            let info = RequestInfo {
+                model: model.to_string(),
+                version: version.map(str::to_string),
+                rows: 0,
+            };
+            (e.into_response(), info)
+        }
+    };
+    response.extensions_mut().insert(info);
+    response
 }
 
 pub(crate) async fn repository_index(State(app): AppState) -> Response {
@@ -210,7 +241,7 @@ pub(crate) async fn metrics(State(app): AppState) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.encode_prometheus(),
+        app.metrics.encode_prometheus() + &app.http.encode(),
     )
         .into_response()
 }
@@ -262,9 +293,10 @@ pub(crate) async fn json_errors(response: Response) -> Response {
     answer
 }
 
-pub(crate) fn router(app: Arc<App>) -> Router {
+pub(crate) fn router(app: Arc<App>, guards: &Guards) -> Router {
     let limit = app.max_body_bytes;
-    Router::new()
+    let http = app.http.clone();
+    let mut router = Router::new()
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2", get(server_metadata))
@@ -286,9 +318,20 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .route_layer(from_fn(mark_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(from_fn_with_state(guards.request_timeout, request_timeout))
+        .layer(axum::middleware::map_response(json_errors));
+    // Outer layers see what the inner ones answer: a refused key is counted and logged.
+    if let Some(key) = &guards.api_key {
+        router = router.layer(from_fn_with_state(key.clone(), require_api_key));
+    }
+    if let Some(cors) = &guards.cors {
+        router = router.layer(cors.clone());
+    }
+    router
+        .layer(from_fn_with_state(http, observe))
         .with_state(app)
 }
