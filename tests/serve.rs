@@ -981,3 +981,270 @@ fn bulk_clients_leave_room_for_one_row_requests_and_readiness_stays_200() {
         "the bulk clients were served too: {bulk_answers}"
     );
 }
+
+/// A server whose stderr (its log lines) arrives on the returned channel, line by line.
+fn start_logged(tag: &str, extra_args: &[&str]) -> (Server, std::sync::mpsc::Receiver<String>) {
+    let root = model_repository(tag, &[]);
+    let mut child = Command::new(server_binary())
+        .arg("--models")
+        .arg(&root)
+        .args(["--addr", "127.0.0.1:0"])
+        .args(extra_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the server");
+    let stderr = child.stderr.take().unwrap();
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Server::attach(child, root), lines)
+}
+
+/// The value of one series of `/metrics` (0 when it is absent).
+fn series(server: &Server, line_prefix: &str) -> f64 {
+    let (_, _, metrics) = server.get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn every_answer_is_counted_by_route_and_status_and_logged_as_one_json_line() {
+    let (server, logs) = start_logged("observe", &["--max-client-batch-size", "2"]);
+    let infer = "/v2/models/minilm/infer";
+    let texts = |n: usize| json!({"inputs": [{"name": "text", "shape": [n], "datatype": "BYTES", "data": vec!["a text"; n]}]});
+    assert_eq!(server.request("POST", infer, &[], b"{not json").0, 400);
+    assert_eq!(server.get("/no/such/route").0, 404);
+    assert_eq!(server.post_json(infer, &texts(3)).0, 413);
+    assert_eq!(server.post_json(infer, &texts(1)).0, 200);
+    assert_eq!(server.post_json("/v2/models/nope/infer", &texts(1)).0, 404);
+    let route = r#"route="/v2/models/{model}/infer",method="POST""#;
+    for (status, n) in [(400, 1.0), (413, 1.0), (200, 1.0), (404, 1.0)] {
+        let prefix = format!("modelhost_http_requests_total{{{route},status=\"{status}\"}}");
+        assert_eq!(series(&server, &prefix), n, "{prefix}");
+    }
+    let unmatched = r#"modelhost_http_requests_total{route="unmatched",method="GET",status="404"}"#;
+    assert_eq!(series(&server, unmatched), 1.0);
+    let count =
+        r#"modelhost_http_request_duration_seconds_count{route="/v2/models/{model}/infer"}"#;
+    assert_eq!(series(&server, count), 4.0);
+    // One JSON line per request; the answered one names its model, version and rows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut requests = Vec::new();
+    while requests.len() < 5 && Instant::now() < deadline {
+        let Ok(line) = logs.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let entry: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let path = entry["path"].as_str().unwrap_or_default().to_string();
+        // The start-up readiness polls and the scrapes above are logged too: skip them.
+        if entry["target"] == "modelhost_serve::request"
+            && path != "/metrics"
+            && !path.starts_with("/v2/health")
+        {
+            requests.push(entry);
+        }
+    }
+    let statuses: Vec<u64> = requests
+        .iter()
+        .filter_map(|e| e["status"].as_u64())
+        .collect();
+    assert_eq!(statuses, [400, 404, 413, 200, 404]);
+    let ok = &requests[3];
+    assert_eq!(
+        (ok["model"].as_str(), ok["version"].as_str()),
+        (Some("minilm"), Some("1"))
+    );
+    assert_eq!(ok["rows"], 1);
+    assert_eq!(ok["route"], "/v2/models/{model}/infer");
+    assert!(
+        ok["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{ok}"
+    );
+}
+
+#[test]
+fn slow_clients_are_cut_off_at_the_header_timeout_and_extra_connections_get_503() {
+    let server = Server::start(
+        "connections",
+        &["--header-timeout-s", "1", "--max-connections", "2"],
+    );
+    // Two clients that never finish their headers hold both connection slots.
+    let slow: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(&server.addr).unwrap();
+            s.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, head, body) = server.get("/v2/health/live");
+    assert_eq!(status, 503, "{body}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(body.contains("--max-connections"), "{body}");
+    // The server closes each slow connection at the header timeout, not the client.
+    for mut s in slow {
+        let mut rest = Vec::new();
+        let read = s.read_to_end(&mut rest);
+        assert!(
+            read.is_ok(),
+            "the server did not close a slow connection: {read:?}"
+        );
+    }
+    assert_eq!(
+        server.get("/v2/health/live").0,
+        200,
+        "the slots are free again"
+    );
+    assert_eq!(
+        series(&server, "modelhost_http_connections_refused_total"),
+        1.0
+    );
+}
+
+#[test]
+fn an_api_key_guards_every_route_but_the_health_probes_and_cors_answers_preflights() {
+    let server = Server::start(
+        "guards",
+        &[
+            "--api-key",
+            "s3cret",
+            "--cors-allow-origin",
+            "https://app.example",
+        ],
+    );
+    let (status, head, body) = server.get("/v2/models/minilm");
+    assert_eq!(status, 401, "{body}");
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
+    assert!(json_of(&body)["error"].as_str().unwrap().contains("Bearer"));
+    let wrong = server.request(
+        "GET",
+        "/v2/models/minilm",
+        &["Authorization: Bearer s3creT"],
+        b"",
+    );
+    assert_eq!(wrong.0, 401);
+    let right = server.request(
+        "GET",
+        "/v2/models/minilm",
+        &["Authorization: Bearer s3cret"],
+        b"",
+    );
+    assert_eq!(right.0, 200, "{}", right.2);
+    assert_eq!(json_of(&right.2)["name"], "minilm");
+    assert_eq!(server.get("/v2/health/ready").0, 200, "probes need no key");
+    let preflight = server.request(
+        "OPTIONS",
+        "/v2/models/minilm/infer",
+        &[
+            "Origin: https://app.example",
+            "Access-Control-Request-Method: POST",
+        ],
+        b"",
+    );
+    assert_eq!(preflight.0, 200, "{preflight:?}");
+    assert!(
+        preflight
+            .1
+            .contains("access-control-allow-origin: https://app.example"),
+        "{}",
+        preflight.1
+    );
+    let other = server.request(
+        "OPTIONS",
+        "/v2/models/minilm/infer",
+        &[
+            "Origin: https://evil.example",
+            "Access-Control-Request-Method: POST",
+        ],
+        b"",
+    );
+    assert!(
+        !other.1.contains("access-control-allow-origin"),
+        "{}",
+        other.1
+    );
+}
+
+#[test]
+fn a_request_past_the_request_timeout_is_answered_503_and_cancelled() {
+    // A long batch window: a lone request waits 5 s for company, past the 1 s timeout.
+    let server = Server::start(
+        "timeout",
+        &[
+            "--request-timeout-s",
+            "1",
+            "--max-batch-size",
+            "8",
+            "--max-delay-ms",
+            "5000",
+        ],
+    );
+    let (images, _) = held_back_digits();
+    let body = json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": images[0]}]});
+    let (status, _, answer) = server.post_json("/v2/models/digits/infer", &body);
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("--request-timeout-s"), "{answer}");
+    let cancelled = r#"modelhost_requests_total{model="digits",version="2",outcome="cancelled"}"#;
+    let started = Instant::now();
+    while series(&server, cancelled) < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never counted as cancelled"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_client_that_disconnects_cancels_its_queued_rows() {
+    // A long batch window holds the rows in the queue while the client goes away.
+    let server = Server::start(
+        "disconnect",
+        &["--max-batch-size", "64", "--max-delay-ms", "5000"],
+    );
+    let (images, _) = held_back_digits();
+    let rows: Vec<f32> = images[..4].iter().flatten().copied().collect();
+    let body =
+        json!({"inputs": [{"name": "pixels", "shape": [4, 64], "datatype": "FP32", "data": rows}]})
+            .to_string();
+    let mut client = TcpStream::connect(&server.addr).unwrap();
+    let head = format!(
+        "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).unwrap();
+    client.write_all(body.as_bytes()).unwrap();
+    let started = Instant::now();
+    while server.gauge("modelhost_queue_depth", "digits") < 4.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the rows never queued"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(client);
+    let cancelled = r#"modelhost_requests_total{model="digits",version="2",outcome="cancelled"}"#;
+    while series(&server, cancelled) < 4.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the rows were not cancelled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let succeeded = r#"modelhost_requests_total{model="digits",version="2",outcome="success"}"#;
+    assert_eq!(
+        series(&server, succeeded),
+        0.0,
+        "nothing was computed for the gone client"
+    );
+}

@@ -27,7 +27,7 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `GET /v2/health/live`, `GET /v2/health/ready` | 200, or 503 (not ready: warming up, shedding load, draining) |
+//! | `GET /v2/health/live`, `GET /v2/health/ready` | 200, or 503 (not ready: loading, warming up, draining) |
 //! | `GET /v2` | server metadata |
 //! | `GET /v2/models/{m}[/versions/{v}]` | model metadata: inputs and outputs with datatypes and shapes |
 //! | `GET /v2/models/{m}[/versions/{v}]/ready` | 200, or 503 |
@@ -41,9 +41,9 @@
 //! 503 shutting down or a request past its `--deadline-ms` (both: not computed, retry;
 //! 429 and 503 carry `Retry-After: 1`), 500 the model failed.
 //!
-//! A request of N rows (shape `[N]` of BYTES, `[N, 64]` of FP32) goes to the predictor as
-//! one `predict_many` call, so the dynamic batcher sees all of its rows; such a request
-//! waits for room in the queue rather than being shed, and a one-row request is shed with
+//! A request of N rows (shape `[N]` of BYTES, `[N, 64]` of FP32) is answered by one
+//! version; its rows are queued in chunks so that multi-row requests hold at most
+//! `--max-bulk-rows` queued rows in all, and a one-row request is shed with
 //! 429 when the queue is full. SIGTERM or Ctrl-C stops accepting connections, answers every
 //! request already received (for at most `--drain-timeout-s`), drains the predictors and
 //! exits 0. SIGHUP rescans the repository: new version directories are deployed (a new
