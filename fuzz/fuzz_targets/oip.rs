@@ -158,7 +158,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         .as_array()
         .expect("outputs")
         .iter()
-        .map(|o| o["parameters"]["binary_data_size"].as_u64().expect("a size"))
+        .map(|o| {
+            o["parameters"]["binary_data_size"]
+                .as_u64()
+                .expect("a size")
+        })
         .sum();
     assert_eq!(sizes, (binary.body.len() - length) as u64);
 });
