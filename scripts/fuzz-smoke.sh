@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of what an outsider can feed (fuzz/, cargo-fuzz): the weight
-# loaders, image decoding and preprocessing, tabular rows. Seeds each target's corpus from
+# loaders, image decoding and preprocessing, tabular rows, the server's infer request decoding
+# (JSON and binary tensor data). Seeds each target's corpus from
 # tests/fixtures/formats/ and fuzz/seeds/, then runs each target for SECONDS (default 10:
 # a smoke run; docs/FUZZING.md records the long runs). Not wired into CI.
 #
@@ -14,15 +15,17 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 secs="${1:-10}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(detect_and_load pickle npz gguf image tabular)
+[ ${#targets[@]} -gt 0 ] || targets=(detect_and_load pickle npz gguf image tabular oip)
 fixtures="$root/tests/fixtures/formats"
 corpus="$root/fuzz/corpus"
 export RUSTC_BOOTSTRAP=1
 
 seed() {
-  mkdir -p "$corpus"/{detect_and_load,pickle,npz,gguf,image,tabular}
+  mkdir -p "$corpus"/{detect_and_load,pickle,npz,gguf,image,tabular,oip}
   cp "$root"/fuzz/seeds/image/* "$corpus/image/"
   cp "$root"/fuzz/seeds/tabular/* "$corpus/tabular/"
+  # Requests as tritonclient sends them (scripts/make-oip-seeds.py wrote them).
+  cp "$root"/fuzz/seeds/oip/* "$corpus/oip/"
   cp "$fixtures"/* "$corpus/detect_and_load/"
   cp "$fixtures/model.gguf" "$corpus/gguf/"
   cp "$fixtures/model.npz" "$corpus/npz/"

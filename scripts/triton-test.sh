@@ -50,7 +50,7 @@ echo "serving on $url"
 
 echo "== tritonclient checks"
 status=0
-"$work/venv/bin/python" tests/triton/test_tritonclient.py "$url" || status=$?
+"$work/venv/bin/python" tests/triton/test_tritonclient.py "$url" "$work/models" || status=$?
 
 echo "== SIGTERM"
 kill -TERM "$pid"

@@ -187,6 +187,83 @@ fn a_retired_version_stops_taking_requests_and_drains() {
 }
 
 #[test]
+fn a_removed_model_loses_every_version_and_still_answers_what_it_accepted() {
+    let r = registry();
+    let v1 = r.deploy("m", "1", tagged(1)).unwrap();
+    r.deploy("m", "2", tagged(2)).unwrap();
+    r.label("m", "2", "canary").unwrap();
+    r.deploy("other", "1", tagged(9)).unwrap();
+    let in_flight = v1.predictor().predict_async(5);
+    assert_eq!(r.remove("m").unwrap(), ["1", "2"]);
+    assert_eq!(r.models(), ["other"]);
+    assert_eq!(
+        r.predict("m", 6).unwrap_err(),
+        RegistryError::UnknownModel { name: "m".into() }
+    );
+    assert_eq!(
+        r.label("m", "1", "canary"),
+        Err(RegistryError::UnknownModel { name: "m".into() })
+    );
+    assert_eq!(
+        block_on(in_flight),
+        Ok((5, 1)),
+        "what it accepted is answered"
+    );
+    assert_eq!(r.predict("other", 7).unwrap().output, (7, 9));
+    assert_eq!(
+        r.remove("m"),
+        Err(RegistryError::UnknownModel { name: "m".into() })
+    );
+    // Deployed again, it starts over: its first version is stable, no old label is left.
+    r.deploy("m", "2", tagged(3)).unwrap();
+    assert_eq!(r.stable("m").unwrap(), "2");
+    assert!(matches!(
+        r.handle("m", "canary"),
+        Err(RegistryError::UnknownVersion { .. })
+    ));
+    assert_eq!(r.predict("m", 8).unwrap().output, (8, 3));
+}
+
+#[test]
+fn removing_a_model_while_versions_are_deployed_never_loses_a_deploy_silently() {
+    // Each deploy either lands in the model that remove then takes out (and is counted in
+    // what remove returns) or in the model after it; none is lost in between.
+    for round in 0..20u64 {
+        let r = Arc::new(registry());
+        r.deploy("m", "0", tagged(0)).unwrap();
+        let barrier = Barrier::new(2);
+        let (deployed, removed) = std::thread::scope(|s| {
+            let deployer = s.spawn(|| {
+                barrier.wait();
+                (1..=8u64)
+                    .filter(|v| r.deploy("m", &v.to_string(), tagged(*v)).is_ok())
+                    .map(|v| v.to_string())
+                    .collect::<Vec<String>>()
+            });
+            barrier.wait();
+            let removed = r.remove("m").unwrap();
+            (deployer.join().unwrap(), removed)
+        });
+        let after: Vec<String> = r
+            .versions("m")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
+        let mut accounted: Vec<String> = removed
+            .iter()
+            .filter(|v| *v != "0")
+            .cloned()
+            .chain(after)
+            .collect();
+        accounted.sort();
+        let mut deployed = deployed;
+        deployed.sort();
+        assert_eq!(accounted, deployed, "round {round}");
+    }
+}
+
+#[test]
 fn hot_swaps_under_32_threads_of_load_lose_and_fail_no_request() {
     let r = Arc::new(registry());
     r.deploy("m", "1", tagged(1)).unwrap();
@@ -453,6 +530,109 @@ fn the_repository_loads_every_version_and_reload_follows_the_directory() {
     std::fs::remove_dir_all(root.join("digits/10")).unwrap();
     repo.reload().unwrap();
     assert_eq!(registry.stable("digits").unwrap(), "11");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn the_repository_loads_and_unloads_one_model_at_a_time() {
+    let root = std::env::temp_dir().join(format!("modelhost-repo-control-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/assets/digits");
+    let copy = |name: &str, version: &str| {
+        let dir = root.join(name).join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["model.json", "model.safetensors"] {
+            std::fs::copy(digits.join(file), dir.join(file)).unwrap();
+        }
+    };
+    copy("digits", "1");
+    copy("digits", "2");
+    copy("other", "1");
+    let registry = Arc::new(Registry::new());
+    let (repo, _) = ModelRepository::open(&root, registry.clone(), |dir: &std::path::Path| {
+        MlpClassifier::load(dir)
+    })
+    .unwrap();
+    let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+
+    // Unloaded: every version leaves, the stable one too; a reload leaves it out.
+    let in_flight = registry
+        .handle("digits", "2")
+        .unwrap()
+        .predictor()
+        .predict_async(vec![0.0; 64]);
+    assert_eq!(repo.unload("digits").unwrap(), ["1", "2"]);
+    assert!(block_on(in_flight).is_ok(), "what it accepted is answered");
+    assert_eq!(registry.models(), ["other"]);
+    assert_eq!(repo.unloaded(), [pair("digits", "1"), pair("digits", "2")]);
+    copy("digits", "3");
+    assert_eq!(repo.reload().unwrap(), Default::default());
+    assert_eq!(registry.models(), ["other"]);
+    assert_eq!(
+        repo.unload("digits").unwrap(),
+        Vec::<String>::new(),
+        "twice is fine"
+    );
+    assert_eq!(
+        repo.unload("nope"),
+        Err(RegistryError::UnknownModel {
+            name: "nope".into()
+        })
+    );
+
+    // Loaded again: what is on disk now, the highest version stable.
+    let report = repo.load("digits").unwrap();
+    assert_eq!(
+        report.added,
+        [
+            pair("digits", "1"),
+            pair("digits", "2"),
+            pair("digits", "3")
+        ]
+    );
+    assert!(repo.unloaded().is_empty());
+    assert_eq!(registry.stable("digits").unwrap(), "3");
+
+    // Loading a loaded model follows its directory, and touches no other model.
+    std::fs::remove_dir_all(root.join("digits/1")).unwrap();
+    std::fs::remove_dir_all(root.join("other/1")).unwrap();
+    let report = repo.load("digits").unwrap();
+    assert_eq!(report.removed, [pair("digits", "1")]);
+    assert!(
+        report.added.is_empty() && report.failed.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(registry.models(), ["digits", "other"]);
+
+    // A model added on disk; a version that cannot load is reported, the others serve.
+    copy("added", "1");
+    std::fs::create_dir_all(root.join("added/2")).unwrap();
+    let report = repo.load("added").unwrap();
+    assert_eq!(report.added, [pair("added", "1")]);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!((&*report.failed[0].0, &*report.failed[0].1), ("added", "2"));
+    assert!(report.failed[0].2.contains("model.json"), "{report:?}");
+    assert_eq!(registry.stable("added").unwrap(), "1");
+
+    // A model whose every version directory is gone leaves the registry on load.
+    std::fs::remove_dir_all(root.join("other")).unwrap();
+    std::fs::create_dir_all(root.join("other")).unwrap();
+    let report = repo.load("other").unwrap();
+    assert_eq!(report.removed, [pair("other", "1")]);
+    assert_eq!(registry.models(), ["added", "digits"]);
+
+    // Names outside the repository, and directories that are not there, are errors.
+    for name in ["", ".", "..", "../digits", "digits/3"] {
+        let err = repo.load(name).unwrap_err();
+        assert!(
+            err.to_string().contains("one directory name"),
+            "{name:?}: {err}"
+        );
+    }
+    assert!(matches!(
+        repo.load("missing"),
+        Err(modelhost::error::LoadError::Io { .. })
+    ));
     std::fs::remove_dir_all(&root).unwrap();
 }
 

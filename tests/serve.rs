@@ -146,6 +146,19 @@ type Response = (u16, String, String);
 
 /// One HTTP/1.1 request on its own connection.
 fn request(addr: &str, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Response {
+    let (status, head, body) = request_bytes(addr, method, path, headers, body);
+    let body = String::from_utf8(body).expect("a UTF-8 answer");
+    (status, head, body)
+}
+
+/// [`request`], the body as bytes (binary tensor data is not UTF-8).
+fn request_bytes(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).expect("connect to the server");
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -160,8 +173,12 @@ fn request(addr: &str, method: &str, path: &str, headers: &[&str], body: &[u8]) 
     stream.write_all(body).unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8(raw).expect("a UTF-8 answer");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8(raw[..split].to_vec()).expect("a UTF-8 head");
+    let body = &raw[split + 4..];
     let status = head
         .split(' ')
         .nth(1)
@@ -173,19 +190,21 @@ fn request(addr: &str, method: &str, path: &str, headers: &[&str], body: &[u8]) 
     {
         dechunk(body)
     } else {
-        body.to_string()
+        body.to_vec()
     };
     (status, head.to_ascii_lowercase(), body)
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..line]).unwrap_or("0");
         let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
-        out.push_str(&rest[..size]);
+        let rest = &body[line + 2..];
+        out.extend_from_slice(&rest[..size]);
         body = &rest[size + 2..];
     }
     out
@@ -484,10 +503,10 @@ fn every_bad_request_gets_its_status_and_a_message_that_says_what_to_fix() {
             "the request body is over the limit of 65536 bytes; send fewer rows per request or start the server with a larger --max-body-bytes",
         ),
         (
-            "binary tensor extension",
-            raw(infer, &["Inference-Header-Content-Length: 2"], b"{}"),
+            "a compressed body",
+            raw(infer, &["Content-Encoding: gzip"], b"\x1f\x8b"),
             415,
-            "the binary tensor data extension is not supported; send tensors as JSON",
+            "the request body is compressed (Content-Encoding: gzip), which this server does not read",
         ),
         (
             "unknown endpoint",
@@ -1247,4 +1266,570 @@ fn a_client_that_disconnects_cancels_its_queued_rows() {
         0.0,
         "nothing was computed for the gone client"
     );
+}
+
+/// BYTES elements in the binary format: a 4-byte little-endian length, then the bytes.
+fn bytes_elements(items: &[&[u8]]) -> Vec<u8> {
+    items
+        .iter()
+        .flat_map(|b| {
+            (b.len() as u32)
+                .to_le_bytes()
+                .into_iter()
+                .chain(b.iter().copied())
+        })
+        .collect()
+}
+
+fn le_f32(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A binary tensor data request: the JSON, then each input's bytes; the header to send.
+fn binary_body(json: &Value, data: &[&[u8]]) -> (String, Vec<u8>) {
+    let mut body = json.to_string().into_bytes();
+    let header = format!("Inference-Header-Content-Length: {}", body.len());
+    for d in data {
+        body.extend_from_slice(d);
+    }
+    (header, body)
+}
+
+/// A response with binary data: its JSON, and each binary output's bytes by name.
+fn binary_answer(head: &str, body: &[u8]) -> (Value, Vec<(String, Vec<u8>)>) {
+    assert!(
+        head.contains("content-type: application/octet-stream"),
+        "{head}"
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("inference-header-content-length: "))
+        .unwrap_or_else(|| panic!("no inference-header-content-length in {head}"))
+        .trim()
+        .parse()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&body[..length]).unwrap();
+    let mut offset = length;
+    let mut outputs = Vec::new();
+    for output in json["outputs"].as_array().unwrap() {
+        if let Some(size) = output["parameters"]["binary_data_size"].as_u64() {
+            assert!(output.get("data").is_none(), "{output}");
+            let end = offset + size as usize;
+            outputs.push((
+                output["name"].as_str().unwrap().to_string(),
+                body[offset..end].to_vec(),
+            ));
+            offset = end;
+        }
+    }
+    assert_eq!(offset, body.len(), "the sizes add up to the body");
+    (json, outputs)
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn i64s(bytes: &[u8]) -> Vec<i64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn strings(mut bytes: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let n = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        out.push(String::from_utf8(bytes[4..4 + n].to_vec()).unwrap());
+        bytes = &bytes[4 + n..];
+    }
+    out
+}
+
+#[test]
+fn binary_tensor_data_in_and_out_gives_exactly_the_json_paths_numbers() {
+    let server = Server::start("binary", &[]);
+    let binary = |path: &str, json: &Value, data: &[&[u8]]| {
+        let (header, body) = binary_body(json, data);
+        request_bytes(&server.addr, "POST", path, &[&header], &body)
+    };
+
+    // The embedder: BYTES in (two of them not ASCII), FP32 out, as tritonclient's defaults
+    // send and ask (no outputs named: binary_data_output).
+    let references: Vec<_> = common::references().into_iter().take(8).collect();
+    let mut texts: Vec<String> = references.iter().map(|r| r.text.clone()).collect();
+    texts.push("Grüße aus Köln — ünïcödé".into());
+    texts.push(String::new());
+    let (status, _, body) = server.post_json(
+        "/v2/models/minilm/infer",
+        &json!({"inputs": [{"name": "text", "shape": [texts.len()], "datatype": "BYTES", "data": texts}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let json_path = floats(&json_of(&body)["outputs"][0]["data"]);
+    let elements: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+    let data = bytes_elements(&elements);
+    let (status, head, body) = binary(
+        "/v2/models/minilm/infer",
+        &json!({"id": "b1", "inputs": [{"name": "text", "shape": [texts.len()], "datatype": "BYTES",
+                "parameters": {"binary_data_size": data.len()}}],
+                "parameters": {"binary_data_output": true}}),
+        &[&data],
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (answer, outputs) = binary_answer(&head, &body);
+    assert_eq!(answer["id"], "b1");
+    assert_eq!(
+        answer["outputs"],
+        json!([{"name": "embedding", "datatype": "FP32", "shape": [texts.len(), 384],
+                "parameters": {"binary_data_size": texts.len() * 384 * 4}}])
+    );
+    let embeddings = f32s(&outputs[0].1);
+    assert_eq!(embeddings, json_path, "bit for bit the JSON path's numbers");
+    for (row, reference) in embeddings.chunks(384).zip(&references) {
+        let c = cosine(row, &reference.embedding);
+        assert!(c >= 0.9999, "cosine {c} for {:?}", reference.text);
+    }
+    // BYTES in a column, [N, 1], and a JSON answer when none is asked for in binary.
+    let (status, head, body) = binary(
+        "/v2/models/minilm/infer",
+        &json!({"inputs": [{"name": "text", "shape": [texts.len(), 1], "datatype": "BYTES",
+                "parameters": {"binary_data_size": data.len()}}]}),
+        &[&data],
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(floats(&json_of(&body)["outputs"][0]["data"]), json_path);
+
+    // The digits MLP: FP32 in; FP32, BYTES and INT64 out, each asked for on its own, one
+    // of them as JSON.
+    let (images, labels) = held_back_digits();
+    let images = &images[..40];
+    let flat: Vec<f32> = images.iter().flatten().copied().collect();
+    let (status, _, body) = server.post_json(
+        "/v2/models/digits/infer",
+        &json!({"inputs": [{"name": "pixels", "shape": [images.len(), 64], "datatype": "FP32", "data": flat}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let json_answer = json_of(&body);
+    let pixels = le_f32(&flat);
+    let (status, head, body) = binary(
+        "/v2/models/digits/infer",
+        &json!({"inputs": [{"name": "pixels", "shape": [images.len(), 64], "datatype": "FP32",
+                "parameters": {"binary_data_size": pixels.len()}}],
+                "outputs": [{"name": "probabilities", "parameters": {"binary_data": true}},
+                            {"name": "label", "parameters": {"binary_data": true}},
+                            {"name": "class", "parameters": {"binary_data": false}}]}),
+        &[&pixels],
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (answer, outputs) = binary_answer(&head, &body);
+    let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["probabilities", "label"]);
+    assert_eq!(
+        f32s(&outputs[0].1),
+        floats(&json_answer["outputs"][0]["data"])
+    );
+    let labels_out = strings(&outputs[1].1);
+    assert_eq!(json!(labels_out), json_answer["outputs"][1]["data"]);
+    assert_eq!(
+        answer["outputs"][2], json_answer["outputs"][2],
+        "class as JSON"
+    );
+    let correct = labels_out
+        .iter()
+        .zip(&labels)
+        .filter(|(a, b)| **a == b.to_string())
+        .count();
+    assert!(correct >= 38, "{correct} of 40 held-back digits right");
+    // INT64 out in binary: the same classes.
+    let (status, head, body) = binary(
+        "/v2/models/digits/infer",
+        &json!({"inputs": [{"name": "pixels", "shape": [images.len(), 64], "datatype": "FP32",
+                "parameters": {"binary_data_size": pixels.len()}}],
+                "outputs": [{"name": "class"}], "parameters": {"binary_data_output": true}}),
+        &[&pixels],
+    );
+    assert_eq!(status, 200);
+    let (_, outputs) = binary_answer(&head, &body);
+    let classes: Vec<i64> = json_answer["outputs"][2]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_i64().unwrap())
+        .collect();
+    assert_eq!(i64s(&outputs[0].1), classes);
+}
+
+#[test]
+fn malformed_binary_requests_get_a_400_that_says_what_is_allowed() {
+    let server = Server::start("binary-errors", &[]);
+    let digits = "/v2/models/digits/infer";
+    let send =
+        |path: &str, headers: &[&str], body: &[u8]| server.request("POST", path, headers, body);
+    let pixels = |shape: Value, size: usize| {
+        json!({"inputs": [{"name": "pixels", "shape": shape, "datatype": "FP32",
+                "parameters": {"binary_data_size": size}}]})
+    };
+    let text = |shape: Value, size: usize| {
+        json!({"inputs": [{"name": "text", "shape": shape, "datatype": "BYTES",
+                "parameters": {"binary_data_size": size}}]})
+    };
+    let zeros = le_f32(&[0.0; 64]);
+    let (header, body) = binary_body(&pixels(json!([64]), 256), &[&zeros]);
+    let json_length = body.len() - 256;
+    let cases: Vec<(&str, Response, String)> = vec![
+        (
+            "header length past the body",
+            send(digits, &[&format!("Inference-Header-Content-Length: {}", body.len() + 1)], &body),
+            format!(
+                "the Inference-Header-Content-Length header says the JSON is {} bytes, but the body has {} bytes; it must be at most the body's length",
+                body.len() + 1,
+                body.len()
+            ),
+        ),
+        (
+            "header length not a number",
+            send(digits, &["Inference-Header-Content-Length: lots"], &body),
+            "the Inference-Header-Content-Length header is \"lots\"; it must be the length in bytes of the JSON that starts the body, a whole number"
+                .to_string(),
+        ),
+        (
+            "sizes that do not add up to the rest of the body",
+            send(digits, &[&header], &body[..body.len() - 4]),
+            "the inputs' parameters.binary_data_size add up to 256 bytes, but 252 bytes follow the"
+                .to_string(),
+        ),
+        (
+            "bytes left over after the inputs",
+            send(digits, &[&header], &[&body[..], b"xx"].concat()),
+            format!(
+                "add up to 256 bytes, but 258 bytes follow the {json_length}-byte JSON header; they must be equal"
+            ),
+        ),
+        (
+            "a shape of 10^12 values with 8 bytes of data",
+            {
+                let (h, b) = binary_body(&pixels(json!([1_000_000, 1_000_000]), 8), &[&[0; 8]]);
+                send(digits, &[&h], &b)
+            },
+            "input `pixels` has shape [1000000, 1000000] of FP32: 1000000000000 values of 4 bytes, 4000000000000 bytes, but its parameters.binary_data_size is 8; they must be equal"
+                .to_string(),
+        ),
+        (
+            "a shape past 2^64 values",
+            {
+                let (h, b) = binary_body(&pixels(json!([u64::MAX, 2]), 8), &[&[0; 8]]);
+                send(digits, &[&h], &b)
+            },
+            "of FP32: more than 18446744073709551615 values of 4 bytes"
+                .to_string(),
+        ),
+        (
+            "a BYTES element whose length is past the end",
+            {
+                let mut data = bytes_elements(&[b"hello"]);
+                data.extend_from_slice(&1000u32.to_le_bytes());
+                data.extend_from_slice(b"short");
+                let (h, b) = binary_body(&text(json!([2]), data.len()), &[&data]);
+                send("/v2/models/minilm/infer", &[&h], &b)
+            },
+            "input `text`: BYTES element 1 says it is 1000 bytes long but only 5 bytes are left in the input's binary data; each element is a 4-byte little-endian length and then that many bytes"
+                .to_string(),
+        ),
+        (
+            "a BYTES element cut inside its length",
+            {
+                let data = [bytes_elements(&[b"hello"]), vec![1, 0]].concat();
+                let (h, b) = binary_body(&text(json!([2]), data.len()), &[&data]);
+                send("/v2/models/minilm/infer", &[&h], &b)
+            },
+            "BYTES element 1 needs a 4-byte length but only 2 bytes are left"
+                .to_string(),
+        ),
+        (
+            "fewer BYTES elements than the shape holds",
+            {
+                let data = bytes_elements(&[b"one", b"two"]);
+                let (h, b) = binary_body(&text(json!([3]), data.len()), &[&data]);
+                send("/v2/models/minilm/infer", &[&h], &b)
+            },
+            "input `text` has shape [3], which holds 3 values, but its binary data holds 2 BYTES elements"
+                .to_string(),
+        ),
+        (
+            "a text that is not UTF-8",
+            {
+                let data = bytes_elements(&[b"fine", b"\xff\xfe"]);
+                let (h, b) = binary_body(&text(json!([2]), data.len()), &[&data]);
+                send("/v2/models/minilm/infer", &[&h], &b)
+            },
+            "input `text`: data[1] is not UTF-8; BYTES elements read as text must be UTF-8"
+                .to_string(),
+        ),
+        (
+            "binary data without the header",
+            send(digits, &[], pixels(json!([64]), 256).to_string().as_bytes()),
+            "input `pixels` has parameters.binary_data_size, but the request has no Inference-Header-Content-Length header"
+                .to_string(),
+        ),
+        (
+            "both data and binary data",
+            {
+                let json = json!({"inputs": [{"name": "pixels", "shape": [64], "datatype": "FP32",
+                    "data": vec![0.0; 64], "parameters": {"binary_data_size": 256}}]});
+                let (h, b) = binary_body(&json, &[&zeros]);
+                send(digits, &[&h], &b)
+            },
+            "input `pixels` has both `data` and parameters.binary_data_size; send its values one way"
+                .to_string(),
+        ),
+        (
+            "an unknown datatype in binary",
+            {
+                let json = json!({"inputs": [{"name": "pixels", "shape": [64], "datatype": "FP8",
+                    "parameters": {"binary_data_size": 64}}]});
+                let (h, b) = binary_body(&json, &[&[0; 64]]);
+                send(digits, &[&h], &b)
+            },
+            "input `pixels` has datatype \"FP8\"; binary data is defined for BOOL, UINT8,"
+                .to_string(),
+        ),
+        (
+            "a size that is not a number",
+            {
+                let json = json!({"inputs": [{"name": "pixels", "shape": [64], "datatype": "FP32",
+                    "parameters": {"binary_data_size": "256"}}]});
+                let (h, b) = binary_body(&json, &[&zeros]);
+                send(digits, &[&h], &b)
+            },
+            "input `pixels` has parameters.binary_data_size = \"256\"; it must be the byte length of its binary data, a whole number"
+                .to_string(),
+        ),
+        (
+            "binary_data that is not a boolean",
+            {
+                let json = json!({"inputs": [{"name": "pixels", "shape": [64], "datatype": "FP32",
+                    "parameters": {"binary_data_size": 256}}],
+                    "outputs": [{"name": "class", "parameters": {"binary_data": 1}}]});
+                let (h, b) = binary_body(&json, &[&zeros]);
+                send(digits, &[&h], &b)
+            },
+            "output `class` has parameters.binary_data = 1; it must be true or false"
+                .to_string(),
+        ),
+        (
+            "the classification extension",
+            server.post_json(
+                digits,
+                &json!({"inputs": [{"name": "pixels", "shape": [64], "datatype": "FP32", "data": vec![0.0; 64]}],
+                        "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]}),
+            ),
+            "output `probabilities` asks for parameters.classification (the classification extension), which this server does not support"
+                .to_string(),
+        ),
+        (
+            "binary FP64 for an FP32 model",
+            {
+                let json = json!({"inputs": [{"name": "pixels", "shape": [64], "datatype": "FP64",
+                    "parameters": {"binary_data_size": 512}}]});
+                let (h, b) = binary_body(&json, &[&[0; 512]]);
+                send(digits, &[&h], &b)
+            },
+            "input `pixels` has datatype FP64; the model takes FP32"
+                .to_string(),
+        ),
+    ];
+    for (case, (status, head, body), want) in cases {
+        assert_eq!(status, 400, "{case}: {body}");
+        assert!(
+            head.contains("content-type: application/json"),
+            "{case}: {head}"
+        );
+        let message = json_of(&body)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.contains(&want),
+            "{case}: {message:?} does not contain {want:?}"
+        );
+    }
+    // Binary data of a shape that agrees: answered.
+    let (status, _, body) = send(digits, &[&header], &body);
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn models_are_unloaded_and_loaded_one_at_a_time_and_the_index_follows() {
+    let server = Server::start("control", &[]);
+    let post = |path: &str, body: &[u8]| server.request("POST", path, &[], body);
+    let index = || {
+        let (status, _, body) = post("/v2/repository/index", b"");
+        assert_eq!(status, 200);
+        let mut entries: Vec<(String, String, String)> = json_of(&body)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("name"), s("version"), s("state"))
+            })
+            .collect();
+        entries.sort();
+        entries
+    };
+    let entry = |n: &str, v: &str, s: &str| (n.to_string(), v.to_string(), s.to_string());
+    let zeros = json!({"inputs": [{"name": "pixels", "shape": [64], "datatype": "FP32", "data": vec![0.0; 64]}]});
+
+    // Unload, as tritonclient's unload_model sends it.
+    let (status, _, body) = post(
+        "/v2/repository/models/digits/unload",
+        br#"{"parameters": {"unload_dependents": false}}"#,
+    );
+    assert_eq!(
+        (status, json_of(&body)),
+        (200, json!({"name": "digits", "unloaded": ["1", "2"]}))
+    );
+    let (status, _, body) = server.post_json("/v2/models/digits/infer", &zeros);
+    assert_eq!(status, 404);
+    assert!(
+        body.contains(
+            "model `digits` is unloaded; load it again with POST /v2/repository/models/digits/load"
+        ),
+        "{body}"
+    );
+    assert_eq!(server.get("/v2/models/digits/ready").0, 404);
+    assert_eq!(server.get("/v2/models/digits/versions/1/ready").0, 404);
+    assert_eq!(
+        server.get("/v2/health/ready").0,
+        200,
+        "the others still serve"
+    );
+    assert_eq!(
+        index(),
+        [
+            entry("digits", "1", "UNAVAILABLE"),
+            entry("digits", "2", "UNAVAILABLE"),
+            entry("minilm", "1", "READY"),
+        ]
+    );
+    let (_, _, body) = post("/v2/repository/index", br#"{"ready": true}"#);
+    assert_eq!(json_of(&body).as_array().unwrap().len(), 1, "{body}");
+    let (_, _, body) = post("/v2/repository/index", b"");
+    assert!(body.contains(r#""reason":"unloaded""#), "{body}");
+    // Twice is fine; a model never loaded is a 404.
+    assert_eq!(post("/v2/repository/models/digits/unload", b"").0, 200);
+    let (status, _, body) = post("/v2/repository/models/resnet/unload", b"");
+    assert_eq!(status, 404);
+    assert!(body.contains("no model named `resnet` is loaded"), "{body}");
+
+    // Load, as tritonclient's load_model sends it: back, highest version answering.
+    let (status, _, body) = post("/v2/repository/models/digits/load", b"{}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["versions"], json!(["1", "2"]));
+    // Answered once ready, as Triton's load is.
+    assert_eq!(server.get("/v2/models/digits/ready").0, 200);
+    assert_eq!(server.get("/v2/models/digits/versions/1/ready").0, 200);
+    let (status, _, body) = server.post_json("/v2/models/digits/infer", &zeros);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["model_version"], "2");
+    assert_eq!(
+        index(),
+        [
+            entry("digits", "1", "READY"),
+            entry("digits", "2", "READY"),
+            entry("minilm", "1", "READY"),
+        ]
+    );
+
+    // A model added on disk while serving starts serving when loaded.
+    let added = server.root.join("digits-copy");
+    std::fs::create_dir_all(&added).unwrap();
+    std::os::unix::fs::symlink(
+        manifest_dir().join("examples/assets/digits"),
+        added.join("7"),
+    )
+    .unwrap();
+    assert_eq!(
+        server.post_json("/v2/models/digits-copy/infer", &zeros).0,
+        404
+    );
+    let (status, _, body) = post("/v2/repository/models/digits-copy/load", b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body),
+        json!({"name": "digits-copy", "versions": ["7"], "added": ["7"], "removed": []})
+    );
+    assert_eq!(server.get("/v2/models/digits-copy/ready").0, 200);
+    let (status, _, body) = server.post_json("/v2/models/digits-copy/infer", &zeros);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["model_version"], "7");
+
+    // What cannot be loaded says why.
+    let broken = server.root.join("broken/1");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("model.json"), "{}").unwrap();
+    std::fs::write(broken.join("model.safetensors"), "not weights").unwrap();
+    std::fs::create_dir_all(server.root.join("empty")).unwrap();
+    std::fs::create_dir_all(server.root.join("unknown/1")).unwrap();
+    let cases: Vec<(&str, &[u8], u16, &str)> = vec![
+        (
+            "resnet",
+            b"",
+            404,
+            "the model repository has no directory `resnet`",
+        ),
+        (
+            "broken",
+            b"",
+            400,
+            "model `broken` could not be loaded: version `1`: ",
+        ),
+        (
+            "empty",
+            b"",
+            400,
+            "model directory `empty` has no version directories",
+        ),
+        (
+            "unknown",
+            b"",
+            400,
+            "not a model directory this server knows",
+        ),
+        ("..", b"", 400, "\"..\" is not a model name"),
+        (
+            "digits",
+            br#"{"parameters": {"config": "{}"}}"#,
+            400,
+            "load_model with parameters.config (a configuration or files sent with the request) is not supported",
+        ),
+        (
+            "digits",
+            b"[",
+            400,
+            "the request body is not a repository request",
+        ),
+    ];
+    for (name, body, want_status, want) in cases {
+        let (status, _, answer) = post(&format!("/v2/repository/models/{name}/load"), body);
+        assert_eq!(status, want_status, "{name}: {answer}");
+        let message = json_of(&answer)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.contains(want),
+            "{name}: {message:?} does not contain {want:?}"
+        );
+    }
+    // The broken model's message names the file at fault.
+    let (_, _, answer) = post("/v2/repository/models/broken/load", b"");
+    assert!(answer.contains("model.json"), "{answer}");
+    assert_eq!(server.post_json("/v2/models/digits/infer", &zeros).0, 200);
 }

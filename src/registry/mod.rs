@@ -1,5 +1,5 @@
-//! Named models with versions: deploy, label, promote, roll back, retire, and route
-//! requests between versions (fixed, weighted, sticky, shadow).
+//! Named models with versions: deploy, label, promote, roll back, retire, remove, and
+//! route requests between versions (fixed, weighted, sticky, shadow).
 //!
 //! Each model's state is one immutable table behind an [`ArcSwap`]: a request loads it once
 //! and sees one consistent version set, writers build a new table and swap the pointer, so
@@ -114,6 +114,16 @@ impl<M: Model> Registry<M> {
     ) -> Result<T, RegistryError> {
         let entry = self.entry(name)?;
         let mut seq = entry.write.lock().unwrap_or_else(PoisonError::into_inner);
+        // Removed while this writer waited: a change published now would be lost with it.
+        let current = self
+            .models
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .is_some_and(|e| Arc::ptr_eq(e, &entry));
+        if !current {
+            return Err(RegistryError::UnknownModel { name: name.into() });
+        }
         let mut table = Table::clone(&entry.table.load());
         let out = change(&mut table, &mut seq)?;
         table.resolve();
@@ -305,6 +315,50 @@ impl<M: Model> Registry<M> {
             table.labels.retain(|_, v| *v != version);
             Ok(())
         })
+    }
+
+    /// Removes model `name` with every version of it, the stable one included, and
+    /// returns the versions removed, in deployment order. As with
+    /// [`retire`](Self::retire), each version takes no new requests, answers those it
+    /// accepted, and stops when the last [`VersionHandle`] to it is dropped. Deploying
+    /// `name` again starts a new model, with no labels, routing or rollback history.
+    ///
+    /// ```
+    /// use modelhost::{models::mlp::MlpClassifier, registry::Registry, registry::RegistryError};
+    ///
+    /// let registry = Registry::new();
+    /// registry.deploy("digits", "1", MlpClassifier::load("examples/assets/digits")?)?;
+    /// registry.deploy("digits", "2", MlpClassifier::load("examples/assets/digits")?)?;
+    /// assert_eq!(registry.remove("digits")?, ["1", "2"]);
+    /// assert!(registry.models().is_empty());
+    /// assert!(matches!(
+    ///     registry.predict("digits", vec![0.0; 64]),
+    ///     Err(RegistryError::UnknownModel { .. })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn remove(&self, name: &str) -> Result<Vec<String>, RegistryError> {
+        let entry = self
+            .models
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+            .ok_or_else(|| RegistryError::UnknownModel { name: name.into() })?;
+        // A writer that took the entry before it left the map finishes first (and any
+        // later one finds it gone), so the table read here is the last one.
+        let seq = entry.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = entry.table.load_full();
+        drop(seq);
+        let versions = table
+            .versions
+            .values()
+            .map(|s| s.version.to_string())
+            .collect();
+        // Dropping the last handle to a version drains and joins its workers: outside
+        // every lock.
+        drop(table);
+        drop(entry);
+        Ok(versions)
     }
 
     /// Sets how requests are spread over versions.

@@ -1,5 +1,7 @@
 //! The codec: named protocol tensors ↔ a model's typed inputs and outputs.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use modelhost::Model;
@@ -40,50 +42,46 @@ pub(crate) fn expect_datatype(tensor: &InputTensor, datatype: &str) -> ApiResult
     }
 }
 
-/// The tensor's values, flat and row-major (`data` may be flat or nested), checked
-/// against its shape.
-pub(crate) fn flat_data(tensor: &InputTensor) -> ApiResult<Vec<&Value>> {
-    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-        match v {
-            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
-            other => out.push(other),
-        }
-    }
-    let mut values = Vec::new();
-    walk(&tensor.data, &mut values);
-    let expected = tensor
-        .shape
-        .iter()
-        .try_fold(1u64, |n, d| n.checked_mul(*d))
-        .unwrap_or(u64::MAX);
-    if values.len() as u64 != expected {
-        return Err(ApiError::bad(format!(
-            "input `{}` has shape {:?}, which holds {expected} values, but `data` has {}; \
-             send a shape and data that agree (data is row-major, flat or nested)",
-            tensor.name,
-            tensor.shape,
-            values.len()
-        )));
-    }
-    Ok(values)
+// The typed accessors below read JSON `data` and binary tensor data alike; each checks the
+// values present against the shape before it allocates for them.
+
+/// The tensor's values, flat and row-major, checked against its shape: borrowed from JSON
+/// `data` (flat or nested), converted from binary data.
+#[allow(dead_code, reason = "for codecs that walk JSON values themselves")]
+pub(crate) fn flat_data(tensor: &InputTensor) -> ApiResult<Vec<Cow<'_, Value>>> {
+    Ok(tensor.values()?)
 }
 
 /// The tensor's values (see [`flat_data`]) read by `read`; a value it refuses is a 400
 /// naming its index and `rule`.
+#[allow(
+    dead_code,
+    reason = "for codecs of datatypes without an accessor below"
+)]
 pub(crate) fn typed_data<T>(
     tensor: &InputTensor,
     rule: &str,
     read: impl Fn(&Value) -> Option<T>,
 ) -> ApiResult<Vec<T>> {
-    flat_data(tensor)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            read(v).ok_or_else(|| {
-                ApiError::bad(format!("input `{}`: data[{i}] is {v}; {rule}", tensor.name))
-            })
-        })
-        .collect()
+    Ok(tensor.read_values(rule, read)?)
+}
+
+/// The tensor's values as `f32`: JSON numbers, or binary data of a numeric datatype.
+pub(crate) fn floats(tensor: &InputTensor) -> ApiResult<Vec<f32>> {
+    Ok(tensor.floats()?)
+}
+
+/// The tensor's values as `i64`: JSON integers, or binary data of an integer datatype.
+#[allow(dead_code, reason = "for codecs of token ids and other integer inputs")]
+pub(crate) fn ints(tensor: &InputTensor) -> ApiResult<Vec<i64>> {
+    Ok(tensor.ints()?)
+}
+
+/// The tensor's values as byte strings: BYTES binary elements as sent (any bytes), or
+/// JSON strings.
+#[allow(dead_code, reason = "for codecs of raw bytes (encoded images)")]
+pub(crate) fn byte_strings(tensor: &InputTensor) -> ApiResult<Vec<Vec<u8>>> {
+    Ok(tensor.byte_strings()?)
 }
 
 pub(crate) fn no_rows(tensor: &InputTensor) -> ApiError {
@@ -103,7 +101,8 @@ pub(crate) fn text_input_meta(model: &impl Model) -> TensorMeta {
     }
 }
 
-/// The texts of a BYTES input of shape `[N]` or `[N, 1]`.
+/// The texts of a BYTES input of shape `[N]` or `[N, 1]` (JSON strings, or binary
+/// elements that are UTF-8).
 pub(crate) fn decode_texts(tensor: &InputTensor) -> ApiResult<Vec<String>> {
     expect_datatype(tensor, "BYTES")?;
     let rows = match tensor.shape[..] {
@@ -118,9 +117,7 @@ pub(crate) fn decode_texts(tensor: &InputTensor) -> ApiResult<Vec<String>> {
     if rows == 0 {
         return Err(no_rows(tensor));
     }
-    typed_data(tensor, "BYTES data must be JSON strings", |v| {
-        v.as_str().map(str::to_owned)
-    })
+    Ok(tensor.texts()?)
 }
 
 /// A classifier's outputs: `probabilities` `[N, classes]`, `label` and `class` `[N]`.
@@ -235,9 +232,7 @@ impl Codec for MlpClassifier {
         if rows == 0 {
             return Err(no_rows(tensor));
         }
-        let values = typed_data(tensor, "FP32 data must be JSON numbers", |v| {
-            v.as_f64().map(|x| x as f32)
-        })?;
+        let values = floats(tensor)?;
         Ok(values.chunks(dim).map(<[f32]>::to_vec).collect())
     }
 

@@ -7,6 +7,8 @@ use serde_json::json;
 use modelhost::error::{CapacityError, PredictError};
 use modelhost::registry::RegistryError;
 
+use crate::oip::Malformed;
+
 #[derive(Debug)]
 pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
@@ -51,6 +53,13 @@ impl ApiError {
             None => e.to_string(),
         };
         Self::new(status, message)
+    }
+}
+
+/// A request that breaks the protocol is a 400 with its message.
+impl From<Malformed> for ApiError {
+    fn from(e: Malformed) -> Self {
+        ApiError::bad(e.0)
     }
 }
 

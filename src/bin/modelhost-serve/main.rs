@@ -10,9 +10,6 @@
 //!
 //! Every flag can be set by an environment variable instead (`--help` names them).
 //!
-//! ```text
-//! ```
-//!
 //! `ROOT` is a model repository, `ROOT/NAME/VERSION/`. The kind of each version directory
 //! is recognised from its own files: `tokenizer.json` with a `config.json` whose
 //! `architectures` name a `...ForSequenceClassification` (a Hugging Face fine-tuned text
@@ -31,15 +28,23 @@
 //! | `GET /v2` | server metadata |
 //! | `GET /v2/models/{m}[/versions/{v}]` | model metadata: inputs and outputs with datatypes and shapes |
 //! | `GET /v2/models/{m}[/versions/{v}]/ready` | 200, or 503 |
-//! | `POST /v2/models/{m}[/versions/{v}]/infer` | inference, JSON tensors |
+//! | `POST /v2/models/{m}[/versions/{v}]/infer` | inference: JSON tensors, or binary tensor data |
 //! | `POST /v2/repository/index` | every model version and its state |
+//! | `POST /v2/repository/models/{m}/load`, `.../unload` | load or unload one model |
 //! | `GET /metrics` | Prometheus text format |
 //!
+//! Triton's binary tensor data extension is spoken both ways (tritonclient's defaults): with
+//! `Inference-Header-Content-Length: N`, the body's first N bytes are the JSON and the
+//! inputs' binary data follows it; outputs asked for as binary data (`binary_data`, or the
+//! request's `binary_data_output`) come back after the response's JSON (`oip`). Unloading a
+//! model takes all its versions out until it is loaded again; loading (re)reads its
+//! directory (`repository`).
+//!
 //! Errors are `{"error": "..."}`: 400 bad input (the message says what to fix), 404 unknown
-//! model, version or route, 405 wrong method, 413 body over `--max-body-bytes`, 415 the
-//! binary tensor extension (send JSON: tritonclient's `binary_data=False`), 429 queue full,
-//! 503 shutting down or a request past its `--deadline-ms` (both: not computed, retry;
-//! 429 and 503 carry `Retry-After: 1`), 500 the model failed.
+//! or unloaded model, version or route, 405 wrong method, 413 body over `--max-body-bytes`,
+//! 415 a compressed request body, 429 queue full, 503 shutting down or a request past its
+//! `--deadline-ms` (both: not computed, retry; 429 and 503 carry `Retry-After: 1`), 500 the
+//! model failed.
 //!
 //! A request of N rows (shape `[N]` of BYTES, `[N, 64]` of FP32) is answered by one
 //! version; its rows are queued in chunks so that multi-row requests hold at most
@@ -48,7 +53,7 @@
 //! request already received (for at most `--drain-timeout-s`), drains the predictors and
 //! exits 0. SIGHUP rescans the repository: new version directories are deployed (a new
 //! version of a known model answers at `/versions/{v}`, and by default once the default
-//! version's directory is removed), removed ones retired.
+//! version's directory is removed), removed ones retired; unloaded models stay out.
 
 mod codec;
 mod config;
@@ -60,6 +65,7 @@ mod listen;
 mod observe;
 mod oip;
 mod openapi;
+mod repository;
 mod routes;
 mod sets;
 
@@ -109,6 +115,10 @@ pub(crate) fn reload_on_hangup(app: Arc<App>, hangup: Option<tokio::signal::unix
         while hangup.recv().await.is_some() {
             let app = app.clone();
             let _ = tokio::task::spawn_blocking(move || {
+                let _one_change = app
+                    .control
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for set in &app.sets {
                     let kind = set.kind().name();
                     match set.reload() {
@@ -153,6 +163,8 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         draining: AtomicBool::new(false),
         max_body_bytes: args.max_body_bytes,
         http: Arc::default(),
+        models_root: args.models.clone(),
+        control: std::sync::Mutex::new(()),
     });
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

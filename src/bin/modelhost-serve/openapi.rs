@@ -20,12 +20,33 @@ pub(crate) fn openapi_document() -> Value {
         json!({"get": {"summary": "Is the model ready", "parameters": params, "responses": {
             "200": ok_json("ModelReady", "ready"), "503": ok_json("ModelReady", "not ready"), "404": error}}})
     };
+    let binary_header = json!({"name": "Inference-Header-Content-Length", "in": "header", "required": false,
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "binary tensor data extension: the length of the JSON that starts the body; the inputs with parameters.binary_data_size follow it, in input order"});
+    let binary_body = json!({"type": "string", "format": "binary",
+        "description": "the JSON (InferRequest / InferResponse), then the binary tensor data: little-endian elements, BYTES elements as a 4-byte little-endian length and the bytes"});
     let infer = |params: Value| {
+        let mut params = params;
+        if let Some(list) = params.as_array_mut() {
+            list.push(binary_header.clone());
+        }
         json!({"post": {"summary": "Run inference", "parameters": params,
-            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}},
+            "requestBody": {"required": true, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+                "application/octet-stream": {"schema": binary_body.clone()}}},
             "responses": {
-                "200": ok_json("InferResponse", "the outputs"),
+                "200": {"description": "the outputs: JSON, or (when outputs are asked for as binary data) the JSON then their data, its length in the Inference-Header-Content-Length header",
+                    "headers": {"Inference-Header-Content-Length": {"schema": {"type": "integer"}, "description": "the JSON's length, when binary data follows it"}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/InferResponse"}},
+                        "application/octet-stream": {"schema": binary_body.clone()}}},
                 "400": error, "404": error, "413": error, "415": error, "429": error, "500": error, "503": error}}})
+    };
+    let control_body = json!({"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RepositoryControl"}}}});
+    let control = |summary: &str| {
+        json!({"post": {"summary": summary, "parameters": [model.clone()], "requestBody": control_body.clone(),
+            "responses": {"200": {"description": "done", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "400": error, "404": error}}})
     };
     let both = json!([model, version]);
     let one = json!([model]);
@@ -34,7 +55,7 @@ pub(crate) fn openapi_document() -> Value {
         "info": {
             "title": "modelhost-serve (Open Inference Protocol v2)",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The REST API of KServe v2 / Triton: health, metadata and inference with JSON tensors. Errors are {\"error\": \"...\"}."
+            "description": "The REST API of KServe v2 / Triton: health, metadata, inference with JSON tensors or binary tensor data, and the model repository extension. Errors are {\"error\": \"...\"}."
         },
         "paths": {
             "/v2/health/live": health("Is the server live"),
@@ -46,7 +67,11 @@ pub(crate) fn openapi_document() -> Value {
             "/v2/models/{model}/versions/{version}/ready": model_ready(both.clone()),
             "/v2/models/{model}/infer": infer(one),
             "/v2/models/{model}/versions/{version}/infer": infer(both),
-            "/v2/repository/index": {"post": {"summary": "Every model version and its state", "responses": {"200": {"description": "the index", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/RepositoryEntry"}}}}}}}},
+            "/v2/repository/index": {"post": {"summary": "Every model version and its state",
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"ready": {"type": "boolean", "description": "only the versions that are ready"}}}}}},
+                "responses": {"200": {"description": "the index", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/RepositoryEntry"}}}}}, "400": error}}},
+            "/v2/repository/models/{model}/load": control("Load a model from its repository directory: a model added on disk, an unloaded one, new or removed versions"),
+            "/v2/repository/models/{model}/unload": control("Unload every version of a model until it is loaded again"),
             "/v2/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0 document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Prometheus text format 0.0.4", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
         },
@@ -64,25 +89,31 @@ pub(crate) fn openapi_document() -> Value {
                 "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
                 "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}}}},
             "Datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]},
-            "InputTensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            "InputTensor": {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
                 "name": {"type": "string"},
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                 "datatype": {"$ref": "#/components/schemas/Datatype"},
-                "parameters": {"type": "object"},
-                "data": {"description": "row-major values, flat or nested: strings for BYTES, numbers otherwise", "type": "array", "items": {}}}},
-            "RequestedOutput": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}},
+                "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0, "description": "the input's data is this many bytes of binary data after the JSON, instead of data"}}},
+                "data": {"description": "row-major values, flat or nested: strings for BYTES, numbers otherwise (absent with parameters.binary_data_size)", "type": "array", "items": {}}}},
+            "RequestedOutput": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"},
+                "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean", "description": "return this output as binary data"}}}}},
             "InferRequest": {"type": "object", "required": ["inputs"], "properties": {
-                "id": {"type": "string"}, "parameters": {"type": "object"},
+                "id": {"type": "string"},
+                "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean", "description": "return every output as binary data, unless an output says otherwise"}}},
                 "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/InputTensor"}},
                 "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/RequestedOutput"}}}},
-            "OutputTensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            "OutputTensor": {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
                 "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-                "datatype": {"$ref": "#/components/schemas/Datatype"}, "data": {"type": "array", "items": {}}}},
+                "datatype": {"$ref": "#/components/schemas/Datatype"},
+                "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "description": "the output's data is this many bytes of binary data after the JSON"}}},
+                "data": {"type": "array", "items": {}, "description": "absent when the output is binary data"}}},
             "InferResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
                 "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
                 "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/OutputTensor"}}}},
             "RepositoryEntry": {"type": "object", "required": ["name", "version", "state"], "properties": {
-                "name": {"type": "string"}, "version": {"type": "string"}, "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]}, "kind": {"type": "string"}}}
+                "name": {"type": "string"}, "version": {"type": "string"}, "state": {"type": "string", "enum": ["READY", "UNAVAILABLE"]},
+                "reason": {"type": "string", "description": "why it is unavailable (unloaded)"}, "kind": {"type": "string"}}},
+            "RepositoryControl": {"type": "object", "properties": {"parameters": {"type": "object", "description": "unload_dependents is accepted and has nothing to act on; config and file:... on load are refused"}}}
         }}
     })
 }

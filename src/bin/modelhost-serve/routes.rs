@@ -1,14 +1,15 @@
 //! The HTTP routes and the state they share.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,15 +21,20 @@ use modelhost::metrics::Metrics;
 use crate::error::{ApiError, ApiResult};
 use crate::guard::{request_timeout, require_api_key};
 use crate::observe::{HttpMetrics, RequestInfo, mark_route, observe};
-use crate::oip::InferRequest;
+use crate::oip::{EncodedResponse, HEADER_LENGTH, decode_request, encode_response};
 use crate::openapi::openapi_document;
-use crate::sets::{ModelSet, binary_unsupported};
+use crate::repository;
+use crate::sets::ModelSet;
 
 pub(crate) struct App {
     pub(crate) sets: Vec<Box<dyn ModelSet>>,
     pub(crate) metrics: Metrics,
     pub(crate) draining: AtomicBool,
     pub(crate) max_body_bytes: usize,
+    /// The model repository's root, `ROOT/NAME/VERSION/`.
+    pub(crate) models_root: PathBuf,
+    /// Held while models are loaded, unloaded or rescanned: one change at a time.
+    pub(crate) control: Mutex<()>,
     pub(crate) http: Arc<HttpMetrics>,
 }
 
@@ -48,6 +54,19 @@ impl App {
             .find(|s| s.names().iter().any(|n| n == name))
             .map(|s| &**s)
             .ok_or_else(|| {
+                if self
+                    .sets
+                    .iter()
+                    .any(|s| s.unloaded().iter().any(|(n, _)| n == name))
+                {
+                    return ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "model `{name}` is unloaded; load it again with POST \
+                             /v2/repository/models/{name}/load"
+                        ),
+                    );
+                }
                 let known: Vec<String> = self.sets.iter().flat_map(|s| s.names()).collect();
                 ApiError::new(
                     StatusCode::NOT_FOUND,
@@ -79,7 +98,7 @@ pub(crate) async fn server_metadata() -> Response {
     axum::Json(json!({
         "name": "modelhost",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["model_repository"],
+        "extensions": ["binary_tensor_data", "model_repository"],
     }))
     .into_response()
 }
@@ -164,8 +183,18 @@ pub(crate) async fn infer_answer(
             // An unknown version is a 404 whatever the body holds.
             set.ready(model, Some(version))?;
         }
-        if headers.contains_key("inference-header-content-length") {
-            return Err(binary_unsupported());
+        if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
+            && encoding.as_bytes() != b"identity"
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "the request body is compressed (Content-Encoding: {}), which this server \
+                     does not read; send it uncompressed (tritonclient: no \
+                     request_compression_algorithm)",
+                    String::from_utf8_lossy(encoding.as_bytes())
+                ),
+            ));
         }
         let body = body.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -181,30 +210,31 @@ pub(crate) async fn infer_answer(
                 ApiError::new(rejection.status(), rejection.body_text())
             }
         })?;
-        let request: InferRequest = serde_json::from_slice(&body).map_err(|e| {
-            let what = if e.is_data() {
-                "the request is not an infer request"
-            } else {
-                "the request body is not valid JSON"
-            };
-            ApiError::bad(format!(
-                "{what}: {e}; expected {{\"inputs\": [{{\"name\", \"shape\", \"datatype\", \
-                 \"data\"}}]}} (see /v2/openapi.json)"
-            ))
-        })?;
-        set.infer(model, version, request).await
+        let header_length = match headers.get(HEADER_LENGTH) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                ApiError::bad(
+                    "the Inference-Header-Content-Length header is not text; it must be the \
+                     length in bytes of the JSON that starts the body, a whole number",
+                )
+            })?),
+        };
+        let request = decode_request(header_length, &body)?;
+        let binary = request.binary_outputs.clone();
+        let response = set.infer(model, version, request).await?;
+        let info = RequestInfo {
+            model: model.to_string(),
+            version: Some(response.model_version.clone()),
+            rows: (response.outputs.first())
+                .and_then(|t| t.shape.first().copied())
+                .unwrap_or(0),
+        };
+        encode_response(&response, &binary)
+            .map(|encoded| (encoded, info))
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
     };
     let (mut response, info) = match answer.await {
-        Ok(answer) => {
-            let info = RequestInfo {
-                model: model.to_string(),
-                version: Some(answer.model_version.clone()),
-                rows: (answer.outputs.first())
-                    .and_then(|t| t.shape.first().copied())
-                    .unwrap_or(0),
-            };
-            (axum::Json(answer).into_response(), info)
-        }
+        Ok((encoded, info)) => (encoded_answer(encoded), info),
         Err(e) => {
             let info = RequestInfo {
                 model: model.to_string(),
@@ -218,21 +248,19 @@ pub(crate) async fn infer_answer(
     response
 }
 
-pub(crate) async fn repository_index(State(app): AppState) -> Response {
-    let mut index = Vec::new();
-    for set in &app.sets {
-        for name in set.names() {
-            for (version, ready) in set.versions(&name) {
-                index.push(json!({
-                    "name": name,
-                    "version": version,
-                    "state": if ready { "READY" } else { "UNAVAILABLE" },
-                    "kind": set.kind().name(),
-                }));
-            }
-        }
+/// An encoded infer response: JSON, or JSON and binary tensor data.
+pub(crate) fn encoded_answer(encoded: EncodedResponse) -> Response {
+    let content_type = match encoded.header_length {
+        Some(_) => "application/octet-stream",
+        None => "application/json",
+    };
+    let mut response = encoded.body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(length) = encoded.header_length {
+        headers.insert(HEADER_LENGTH, HeaderValue::from(length));
     }
-    axum::Json(Value::Array(index)).into_response()
+    response
 }
 
 pub(crate) async fn metrics(State(app): AppState) -> Response {
@@ -315,7 +343,12 @@ pub(crate) fn router(app: Arc<App>, guards: &Guards) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(infer_version),
         )
-        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload),
+        )
         .route("/v2/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route_layer(from_fn(mark_route))

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use modelhost::Health;
@@ -16,7 +15,7 @@ use modelhost::metrics::Metrics;
 use modelhost::models::classifier::TextClassifier;
 use modelhost::models::mlp::MlpClassifier;
 use modelhost::models::sentence::SentenceEmbedder;
-use modelhost::registry::{ModelRepository, Registry, ReloadReport, VersionHandle};
+use modelhost::registry::{ModelRepository, Registry, RegistryError, ReloadReport, VersionHandle};
 use modelhost::{Model, PredictorBuilder};
 
 use crate::codec::Codec;
@@ -25,6 +24,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::kind::{Kind, unrecognised};
 use crate::limits::Admission;
 use crate::oip::{InferRequest, InferResponse, InputTensor, TensorMeta};
+
+/// How long a load waits for a new version's warm-up before answering.
+pub(crate) const LOAD_WARM_UP_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -45,6 +47,14 @@ pub(crate) trait ModelSet: Send + Sync {
         request: InferRequest,
     ) -> BoxFuture<ApiResult<InferResponse>>;
     fn reload(&self) -> Result<ReloadReport, LoadError>;
+    /// Brings model `name` in step with its directory ([`ModelRepository::load`]) and waits
+    /// for the new versions' warm-up; a set that accepts none of its version directories
+    /// and does not serve it changes nothing.
+    fn load(&self, name: &str) -> Result<ReloadReport, LoadError>;
+    /// Takes model `name` out until it is loaded again ([`ModelRepository::unload`]).
+    fn unload(&self, name: &str) -> Result<Vec<String>, RegistryError>;
+    /// `(name, version)` of the models unloaded, with the versions they had.
+    fn unloaded(&self) -> Vec<(String, String)>;
     /// Stops taking requests, answers those queued, joins the workers.
     fn shutdown(&self);
 }
@@ -98,13 +108,6 @@ pub(crate) fn select_input<'r>(
             )));
         }
     };
-    if tensor
-        .parameters
-        .as_ref()
-        .is_some_and(|p| p.contains_key("binary_data_size"))
-    {
-        return Err(binary_unsupported());
-    }
     for wanted in request.outputs.iter().flatten() {
         if !outputs.iter().any(|o| o.name == wanted.name) {
             let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
@@ -115,14 +118,6 @@ pub(crate) fn select_input<'r>(
         }
     }
     Ok(tensor)
-}
-
-pub(crate) fn binary_unsupported() -> ApiError {
-    ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "the binary tensor data extension is not supported; send tensors as JSON \
-         (tritonclient: set_data_from_numpy(..., binary_data=False))",
-    )
 }
 
 impl<M: Codec> ModelSet for Served<M> {
@@ -254,6 +249,37 @@ impl<M: Codec> ModelSet for Served<M> {
 
     fn reload(&self) -> Result<ReloadReport, LoadError> {
         self.repository.reload()
+    }
+
+    fn load(&self, name: &str) -> Result<ReloadReport, LoadError> {
+        let mut report = self.repository.load(name)?;
+        // Answered once the new versions can serve, as Triton's load does: each waits for
+        // its warm-up, and one that fails or outlasts the wait is reported as failed.
+        let registry = self.registry();
+        for (model, version) in std::mem::take(&mut report.added) {
+            let warm = registry.handle(&model, &version).map(|h| {
+                let ok = h.predictor().wait_warmed_up(LOAD_WARM_UP_WAIT);
+                (ok, h.predictor().health().warmup_error)
+            });
+            match warm {
+                Ok((true, _)) => report.added.push((model, version)),
+                Ok((false, error)) => {
+                    let why = error
+                        .unwrap_or_else(|| format!("still warming up after {LOAD_WARM_UP_WAIT:?}"));
+                    report.failed.push((model, version, why));
+                }
+                Err(e) => report.failed.push((model, version, e.to_string())),
+            }
+        }
+        Ok(report)
+    }
+
+    fn unload(&self, name: &str) -> Result<Vec<String>, RegistryError> {
+        self.repository.unload(name)
+    }
+
+    fn unloaded(&self) -> Vec<(String, String)> {
+        self.repository.unloaded()
     }
 
     fn shutdown(&self) {
