@@ -44,6 +44,10 @@ pub(crate) struct Args {
     /// Largest request body, in bytes (413 above it).
     #[arg(long, env = "MODELHOST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub(crate) max_body_bytes: usize,
+    /// Most inputs (texts, rows, instances) in one request of the OpenAI, TEI and TF
+    /// Serving routes (413 above it).
+    #[arg(long, env = "MODELHOST_MAX_INPUTS", default_value_t = 2048)]
+    pub(crate) max_inputs: usize,
     /// On SIGTERM, how long requests in flight may take before they are closed, in seconds.
     #[arg(
         long = "drain-timeout-s",

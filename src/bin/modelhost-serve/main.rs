@@ -14,13 +14,16 @@
 //! ```
 //!
 //! `ROOT` is a model repository, `ROOT/NAME/VERSION/`. The kind of each version directory
-//! is recognised from its own files: `tokenizer.json` with a `config.json` whose
-//! `architectures` name a `...ForSequenceClassification` (a Hugging Face fine-tuned text
-//! classifier as it comes) is a text classifier; other `tokenizer.json` directories with
-//! `modules.json` or `config.json` (a sentence-transformers directory) are text embedders;
-//! `model.json` with `model.safetensors` is an MLP classifier (the shipped digits model). A
-//! `modelhost.json` of `{"kind": "text-embedder"}`, `{"kind": "text-classifier"}` or
-//! `{"kind": "mlp-classifier"}` overrides the guess. The highest version of each model is
+//! is recognised from its own files (`kind.rs`): `tabular.json` is a tabular model;
+//! `model.json` with `model.safetensors` an MLP classifier (the shipped digits model);
+//! `tokenizer.json` with a `config.json` whose `architectures` name a
+//! `...ForSequenceClassification` a cross-encoder when the head has one label (`num_labels`,
+//! else the size of `id2label`, and not multi-label), a text classifier otherwise; other
+//! `tokenizer.json` directories with `modules.json` or `config.json` (sentence-transformers)
+//! text embedders; a `config.json` naming a timm ResNet (`architecture`) or a ViT
+//! (`model_type: vit`) an image classifier. A `modelhost.json` of `{"kind": "..."}`
+//! (`text-embedder`, `text-classifier`, `cross-encoder`, `mlp-classifier`,
+//! `image-classifier`, `tabular`) overrides the guess. The highest version of each model is
 //! the one that answers when a request names no version.
 //!
 //! Endpoints (see `GET /v2/openapi.json`):
@@ -34,8 +37,13 @@
 //! | `POST /v2/models/{m}[/versions/{v}]/infer` | inference, JSON tensors |
 //! | `POST /v2/repository/index` | every model version and its state |
 //! | `GET /metrics` | Prometheus text format |
+//! | `POST /v1/embeddings` | OpenAI embeddings (`openai.rs`) |
+//! | `POST /embed`, `/rerank`, `/tokenize` | Hugging Face TEI (`tei.rs`) |
+//! | `POST /v1/models/{m}[/versions/{v}]:predict`, `GET /v1/models/{m}` | TF Serving / KServe V1 (`tfserving.rs`) |
+//! | `POST /predictions/{m}[/{v}]`, `GET /ping` | TorchServe (`torchserve.rs`) |
 //!
-//! Errors are `{"error": "..."}`: 400 bad input (the message says what to fix), 404 unknown
+//! Errors are `{"error": "..."}` (the OpenAI, TEI and TorchServe routes use their own
+//! protocol's shape): 400 bad input (the message says what to fix), 404 unknown
 //! model, version or route, 405 wrong method, 413 body over `--max-body-bytes`, 415 the
 //! binary tensor extension (send JSON: tritonclient's `binary_data=False`), 429 queue full,
 //! 503 shutting down or a request past its `--deadline-ms` (both: not computed, retry;
@@ -51,13 +59,21 @@
 //! version's directory is removed), removed ones retired.
 
 mod codec;
+mod codec_kinds;
 mod config;
 mod error;
 mod kind;
+mod natural;
 mod oip;
+mod openai;
 mod openapi;
+mod request;
 mod routes;
 mod sets;
+mod tei;
+mod text;
+mod tfserving;
+mod torchserve;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -141,6 +157,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         metrics,
         draining: AtomicBool::new(false),
         max_body_bytes: args.max_body_bytes,
+        max_inputs: args.max_inputs,
     });
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

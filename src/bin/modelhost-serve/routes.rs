@@ -24,6 +24,8 @@ pub(crate) struct App {
     pub(crate) metrics: Metrics,
     pub(crate) draining: AtomicBool,
     pub(crate) max_body_bytes: usize,
+    /// Most inputs in one request of the OpenAI, TEI and TF Serving routes.
+    pub(crate) max_inputs: usize,
 }
 
 pub(crate) type AppState = State<Arc<App>>;
@@ -286,6 +288,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .merge(crate::openai::routes())
+        .merge(crate::tei::routes())
+        .merge(crate::tfserving::routes())
+        .merge(crate::torchserve::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

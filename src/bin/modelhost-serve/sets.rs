@@ -12,17 +12,21 @@ use modelhost::batch::BatchPolicy;
 use modelhost::cache::PredictionCache;
 use modelhost::error::LoadError;
 use modelhost::metrics::Metrics;
-use modelhost::models::classifier::TextClassifier;
+use modelhost::models::classifier::{CrossEncoder, TextClassifier};
+use modelhost::models::image::ImageClassifier;
 use modelhost::models::mlp::MlpClassifier;
 use modelhost::models::sentence::SentenceEmbedder;
-use modelhost::registry::{ModelRepository, Registry, ReloadReport};
+use modelhost::models::tabular::TabularModel;
+use modelhost::registry::{ModelRepository, Registry, RegistryError, ReloadReport, VersionHandle};
 use modelhost::{Model, PredictorBuilder};
 
 use crate::codec::Codec;
 use crate::config::Args;
 use crate::error::{ApiError, ApiResult};
 use crate::kind::{Kind, unrecognised};
+use crate::natural::{self, Natural, NaturalRows};
 use crate::oip::{InferRequest, InferResponse, InputTensor, TensorMeta};
+use crate::text::TextHandle;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -42,6 +46,16 @@ pub(crate) trait ModelSet: Send + Sync {
         version: Option<&str>,
         request: InferRequest,
     ) -> BoxFuture<ApiResult<InferResponse>>;
+    /// Rows in the model's natural JSON (TF Serving, KServe V1, TorchServe): the version
+    /// that answered and one answer per row.
+    fn predict_natural(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        rows: NaturalRows,
+    ) -> BoxFuture<ApiResult<(String, Vec<Value>)>>;
+    /// The model as the OpenAI and TEI routes use it; `None` unless it reads text.
+    fn text(&self, name: &str, version: Option<&str>) -> ApiResult<Option<TextHandle>>;
     fn reload(&self) -> Result<ReloadReport, LoadError>;
     /// Stops taking requests, answers those queued, joins the workers.
     fn shutdown(&self);
@@ -56,6 +70,43 @@ impl<M: Codec> Served<M> {
     pub(crate) fn registry(&self) -> &Arc<Registry<M>> {
         self.repository.registry()
     }
+
+    /// The version a request for `version` (none: the model's routing) goes to.
+    fn resolve(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<VersionHandle<M>, RegistryError> {
+        match version {
+            Some(v) => self.registry().handle(name, v),
+            None => self.registry().route(name, None),
+        }
+    }
+}
+
+/// Predicts `inputs` on `handle`: one row through `predict_async`; several as one
+/// `predict_many` call on a blocking thread, so the batcher sees all of them. An error
+/// names its row when there are several.
+pub(crate) async fn predict_rows<M: Model>(
+    handle: &VersionHandle<M>,
+    mut inputs: Vec<M::Input>,
+) -> ApiResult<Vec<M::Output>> {
+    let rows = inputs.len();
+    let answers = match (rows, inputs.pop()) {
+        (1, Some(input)) => vec![handle.predictor().predict_async(input).await],
+        (_, last) => {
+            inputs.extend(last);
+            let pinned = handle.clone();
+            tokio::task::spawn_blocking(move || pinned.predictor().predict_many(inputs))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        }
+    };
+    answers
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| a.map_err(|e| ApiError::predict(e, (rows > 1).then_some(i))))
+        .collect()
 }
 
 /// Checks the request's tensor names against the model's and returns its one input.
@@ -116,7 +167,7 @@ pub(crate) fn binary_unsupported() -> ApiError {
     )
 }
 
-impl<M: Codec> ModelSet for Served<M> {
+impl<M: Codec + Natural> ModelSet for Served<M> {
     fn kind(&self) -> Kind {
         self.kind
     }
@@ -154,7 +205,7 @@ impl<M: Codec> ModelSet for Served<M> {
             "name": name,
             "versions": versions,
             "platform": M::PLATFORM,
-            "inputs": [model.input_meta()],
+            "inputs": model.inputs_meta(),
             "outputs": model.outputs_meta(),
         }))
     }
@@ -181,35 +232,14 @@ impl<M: Codec> ModelSet for Served<M> {
         version: Option<&str>,
         request: InferRequest,
     ) -> BoxFuture<ApiResult<InferResponse>> {
-        let handle = match version {
-            Some(v) => self.registry().handle(name, v),
-            None => self.registry().route(name, None),
-        };
+        let handle = self.resolve(name, version);
         let name = name.to_string();
         Box::pin(async move {
             let handle = handle.map_err(ApiError::registry)?;
             let model = handle.predictor().model();
             let outputs_meta = model.outputs_meta();
-            let tensor = select_input(&name, &model.input_meta(), &outputs_meta, &request)?;
-            let mut inputs = model.decode(tensor)?;
-            let rows = inputs.len();
-            let answers = match (rows, inputs.pop()) {
-                (1, Some(input)) => vec![handle.predictor().predict_async(input).await],
-                (_, last) => {
-                    inputs.extend(last);
-                    let pinned = handle.clone();
-                    tokio::task::spawn_blocking(move || pinned.predictor().predict_many(inputs))
-                        .await
-                        .map_err(|e| {
-                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                        })?
-                }
-            };
-            let outputs = answers
-                .into_iter()
-                .enumerate()
-                .map(|(i, a)| a.map_err(|e| ApiError::predict(e, (rows > 1).then_some(i))))
-                .collect::<ApiResult<Vec<_>>>()?;
+            let inputs = model.decode_request(&name, &outputs_meta, &request)?;
+            let outputs = predict_rows(&handle, inputs).await?;
             let mut tensors = model.encode(outputs);
             if let Some(wanted) = &request.outputs {
                 tensors.retain(|t| wanted.iter().any(|w| w.name == t.name));
@@ -221,6 +251,20 @@ impl<M: Codec> ModelSet for Served<M> {
                 outputs: tensors,
             })
         })
+    }
+
+    fn predict_natural(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        rows: NaturalRows,
+    ) -> BoxFuture<ApiResult<(String, Vec<Value>)>> {
+        natural::predict(self.resolve(name, version), rows)
+    }
+
+    fn text(&self, name: &str, version: Option<&str>) -> ApiResult<Option<TextHandle>> {
+        let handle = self.resolve(name, version).map_err(ApiError::registry)?;
+        Ok(M::text_handle(handle))
     }
 
     fn reload(&self) -> Result<ReloadReport, LoadError> {
@@ -239,9 +283,51 @@ impl<M: Codec> ModelSet for Served<M> {
     }
 }
 
+/// How every predictor of the server is configured: the batch policy and deadline.
+fn configure<M: Model>(
+    policy: BatchPolicy,
+    deadline: Option<Duration>,
+) -> impl Fn(PredictorBuilder<M>) -> PredictorBuilder<M> + Send + Sync + 'static {
+    move |b| {
+        let b = b.policy(policy.clone());
+        match deadline {
+            Some(d) => b.deadline(d),
+            None => b,
+        }
+    }
+}
+
+/// A registry whose predictors [`configure`] sets up.
+fn registry<M: Model>(policy: &BatchPolicy, deadline: Option<Duration>) -> Registry<M> {
+    Registry::with_predictor_config(configure(policy.clone(), deadline))
+}
+
+/// Opens the repository of one kind over `root` (the directories of that kind), with its
+/// registry registered for metrics; load failures go to `failed`.
+fn open_kind<M: Codec + Natural>(
+    args: &Args,
+    metrics: &Metrics,
+    kind: Kind,
+    registry: Registry<M>,
+    load: impl Fn(&Path) -> Result<M, LoadError> + Send + Sync + 'static,
+    failed: &mut Vec<String>,
+) -> Result<Box<dyn ModelSet>, String> {
+    let registry = Arc::new(registry);
+    let (repository, report) = ModelRepository::open_filtered(
+        &args.models,
+        registry.clone(),
+        move |dir: &Path| Kind::of(dir) == Ok(kind),
+        load,
+    )
+    .map_err(|e| e.to_string())?;
+    metrics.register_registry(&registry);
+    failed
+        .extend((report.failed.iter()).map(|(name, version, e)| format!("{name}/{version}: {e}")));
+    Ok(Box::new(Served { kind, repository }))
+}
+
 /// Opens one repository per kind over `root`, each taking the directories of its kind.
 pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn ModelSet>>, String> {
-    let of_kind = |kind: Kind| move |dir: &Path| Kind::of(dir) == Ok(kind);
     let policy = BatchPolicy {
         max_batch_size: args.max_batch_size,
         max_batch_tokens: args.max_batch_tokens,
@@ -250,18 +336,6 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
         ..BatchPolicy::default()
     };
     let deadline = args.deadline();
-    fn configure<M: Model>(
-        policy: BatchPolicy,
-        deadline: Option<Duration>,
-    ) -> impl Fn(PredictorBuilder<M>) -> PredictorBuilder<M> + Send + Sync + 'static {
-        move |b| {
-            let b = b.policy(policy.clone());
-            match deadline {
-                Some(d) => b.deadline(d),
-                None => b,
-            }
-        }
-    }
 
     // Texts repeat (search queries, labels): the embedder may cache, keyed by raw text.
     let cache = (args.cache_bytes() > 0).then(|| {
@@ -274,69 +348,78 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
         cache
     });
     let configure_text = configure(policy.clone(), deadline);
-    let text = Arc::new(Registry::with_predictor_config(move |b| {
+    let text = Registry::with_predictor_config(move |b| {
         let b = configure_text(b);
         match &cache {
             Some(cache) => b.cache(cache.clone()),
             None => b,
         }
-    }));
-    let (text_repo, text_report) = ModelRepository::open_filtered(
-        &args.models,
-        text.clone(),
-        of_kind(Kind::TextEmbedder),
-        |dir: &Path| SentenceEmbedder::load(dir),
-    )
-    .map_err(|e| e.to_string())?;
-    let classifier = Arc::new(Registry::with_predictor_config(configure(
-        policy.clone(),
-        deadline,
-    )));
-    let (classifier_repo, classifier_report) = ModelRepository::open_filtered(
-        &args.models,
-        classifier.clone(),
-        of_kind(Kind::TextClassifier),
-        |dir: &Path| TextClassifier::load(dir),
-    )
-    .map_err(|e| e.to_string())?;
-    let mlp = Arc::new(Registry::with_predictor_config(configure(policy, deadline)));
-    let (mlp_repo, mlp_report) = ModelRepository::open_filtered(
-        &args.models,
-        mlp.clone(),
-        of_kind(Kind::MlpClassifier),
-        |dir: &Path| MlpClassifier::load(dir),
-    )
-    .map_err(|e| e.to_string())?;
-    metrics.register_registry(&text);
-    metrics.register_registry(&classifier);
-    metrics.register_registry(&mlp);
-
-    let failed: Vec<String> = [&text_report, &classifier_report, &mlp_report]
-        .iter()
-        .flat_map(|r| &r.failed)
-        .map(|(name, version, e)| format!("{name}/{version}: {e}"))
-        .chain(unrecognised(&args.models))
-        .collect();
+    });
+    let mut failed = Vec::new();
+    let f = &mut failed;
+    let sets = vec![
+        open_kind(
+            args,
+            metrics,
+            Kind::TextEmbedder,
+            text,
+            |d: &Path| SentenceEmbedder::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::TextClassifier,
+            registry(&policy, deadline),
+            |d: &Path| TextClassifier::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::CrossEncoder,
+            registry(&policy, deadline),
+            |d: &Path| CrossEncoder::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::MlpClassifier,
+            registry(&policy, deadline),
+            |d: &Path| MlpClassifier::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::ImageClassifier,
+            registry(&policy, deadline),
+            |d: &Path| ImageClassifier::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::Tabular,
+            registry(&policy, deadline),
+            |d: &Path| TabularModel::load(d),
+            f,
+        )?,
+    ];
+    failed.extend(unrecognised(&args.models));
     if !failed.is_empty() {
         return Err(format!(
             "some model versions could not be loaded:\n  {}",
             failed.join("\n  ")
         ));
     }
-    let sets: Vec<Box<dyn ModelSet>> = vec![
-        Box::new(Served {
-            kind: Kind::TextEmbedder,
-            repository: text_repo,
-        }),
-        Box::new(Served {
-            kind: Kind::TextClassifier,
-            repository: classifier_repo,
-        }),
-        Box::new(Served {
-            kind: Kind::MlpClassifier,
-            repository: mlp_repo,
-        }),
-    ];
+    refuse_name_clashes(&sets)?;
+    Ok(sets)
+}
+
+/// Refuses a model name that has versions of two kinds (each kind has its own registry).
+fn refuse_name_clashes(sets: &[Box<dyn ModelSet>]) -> Result<(), String> {
     let mut clash: Vec<String> = sets
         .iter()
         .enumerate()
@@ -354,5 +437,5 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             "models {clash:?} have versions of two kinds; give each kind its own model name"
         ));
     }
-    Ok(sets)
+    Ok(())
 }
