@@ -235,7 +235,7 @@ async fn embeddings_answer(
 }
 
 /// The embeddings of `texts` and the number of tokens the model read for them.
-pub(crate) async fn embed_counting(
+async fn embed_counting(
     handle: &VersionHandle<SentenceEmbedder>,
     texts: Vec<String>,
 ) -> ApiResult<(Vec<Vec<f32>>, usize)> {

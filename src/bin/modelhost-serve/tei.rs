@@ -25,7 +25,7 @@ use modelhost::models::classifier::TextPair;
 
 use crate::error::{ApiError, ApiResult};
 use crate::kind::Kind;
-use crate::openai::{embed_counting, normalize};
+use crate::openai::normalize;
 use crate::request;
 use crate::routes::{App, AppState};
 use crate::sets::predict_rows;
@@ -211,7 +211,8 @@ async fn embed_answer(
     if !request.truncate.unwrap_or(false) {
         refuse_truncated(&handle, &texts).await?;
     }
-    let (mut vectors, _) = embed_counting(embedder, texts).await?;
+    let embeddings = predict_rows(embedder, texts).await?;
+    let mut vectors: Vec<Vec<f32>> = embeddings.into_iter().map(|e| e.into_vec()).collect();
     if !normalizes && request.normalize != Some(false) {
         vectors.iter_mut().for_each(|v| normalize(v));
     }
