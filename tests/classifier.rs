@@ -338,6 +338,29 @@ fn bad_pairs_get_typed_errors_naming_the_field_and_the_limit() {
         .tokenize(&TextPair::new("a query", "word ".repeat(600)))
         .unwrap();
     assert_eq!(t.len(), 512);
+    // `tokens` says so, and tells the passage's tokens (type 1, offsets in the passage).
+    let listed = ranker
+        .tokens(&TextPair::new("a query", "word ".repeat(600)))
+        .unwrap();
+    assert!(listed.truncated);
+    assert_eq!(listed.len(), 512);
+    let ids: Vec<u32> = listed.tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids, t.ids());
+    let second = &listed.tokens[4];
+    assert_eq!(
+        (
+            second.text.as_str(),
+            second.type_id,
+            second.start,
+            second.stop
+        ),
+        ("word", 1, Some(0), Some(4))
+    );
+    let short = ranker
+        .tokens(&TextPair::new("a query", "a passage"))
+        .unwrap();
+    assert!(!short.truncated);
+    assert_eq!(short.len(), 7);
     // A pair is tokenized whole (which of two long texts is longer decides the split), so
     // a text past the input limit is refused even with truncation on.
     let huge = "word ".repeat(300_000);

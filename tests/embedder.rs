@@ -407,3 +407,38 @@ fn embed_cli_answers_a_line_that_is_not_utf8_with_an_error_row() {
         "a last line without \\n"
     );
 }
+
+#[test]
+fn tokens_list_each_token_with_its_text_and_offsets_and_say_when_a_text_was_cut() {
+    let embedder = SentenceEmbedder::load(common::minilm_dir()).unwrap();
+    let text = "Hello, Wörld!";
+    let tokens = embedder.tokens(text).unwrap();
+    assert!(!tokens.truncated);
+    let listed: Vec<_> = tokens
+        .tokens
+        .iter()
+        .map(|t| (t.id, t.text.as_str(), t.special, t.start, t.stop))
+        .collect();
+    // BERT's uncased vocabulary: the normaliser lowercases and strips the accent, but the
+    // text of each token is what it was read from.
+    assert_eq!(
+        listed,
+        vec![
+            (101, "[CLS]", true, None, None),
+            (7592, "Hello", false, Some(0), Some(5)),
+            (1010, ",", false, Some(5), Some(6)),
+            (2088, "Wörld", false, Some(7), Some(13)),
+            (999, "!", false, Some(13), Some(14)),
+            (102, "[SEP]", true, None, None),
+        ]
+    );
+    // The same ids the embedder computes with.
+    let ids: Vec<u32> = tokens.tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids, embedder.tokenize(text).unwrap().ids());
+
+    let long = long_text(20_000);
+    let cut = embedder.tokens(&long).unwrap();
+    assert!(cut.truncated);
+    assert_eq!(cut.len(), embedder.max_seq_length());
+    assert_eq!(cut.tokens.last().map(|t| t.text.as_str()), Some("[SEP]"));
+}

@@ -21,7 +21,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::Classification;
-use super::text::{TextEncoder, TextOptions, TokenizedText};
+use super::text::{TextEncoder, TextOptions, TextTokens, TokenizedText};
 use crate::cache::CacheWeight;
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::read_json;
@@ -271,6 +271,14 @@ impl TextClassifier {
         self.encoder.tokenize("text", text, None)
     }
 
+    /// Each token of one text as the classifier reads it (special tokens included), with
+    /// its text and byte offsets, and whether the text was cut to
+    /// [`max_seq_length`](Self::max_seq_length). Refused as [`tokenize`](Self::tokenize)
+    /// refuses.
+    pub fn tokens(&self, text: &str) -> Result<TextTokens, InputError> {
+        self.encoder.tokens("text", text, None)
+    }
+
     /// The pooled `[CLS]` vectors the classification layer reads, one per text: what to
     /// train a new head on.
     pub fn features(&self, batch: &[TokenizedText]) -> Result<Vec<Vec<f32>>, RuntimeError> {
@@ -367,6 +375,19 @@ impl TextPair {
     }
 }
 
+/// Refuses a pair with an empty (or all-whitespace) text, naming it.
+fn check_pair(pair: &TextPair) -> Result<(), InputError> {
+    for (field, text) in [("query", &pair.query), ("passage", &pair.passage)] {
+        if text.trim().is_empty() {
+            return Err(InputError::Invalid {
+                field: field.into(),
+                reason: "it is empty; give a non-empty text".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A cross-encoder's answer for one pair.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Relevance {
@@ -457,16 +478,19 @@ impl CrossEncoder {
 
     /// Tokenizes a pair as the model will see it.
     pub fn tokenize(&self, pair: &TextPair) -> Result<TokenizedText, InputError> {
-        for (field, text) in [("query", &pair.query), ("passage", &pair.passage)] {
-            if text.trim().is_empty() {
-                return Err(InputError::Invalid {
-                    field: field.into(),
-                    reason: "it is empty; give a non-empty text".into(),
-                });
-            }
-        }
+        check_pair(pair)?;
         self.encoder
             .tokenize("pair", &pair.query, Some(&pair.passage))
+    }
+
+    /// Each token of a pair as the model reads it (special tokens included; the
+    /// passage's have `type_id` 1), with its text and byte offsets in its own text, and
+    /// whether the pair was cut to [`max_seq_length`](Self::max_seq_length). Refused as
+    /// [`tokenize`](Self::tokenize) refuses.
+    pub fn tokens(&self, pair: &TextPair) -> Result<TextTokens, InputError> {
+        check_pair(pair)?;
+        self.encoder
+            .tokens("pair", &pair.query, Some(&pair.passage))
     }
 
     /// The pooled `[CLS]` vectors the scoring layer reads, one per pair: what to train a

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::text::{EmbedderOptions, Engine, TokenizedText};
+use super::text::{EmbedderOptions, Engine, TextTokens, TokenizedText};
 use super::text::{TextEncoder, TextOptions};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};
@@ -333,6 +333,14 @@ impl SentenceEmbedder {
     /// Tokenizes one text as the embedder will see it.
     pub fn tokenize(&self, text: &str) -> Result<TokenizedText, InputError> {
         self.encoder.tokenize("text", text, None)
+    }
+
+    /// Each token of one text as the embedder reads it (special tokens included), with
+    /// its text and byte offsets, and whether the text was cut to
+    /// [`max_seq_length`](Self::max_seq_length): what a tokenize endpoint lists and what
+    /// token counts are made of. Refused as [`tokenize`](Self::tokenize) refuses.
+    pub fn tokens(&self, text: &str) -> Result<TextTokens, InputError> {
+        self.encoder.tokens("text", text, None)
     }
 
     /// Embeds a batch of tokenized texts with the loaded engine.

@@ -11,15 +11,35 @@ use modelhost::models::mlp::MlpClassifier;
 use modelhost::models::sentence::{Embedding, SentenceEmbedder};
 
 use crate::error::{ApiError, ApiResult};
-use crate::oip::{InputTensor, OutputTensor, TensorData, TensorMeta};
+use crate::oip::{InferRequest, InputTensor, OutputTensor, TensorData, TensorMeta};
+use crate::sets::select_input;
 
 /// How one model type's typed inputs and outputs map to protocol tensors.
 pub(crate) trait Codec: Model<Input: Clone> {
     /// `platform` in model metadata.
     const PLATFORM: &'static str;
 
-    /// The one input tensor, batch dimension first.
+    /// The one input tensor, batch dimension first (the first, for a kind that takes
+    /// several: see [`inputs_meta`](Self::inputs_meta)).
     fn input_meta(&self) -> TensorMeta;
+
+    /// Every input tensor, batch dimension first: the one of
+    /// [`input_meta`](Self::input_meta) unless the kind takes several.
+    fn inputs_meta(&self) -> Vec<TensorMeta> {
+        vec![self.input_meta()]
+    }
+
+    /// The rows of a request to model `name`: its one input checked against the model's
+    /// and [`decode`](Self::decode)d. A kind that takes several inputs reads them all.
+    fn decode_request(
+        &self,
+        name: &str,
+        outputs: &[TensorMeta],
+        request: &InferRequest,
+    ) -> ApiResult<Vec<Self::Input>> {
+        let tensor = select_input(name, &self.input_meta(), outputs, request)?;
+        self.decode(tensor)
+    }
 
     /// The output tensors, batch dimension first.
     fn outputs_meta(&self) -> Vec<TensorMeta>;

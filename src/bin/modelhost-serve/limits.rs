@@ -24,6 +24,20 @@ pub(crate) struct Admission {
 
 type Answers<O> = Vec<Result<Routed<O>, PredictError>>;
 
+/// The process's admission, set once at start-up (every route's rows go through it).
+static ADMISSION: std::sync::OnceLock<Admission> = std::sync::OnceLock::new();
+
+/// Sets the process's admission; the first call wins.
+pub(crate) fn install(admission: Admission) {
+    let _ = ADMISSION.set(admission);
+}
+
+/// The process's admission (defaults until `install` is called: 1024 rows per request,
+/// 512 bulk rows).
+pub(crate) fn admission() -> &'static Admission {
+    ADMISSION.get_or_init(|| Admission::new(1024, 512))
+}
+
 impl Admission {
     pub(crate) fn new(max_rows: usize, bulk_rows: usize) -> Self {
         let bulk_rows = bulk_rows.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));

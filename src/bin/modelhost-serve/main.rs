@@ -11,13 +11,16 @@
 //! Every flag can be set by an environment variable instead (`--help` names them).
 //!
 //! `ROOT` is a model repository, `ROOT/NAME/VERSION/`. The kind of each version directory
-//! is recognised from its own files: `tokenizer.json` with a `config.json` whose
-//! `architectures` name a `...ForSequenceClassification` (a Hugging Face fine-tuned text
-//! classifier as it comes) is a text classifier; other `tokenizer.json` directories with
-//! `modules.json` or `config.json` (a sentence-transformers directory) are text embedders;
-//! `model.json` with `model.safetensors` is an MLP classifier (the shipped digits model). A
-//! `modelhost.json` of `{"kind": "text-embedder"}`, `{"kind": "text-classifier"}` or
-//! `{"kind": "mlp-classifier"}` overrides the guess. The highest version of each model is
+//! is recognised from its own files (`kind.rs`): `tabular.json` is a tabular model;
+//! `model.json` with `model.safetensors` an MLP classifier (the shipped digits model);
+//! `tokenizer.json` with a `config.json` whose `architectures` name a
+//! `...ForSequenceClassification` a cross-encoder when the head has one label (`num_labels`,
+//! else the size of `id2label`, and not multi-label), a text classifier otherwise; other
+//! `tokenizer.json` directories with `modules.json` or `config.json` (sentence-transformers)
+//! text embedders; a `config.json` naming a timm ResNet (`architecture`) or a ViT
+//! (`model_type: vit`) an image classifier. A `modelhost.json` of `{"kind": "..."}`
+//! (`text-embedder`, `text-classifier`, `cross-encoder`, `mlp-classifier`,
+//! `image-classifier`, `tabular`) overrides the guess. The highest version of each model is
 //! the one that answers when a request names no version.
 //!
 //! Endpoints (see `GET /v2/openapi.json`):
@@ -32,6 +35,10 @@
 //! | `POST /v2/repository/index` | every model version and its state |
 //! | `POST /v2/repository/models/{m}/load`, `.../unload` | load or unload one model |
 //! | `GET /metrics` | Prometheus text format |
+//! | `POST /v1/embeddings` | OpenAI embeddings (`openai.rs`) |
+//! | `POST /embed`, `/rerank`, `/tokenize` | Hugging Face TEI (`tei.rs`) |
+//! | `POST /v1/models/{m}[/versions/{v}]:predict`, `GET /v1/models/{m}` | TF Serving / KServe V1 (`tfserving.rs`) |
+//! | `POST /predictions/{m}[/{v}]`, `GET /ping` | TorchServe (`torchserve.rs`) |
 //!
 //! Triton's binary tensor data extension is spoken both ways (tritonclient's defaults): with
 //! `Inference-Header-Content-Length: N`, the body's first N bytes are the JSON and the
@@ -39,6 +46,13 @@
 //! request's `binary_data_output`) come back after the response's JSON (`oip`). Unloading a
 //! model takes all its versions out until it is loaded again; loading (re)reads its
 //! directory (`repository`).
+//!
+//! Errors are `{"error": "..."}` (the OpenAI, TEI and TorchServe routes use their own
+//! protocol's shape): 400 bad input (the message says what to fix), 404 unknown
+//! model, version or route, 405 wrong method, 413 body over `--max-body-bytes` or rows over
+//! `--max-client-batch-size`, 401 without the `--api-key`, 429 queue full,
+//! 503 shutting down or a request past its `--deadline-ms` (both: not computed, retry;
+//! 429 and 503 carry `Retry-After: 1`), 500 the model failed.
 //!
 //! Errors are `{"error": "..."}`: 400 bad input (the message says what to fix), 404 unknown
 //! or unloaded model, version or route, 405 wrong method, 413 body over `--max-body-bytes`,
@@ -56,18 +70,26 @@
 //! version's directory is removed), removed ones retired; unloaded models stay out.
 
 mod codec;
+mod codec_kinds;
 mod config;
 mod error;
 mod guard;
 mod kind;
 mod limits;
 mod listen;
+mod natural;
 mod observe;
 mod oip;
+mod openai;
 mod openapi;
 mod repository;
+mod request;
 mod routes;
 mod sets;
+mod tei;
+mod text;
+mod tfserving;
+mod torchserve;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -149,6 +171,10 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         request_timeout: args.request_timeout(),
         cors: guard::cors(&args.cors_allow_origin)?,
     };
+    limits::install(limits::Admission::new(
+        args.max_client_batch_size,
+        args.max_bulk_rows.unwrap_or(args.queue_capacity / 2),
+    ));
     let metrics = Metrics::new();
     let sets = open_sets(&args, &metrics)?;
     for set in &sets {
@@ -165,6 +191,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         http: Arc::default(),
         models_root: args.models.clone(),
         control: std::sync::Mutex::new(()),
+        max_inputs: args.max_client_batch_size,
     });
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.0 document of the endpoints.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 pub(crate) fn openapi_document() -> Value {
     let error = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
@@ -50,7 +50,7 @@ pub(crate) fn openapi_document() -> Value {
     };
     let both = json!([model, version]);
     let one = json!([model]);
-    json!({
+    let mut document = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "modelhost-serve (Open Inference Protocol v2)",
@@ -115,5 +115,80 @@ pub(crate) fn openapi_document() -> Value {
                 "reason": {"type": "string", "description": "why it is unavailable (unloaded)"}, "kind": {"type": "string"}}},
             "RepositoryControl": {"type": "object", "properties": {"parameters": {"type": "object", "description": "unload_dependents is accepted and has nothing to act on; config and file:... on load are refused"}}}
         }}
-    })
+    });
+    if let Some(paths) = document["paths"].as_object_mut() {
+        paths.extend(compat_paths());
+    }
+    document
+}
+
+/// The routes of the other protocols: OpenAI, TEI, TF Serving / KServe V1, TorchServe.
+fn compat_paths() -> Map<String, Value> {
+    let answer = |what: &str, schema: Value| json!({"description": what, "content": {"application/json": {"schema": schema}}});
+    let any = json!({"type": "object"});
+    let errors = |shape: &str| json!({"description": format!("error: {shape}"), "content": {"application/json": {"schema": {"type": "object"}}}});
+    let post = |summary: &str, request: Value, ok: Value, shape: &str, params: Value| {
+        json!({"post": {"summary": summary, "parameters": params,
+            "requestBody": {"required": true, "content": {"application/json": {"schema": request}}},
+            "responses": {"200": ok, "400": errors(shape), "404": errors(shape), "413": errors(shape), "422": errors(shape), "429": errors(shape), "503": errors(shape)}}})
+    };
+    let texts =
+        json!({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]});
+    let path_param = |name: &str, what: &str| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}, "description": what});
+    let tei_model = json!([
+        {"name": "model", "in": "query", "required": false, "schema": {"type": "string"}, "description": "the model (or header X-Model); default: the only model of the route's kind"}
+    ]);
+    let tf_status = |params: Value| {
+        json!({"summary": "TF Serving model status (with KServe V1's name and ready)", "parameters": params,
+        "responses": {"200": answer("model_version_status", any.clone()), "404": errors("{\"error\": \"...\"}")}})
+    };
+    let tf_predict = |params: Value| {
+        post(
+            "TF Serving / KServe V1 predict: the last segment ends in :predict",
+            json!({"type": "object", "properties": {"instances": {"type": "array", "items": {}}, "inputs": {}}}),
+            answer(
+                "{\"predictions\": [...]} or {\"outputs\": [...]}",
+                any.clone(),
+            ),
+            "{\"error\": \"...\"}",
+            params,
+        )
+    };
+    let torch = |params: Value| {
+        json!({"post": {"summary": "TorchServe inference: the raw body is the input (text, image file, or JSON)", "parameters": params,
+        "requestBody": {"required": true, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {"200": answer("the output's natural JSON", any.clone()), "400": errors("TorchServe's {code, type, message}"), "404": errors("TorchServe's {code, type, message}")}}})
+    };
+    let paths = json!({
+        "/v1/embeddings": post("OpenAI embeddings (text embedders)",
+            json!({"type": "object", "required": ["input"], "properties": {"input": texts.clone(), "model": {"type": "string"},
+                "encoding_format": {"type": "string", "enum": ["float", "base64"]}, "dimensions": {"type": "integer", "minimum": 1}}}),
+            answer("{object: list, data: [{object: embedding, index, embedding}], model, usage}", any.clone()),
+            "OpenAI's {\"error\": {message, type, param, code}}", json!([])),
+        "/embed": post("TEI embed (text embedders)",
+            json!({"type": "object", "required": ["inputs"], "properties": {"inputs": texts.clone(), "normalize": {"type": "boolean"}, "truncate": {"type": "boolean"}}}),
+            answer("one vector per input", json!({"type": "array", "items": {"type": "array", "items": {"type": "number"}}})),
+            "TEI's {error, error_type}", tei_model.clone()),
+        "/rerank": post("TEI rerank (cross-encoders)",
+            json!({"type": "object", "required": ["query", "texts"], "properties": {"query": {"type": "string"}, "texts": {"type": "array", "items": {"type": "string"}},
+                "raw_scores": {"type": "boolean"}, "return_text": {"type": "boolean"}, "truncate": {"type": "boolean"}}}),
+            answer("[{index, score, text?}] by score, highest first", json!({"type": "array", "items": {"type": "object"}})),
+            "TEI's {error, error_type}", tei_model.clone()),
+        "/tokenize": post("TEI tokenize (text embedders and classifiers)",
+            json!({"type": "object", "required": ["inputs"], "properties": {"inputs": texts, "add_special_tokens": {"type": "boolean"}}}),
+            answer("[[{id, text, special, start, stop}]]", json!({"type": "array", "items": {"type": "array", "items": {"type": "object"}}})),
+            "TEI's {error, error_type}", tei_model),
+        "/v1/models/{model}": {"get": tf_status(json!([path_param("model", "the model")])),
+            "post": tf_predict(json!([path_param("model", "NAME:predict")]))["post"].clone()},
+        "/v1/models/{model}/versions/{version}": {"get": tf_status(json!([path_param("model", "the model"), path_param("version", "a version or a label")])),
+            "post": tf_predict(json!([path_param("model", "the model"), path_param("version", "VERSION:predict")]))["post"].clone()},
+        "/v1/models/{model}/labels/{label}": tf_predict(json!([path_param("model", "the model"), path_param("label", "LABEL:predict")])),
+        "/predictions/{model}": torch(json!([path_param("model", "the model")])),
+        "/predictions/{model}/{version}": torch(json!([path_param("model", "the model"), path_param("version", "a version or a label")])),
+        "/ping": {"get": {"summary": "TorchServe health", "responses": {"200": answer("{\"status\": \"Healthy\"}", any.clone()), "503": answer("{\"status\": \"Unhealthy\"}", any)}}}
+    });
+    match paths {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }

@@ -36,6 +36,9 @@ pub(crate) struct App {
     /// Held while models are loaded, unloaded or rescanned: one change at a time.
     pub(crate) control: Mutex<()>,
     pub(crate) http: Arc<HttpMetrics>,
+    /// Most inputs in one request of the OpenAI, TEI and TF Serving routes
+    /// (`--max-client-batch-size`).
+    pub(crate) max_inputs: usize,
 }
 
 /// The guards around every route.
@@ -351,6 +354,10 @@ pub(crate) fn router(app: Arc<App>, guards: &Guards) -> Router {
         )
         .route("/v2/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .merge(crate::openai::routes())
+        .merge(crate::tei::routes())
+        .merge(crate::tfserving::routes())
+        .merge(crate::torchserve::routes())
         .route_layer(from_fn(mark_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

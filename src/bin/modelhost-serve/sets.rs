@@ -7,23 +7,26 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use modelhost::Health;
 use modelhost::batch::BatchPolicy;
 use modelhost::cache::PredictionCache;
 use modelhost::error::LoadError;
 use modelhost::metrics::Metrics;
-use modelhost::models::classifier::TextClassifier;
+use modelhost::models::classifier::{CrossEncoder, TextClassifier};
+use modelhost::models::image::ImageClassifier;
 use modelhost::models::mlp::MlpClassifier;
 use modelhost::models::sentence::SentenceEmbedder;
+use modelhost::models::tabular::TabularModel;
 use modelhost::registry::{ModelRepository, Registry, RegistryError, ReloadReport, VersionHandle};
-use modelhost::{Model, PredictorBuilder};
+use modelhost::{Health, Model, PredictorBuilder};
 
 use crate::codec::Codec;
 use crate::config::Args;
 use crate::error::{ApiError, ApiResult};
 use crate::kind::{Kind, unrecognised};
-use crate::limits::Admission;
+use crate::limits::admission;
+use crate::natural::{self, Natural, NaturalRows};
 use crate::oip::{InferRequest, InferResponse, InputTensor, TensorMeta};
+use crate::text::TextHandle;
 
 /// How long a load waits for a new version's warm-up before answering.
 pub(crate) const LOAD_WARM_UP_WAIT: Duration = Duration::from_secs(60);
@@ -46,6 +49,16 @@ pub(crate) trait ModelSet: Send + Sync {
         version: Option<&str>,
         request: InferRequest,
     ) -> BoxFuture<ApiResult<InferResponse>>;
+    /// Rows in the model's natural JSON (TF Serving, KServe V1, TorchServe): the version
+    /// that answered and one answer per row.
+    fn predict_natural(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        rows: NaturalRows,
+    ) -> BoxFuture<ApiResult<(String, Vec<Value>)>>;
+    /// The model as the OpenAI and TEI routes use it; `None` unless it reads text.
+    fn text(&self, name: &str, version: Option<&str>) -> ApiResult<Option<TextHandle>>;
     fn reload(&self) -> Result<ReloadReport, LoadError>;
     /// Brings model `name` in step with its directory ([`ModelRepository::load`]) and waits
     /// for the new versions' warm-up; a set that accepts none of its version directories
@@ -62,7 +75,6 @@ pub(crate) trait ModelSet: Send + Sync {
 pub(crate) struct Served<M: Codec> {
     pub(crate) kind: Kind,
     pub(crate) repository: ModelRepository<M>,
-    pub(crate) admission: Arc<Admission>,
 }
 
 /// Ready to take traffic: live and warmed up. A full queue is not unreadiness — it answers
@@ -75,6 +87,41 @@ impl<M: Codec> Served<M> {
     pub(crate) fn registry(&self) -> &Arc<Registry<M>> {
         self.repository.registry()
     }
+
+    /// The version a request for `version` (none: the model's routing) goes to.
+    fn resolve(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<VersionHandle<M>, RegistryError> {
+        match version {
+            Some(v) => self.registry().handle(name, v),
+            None => self.registry().route(name, None),
+        }
+    }
+}
+
+/// Predicts `inputs` on `handle` within the server's admission (`limits`): more rows
+/// than one request may carry are a 413; a bulk request's rows are queued in chunks that
+/// leave queue room to one-row requests, and dropping the future cancels them. An error
+/// names its row when there are several.
+pub(crate) async fn predict_rows<M: Model>(
+    handle: &VersionHandle<M>,
+    inputs: Vec<M::Input>,
+) -> ApiResult<Vec<M::Output>> {
+    let rows = inputs.len();
+    let admission = admission();
+    admission.check_rows(rows)?;
+    admission
+        .predict(handle, inputs)
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.map(|routed| routed.output)
+                .map_err(|e| ApiError::predict(e, (rows > 1).then_some(i)))
+        })
+        .collect()
 }
 
 /// Checks the request's tensor names against the model's and returns its one input.
@@ -120,7 +167,7 @@ pub(crate) fn select_input<'r>(
     Ok(tensor)
 }
 
-impl<M: Codec> ModelSet for Served<M> {
+impl<M: Codec + Natural> ModelSet for Served<M> {
     fn kind(&self) -> Kind {
         self.kind
     }
@@ -158,7 +205,7 @@ impl<M: Codec> ModelSet for Served<M> {
             "name": name,
             "versions": versions,
             "platform": M::PLATFORM,
-            "inputs": [model.input_meta()],
+            "inputs": model.inputs_meta(),
             "outputs": model.outputs_meta(),
         }))
     }
@@ -193,7 +240,6 @@ impl<M: Codec> ModelSet for Served<M> {
         request: InferRequest,
     ) -> BoxFuture<ApiResult<InferResponse>> {
         let registry = self.registry().clone();
-        let admission = self.admission.clone();
         let (name, version) = (name.to_string(), version.map(str::to_string));
         Box::pin(async move {
             let probe = match &version {
@@ -203,13 +249,10 @@ impl<M: Codec> ModelSet for Served<M> {
             .map_err(ApiError::registry)?;
             let decode = |handle: &VersionHandle<M>| {
                 let model = handle.predictor().model();
-                let outputs = model.outputs_meta();
-                let tensor = select_input(&name, &model.input_meta(), &outputs, &request)?;
-                model.decode(tensor)
+                model.decode_request(&name, &model.outputs_meta(), &request)
             };
             let mut inputs = decode(&probe)?;
-            let rows = inputs.len();
-            admission.check_rows(rows)?;
+            admission().check_rows(inputs.len())?;
             // A pinned version answers itself; otherwise the routing picks one version for
             // every row (and mirrors them to a shadow version when it asks for one).
             let handle = match &version {
@@ -225,15 +268,7 @@ impl<M: Codec> ModelSet for Served<M> {
                 }
             };
             let model = handle.predictor().model();
-            let answers = admission.predict(&handle, inputs).await;
-            let outputs = answers
-                .into_iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    a.map(|routed| routed.output)
-                        .map_err(|e| ApiError::predict(e, (rows > 1).then_some(i)))
-                })
-                .collect::<ApiResult<Vec<_>>>()?;
+            let outputs = predict_rows(&handle, inputs).await?;
             let mut tensors = model.encode(outputs);
             if let Some(wanted) = &request.outputs {
                 tensors.retain(|t| wanted.iter().any(|w| w.name == t.name));
@@ -245,6 +280,20 @@ impl<M: Codec> ModelSet for Served<M> {
                 outputs: tensors,
             })
         })
+    }
+
+    fn predict_natural(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        rows: NaturalRows,
+    ) -> BoxFuture<ApiResult<(String, Vec<Value>)>> {
+        natural::predict(self.resolve(name, version), rows)
+    }
+
+    fn text(&self, name: &str, version: Option<&str>) -> ApiResult<Option<TextHandle>> {
+        let handle = self.resolve(name, version).map_err(ApiError::registry)?;
+        Ok(M::text_handle(handle))
     }
 
     fn reload(&self) -> Result<ReloadReport, LoadError> {
@@ -294,9 +343,51 @@ impl<M: Codec> ModelSet for Served<M> {
     }
 }
 
+/// How every predictor of the server is configured: the batch policy and deadline.
+fn configure<M: Model>(
+    policy: BatchPolicy,
+    deadline: Option<Duration>,
+) -> impl Fn(PredictorBuilder<M>) -> PredictorBuilder<M> + Send + Sync + 'static {
+    move |b| {
+        let b = b.policy(policy.clone());
+        match deadline {
+            Some(d) => b.deadline(d),
+            None => b,
+        }
+    }
+}
+
+/// A registry whose predictors [`configure`] sets up.
+fn registry<M: Model>(policy: &BatchPolicy, deadline: Option<Duration>) -> Registry<M> {
+    Registry::with_predictor_config(configure(policy.clone(), deadline))
+}
+
+/// Opens the repository of one kind over `root` (the directories of that kind), with its
+/// registry registered for metrics; load failures go to `failed`.
+fn open_kind<M: Codec + Natural>(
+    args: &Args,
+    metrics: &Metrics,
+    kind: Kind,
+    registry: Registry<M>,
+    load: impl Fn(&Path) -> Result<M, LoadError> + Send + Sync + 'static,
+    failed: &mut Vec<String>,
+) -> Result<Box<dyn ModelSet>, String> {
+    let registry = Arc::new(registry);
+    let (repository, report) = ModelRepository::open_filtered(
+        &args.models,
+        registry.clone(),
+        move |dir: &Path| Kind::of(dir) == Ok(kind),
+        load,
+    )
+    .map_err(|e| e.to_string())?;
+    metrics.register_registry(&registry);
+    failed
+        .extend((report.failed.iter()).map(|(name, version, e)| format!("{name}/{version}: {e}")));
+    Ok(Box::new(Served { kind, repository }))
+}
+
 /// Opens one repository per kind over `root`, each taking the directories of its kind.
 pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn ModelSet>>, String> {
-    let of_kind = |kind: Kind| move |dir: &Path| Kind::of(dir) == Ok(kind);
     let policy = BatchPolicy {
         max_batch_size: args.max_batch_size,
         max_batch_tokens: args.max_batch_tokens,
@@ -305,18 +396,6 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
         ..BatchPolicy::default()
     };
     let deadline = args.deadline();
-    fn configure<M: Model>(
-        policy: BatchPolicy,
-        deadline: Option<Duration>,
-    ) -> impl Fn(PredictorBuilder<M>) -> PredictorBuilder<M> + Send + Sync + 'static {
-        move |b| {
-            let b = b.policy(policy.clone());
-            match deadline {
-                Some(d) => b.deadline(d),
-                None => b,
-            }
-        }
-    }
 
     // Texts repeat (search queries, labels): the embedder may cache, keyed by raw text.
     let cache = (args.cache_bytes() > 0).then(|| {
@@ -329,76 +408,78 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
         cache
     });
     let configure_text = configure(policy.clone(), deadline);
-    let text = Arc::new(Registry::with_predictor_config(move |b| {
+    let text = Registry::with_predictor_config(move |b| {
         let b = configure_text(b);
         match &cache {
             Some(cache) => b.cache(cache.clone()),
             None => b,
         }
-    }));
-    let (text_repo, text_report) = ModelRepository::open_filtered(
-        &args.models,
-        text.clone(),
-        of_kind(Kind::TextEmbedder),
-        |dir: &Path| SentenceEmbedder::load(dir),
-    )
-    .map_err(|e| e.to_string())?;
-    let classifier = Arc::new(Registry::with_predictor_config(configure(
-        policy.clone(),
-        deadline,
-    )));
-    let (classifier_repo, classifier_report) = ModelRepository::open_filtered(
-        &args.models,
-        classifier.clone(),
-        of_kind(Kind::TextClassifier),
-        |dir: &Path| TextClassifier::load(dir),
-    )
-    .map_err(|e| e.to_string())?;
-    let mlp = Arc::new(Registry::with_predictor_config(configure(policy, deadline)));
-    let (mlp_repo, mlp_report) = ModelRepository::open_filtered(
-        &args.models,
-        mlp.clone(),
-        of_kind(Kind::MlpClassifier),
-        |dir: &Path| MlpClassifier::load(dir),
-    )
-    .map_err(|e| e.to_string())?;
-    metrics.register_registry(&text);
-    metrics.register_registry(&classifier);
-    metrics.register_registry(&mlp);
-
-    let failed: Vec<String> = [&text_report, &classifier_report, &mlp_report]
-        .iter()
-        .flat_map(|r| &r.failed)
-        .map(|(name, version, e)| format!("{name}/{version}: {e}"))
-        .chain(unrecognised(&args.models))
-        .collect();
+    });
+    let mut failed = Vec::new();
+    let f = &mut failed;
+    let sets = vec![
+        open_kind(
+            args,
+            metrics,
+            Kind::TextEmbedder,
+            text,
+            |d: &Path| SentenceEmbedder::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::TextClassifier,
+            registry(&policy, deadline),
+            |d: &Path| TextClassifier::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::CrossEncoder,
+            registry(&policy, deadline),
+            |d: &Path| CrossEncoder::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::MlpClassifier,
+            registry(&policy, deadline),
+            |d: &Path| MlpClassifier::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::ImageClassifier,
+            registry(&policy, deadline),
+            |d: &Path| ImageClassifier::load(d),
+            f,
+        )?,
+        open_kind(
+            args,
+            metrics,
+            Kind::Tabular,
+            registry(&policy, deadline),
+            |d: &Path| TabularModel::load(d),
+            f,
+        )?,
+    ];
+    failed.extend(unrecognised(&args.models));
     if !failed.is_empty() {
         return Err(format!(
             "some model versions could not be loaded:\n  {}",
             failed.join("\n  ")
         ));
     }
-    let admission = Arc::new(Admission::new(
-        args.max_client_batch_size,
-        args.max_bulk_rows.unwrap_or(args.queue_capacity / 2),
-    ));
-    let sets: Vec<Box<dyn ModelSet>> = vec![
-        Box::new(Served {
-            kind: Kind::TextEmbedder,
-            repository: text_repo,
-            admission: admission.clone(),
-        }),
-        Box::new(Served {
-            kind: Kind::TextClassifier,
-            repository: classifier_repo,
-            admission: admission.clone(),
-        }),
-        Box::new(Served {
-            kind: Kind::MlpClassifier,
-            repository: mlp_repo,
-            admission: admission.clone(),
-        }),
-    ];
+    refuse_name_clashes(&sets)?;
+    Ok(sets)
+}
+
+/// Refuses a model name that has versions of two kinds (each kind has its own registry).
+fn refuse_name_clashes(sets: &[Box<dyn ModelSet>]) -> Result<(), String> {
     let mut clash: Vec<String> = sets
         .iter()
         .enumerate()
@@ -416,5 +497,5 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             "models {clash:?} have versions of two kinds; give each kind its own model name"
         ));
     }
-    Ok(sets)
+    Ok(())
 }

@@ -5,17 +5,20 @@
 //! [`CrossEncoder`](super::classifier::CrossEncoder) put a classification head on them.
 
 mod input;
+mod tokens;
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
-use tokenizers::{EncodeInput, Tokenizer, TruncationParams};
+use tokenizers::{EncodeInput, Encoding, Tokenizer, TruncationParams};
 
 use crate::encoder::{BertShape, PackedBert, PortableBert, Segment};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};
 use crate::model::BatchCost;
+
+pub use self::tokens::{TextTokens, Token};
 
 /// A text (or a pair of texts) after tokenization: what the text models queue and batch.
 /// Only the models' `tokenize` functions make one, so it always holds between 1 and
@@ -275,40 +278,7 @@ impl TextEncoder {
         first: &str,
         second: Option<&str>,
     ) -> Result<TokenizedText, InputError> {
-        let (first, second) = match second {
-            None => (self.bounded(field, first)?, None),
-            // A pair is tokenized whole (each text at most `max_input_bytes`): how the
-            // tokenizer splits the budget between two long texts depends on which is longer
-            // in tokens, which prefixes cannot tell.
-            Some(second) => {
-                let max = self.bounds.max_bytes;
-                let first = input::whole(field, first, max)?;
-                (first, Some(input::whole(field, second, max)?))
-            }
-        };
-        let input: EncodeInput = match second {
-            None => self.lower(first).into(),
-            Some(second) => (self.lower(first), self.lower(second)).into(),
-        };
-        let encoding = self
-            .tokenizer
-            .encode(input, true)
-            .map_err(|e| InputError::Tokenize {
-                message: e.to_string(),
-            })?;
-        let tokens = encoding.len();
-        if tokens > self.max_len {
-            return Err(InputError::TooLong {
-                tokens,
-                max: self.max_len,
-            });
-        }
-        if tokens == 0 {
-            return Err(InputError::Invalid {
-                field: field.into(),
-                reason: "the tokenizer produced no tokens for it (and adds no special tokens); give a non-empty text".into(),
-            });
-        }
+        let (encoding, _) = self.encode(field, first, second)?;
         if let Some(&id) = encoding
             .get_ids()
             .iter()
@@ -339,6 +309,69 @@ impl TextEncoder {
             ids: encoding.get_ids().to_vec(),
             type_ids: encoding.get_type_ids().to_vec(),
         })
+    }
+
+    /// Each token of one text (`second: None`) or a pair with its text and offsets, as
+    /// [`tokenize`](Self::tokenize) reads them.
+    pub(crate) fn tokens(
+        &self,
+        field: &str,
+        first: &str,
+        second: Option<&str>,
+    ) -> Result<TextTokens, InputError> {
+        let (encoding, texts) = self.encode(field, first, second)?;
+        let [first, second] = &texts;
+        Ok(TextTokens::from_encoding(
+            &encoding,
+            [first.as_deref(), second.as_deref()],
+        ))
+    }
+
+    /// The tokenizer's encoding of one text or a pair within the byte and token limits,
+    /// with the texts it read (lowercased when the model asks for it).
+    fn encode(
+        &self,
+        field: &str,
+        first: &str,
+        second: Option<&str>,
+    ) -> Result<(Encoding, [Option<String>; 2]), InputError> {
+        let (first, second) = match second {
+            None => (self.bounded(field, first)?, None),
+            // A pair is tokenized whole (each text at most `max_input_bytes`): how the
+            // tokenizer splits the budget between two long texts depends on which is longer
+            // in tokens, which prefixes cannot tell.
+            Some(second) => {
+                let max = self.bounds.max_bytes;
+                let first = input::whole(field, first, max)?;
+                (first, Some(input::whole(field, second, max)?))
+            }
+        };
+        let first = self.lower(first);
+        let second = second.map(|s| self.lower(s));
+        let input: EncodeInput = match &second {
+            None => first.as_str().into(),
+            Some(second) => (first.as_str(), second.as_str()).into(),
+        };
+        let encoding = self
+            .tokenizer
+            .encode(input, true)
+            .map_err(|e| InputError::Tokenize {
+                message: e.to_string(),
+            })?;
+        let tokens = encoding.len();
+        if tokens > self.max_len {
+            return Err(InputError::TooLong {
+                tokens,
+                max: self.max_len,
+            });
+        }
+        if tokens == 0 {
+            return Err(InputError::Invalid {
+                field: field.into(),
+                reason: "the tokenizer produced no tokens for it (and adds no special tokens); give a non-empty text".into(),
+            });
+        }
+        Ok((encoding, [Some(first), second]))
     }
 
     /// `text`, lowercased when the model asks for it.

@@ -21,6 +21,7 @@ impl TensorData {
     fn write_binary(&self, out: &mut Vec<u8>) -> Result<(), String> {
         match self {
             TensorData::Fp32(values) => extend_le(out, values),
+            TensorData::Fp64(values) => extend_le(out, values),
             TensorData::Int64(values) => extend_le(out, values),
             TensorData::Bytes(values) => {
                 for value in values {

@@ -215,6 +215,7 @@ pub(crate) struct OutputTensor {
 #[serde(untagged)]
 pub(crate) enum TensorData {
     Fp32(Vec<f32>),
+    Fp64(Vec<f64>),
     Int64(Vec<i64>),
     Bytes(Vec<String>),
 }
