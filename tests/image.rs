@@ -450,3 +450,33 @@ fn timm_non_square_inputs_resize_exactly_then_crop() {
         "{err}"
     );
 }
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
+    std::fs::read(path.join(name)).unwrap()
+}
+
+#[test]
+fn headers_declaring_more_pixels_than_the_file_can_hold_are_refused_before_decoding() {
+    let classifier = ImageClassifier::load(digits::assets()).unwrap();
+    // Found by the `image` fuzz target: 538 and 656 bytes declaring 65514×247 pixels of a
+    // progressive JPEG, which the decoder filled in for 1.4 s.
+    for name in ["progressive-16mpx-538b.jpg", "slow-unit-656b.jpg"] {
+        let bytes = fixture(name);
+        let e = classifier.preprocess(&bytes).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.contains("more than a complete Jpeg file of")
+                && message.contains("at most 1024 pixels per byte"),
+            "{name}: {message}"
+        );
+    }
+    // The densest legitimate files still decode: 4 million white pixels as an optimised
+    // progressive JPEG (168 pixels per byte) and as a 1-bit PNG (1,972 per byte).
+    for name in ["white-2000-progressive.jpg", "white-2000-1bit.png"] {
+        let input = classifier.preprocess(&fixture(name)).unwrap();
+        assert_eq!(input.len(), 64, "{name}");
+        // White paper, inverted by the digits model's preprocessing: all zeros.
+        assert!(input.iter().all(|&v| v.abs() < 1e-6), "{name}: {input:?}");
+    }
+}
