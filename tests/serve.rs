@@ -1621,3 +1621,78 @@ fn models_are_unloaded_and_loaded_one_at_a_time_and_the_index_follows() {
     assert!(answer.contains("model.json"), "{answer}");
     assert_eq!(server.post_json("/v2/models/digits/infer", &zeros).0, 200);
 }
+
+/// Runs the server with `args` until it exits (it should fail at start-up); its status
+/// and stderr.
+fn failed_start(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let root = model_repository("failed-start", &[]);
+    let out = Command::new(server_binary())
+        .arg("--models")
+        .arg(&root)
+        .args(["--addr", "127.0.0.1:0", "--log-format", "text"])
+        .args(args)
+        .output()
+        .expect("run the server");
+    let _ = std::fs::remove_dir_all(&root);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn device_dtype_and_text_bounds_come_from_flags() {
+    let (status, stderr) = failed_start(&["--device", "tpu"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("use `cpu`, `cuda` or `cuda:N`"), "{stderr}");
+    if !cfg!(feature = "cuda") {
+        let (status, stderr) = failed_start(&["--device", "cuda:0"]);
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("--features cuda"), "{stderr}");
+    }
+    let (status, stderr) = failed_start(&["--dtype", "f8"]);
+    assert_eq!(status.code(), Some(2), "clap refuses it: {stderr}");
+    assert!(
+        stderr.contains("f32") && stderr.contains("bf16"),
+        "{stderr}"
+    );
+
+    let server = Server::start(
+        "text-bounds",
+        &["--auto-truncate", "false", "--max-input-bytes", "4096"],
+    );
+    let text = |t: &str| json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [t]}]});
+    let long = "word ".repeat(600); // 3,000 bytes, 600 tokens: past MiniLM's 256
+    let (status, _, body) = server.post_json("/v2/models/minilm/infer", &text(&long));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("256"), "names the model's limit: {body}");
+    let huge = "word ".repeat(1000); // 5,000 bytes: past --max-input-bytes
+    let (status, _, body) = server.post_json("/v2/models/minilm/infer", &text(&huge));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("4096"), "names the byte limit: {body}");
+    assert_eq!(
+        server
+            .post_json("/v2/models/minilm/infer", &text("short"))
+            .0,
+        200
+    );
+}
+
+#[test]
+fn bf16_text_models_answer_close_to_f32() {
+    let f32_server = Server::start("dtype-f32", &[]);
+    let bf16_server = Server::start("dtype-bf16", &["--dtype", "bf16"]);
+    let body = json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["The cat sits on the mat."]}]});
+    let vector = |server: &Server| {
+        let (status, _, answer) = server.post_json("/v2/models/minilm/infer", &body);
+        assert_eq!(status, 200, "{answer}");
+        floats(&json_of(&answer)["outputs"][0]["data"])
+    };
+    let (a, b) = (vector(&f32_server), vector(&bf16_server));
+    assert_eq!(a.len(), 384);
+    let c = cosine(&a, &b);
+    assert!(
+        c > 0.99 && c < 1.0,
+        "bf16 is close to f32 but not f32 itself: {c}"
+    );
+}

@@ -48,6 +48,25 @@ pub(crate) struct Args {
     /// --queue-capacity); the rest of each queue stays free for one-row requests.
     #[arg(long, env = "MODELHOST_MAX_BULK_ROWS")]
     pub(crate) max_bulk_rows: Option<usize>,
+    /// Where the models run: `cpu`, or `cuda` / `cuda:N` (a build with `--features cuda`).
+    #[arg(long, env = "MODELHOST_DEVICE", default_value = "cpu")]
+    pub(crate) device: String,
+    /// The text models' weights and activations: `f32`, or `f16` / `bf16` (for GPUs; on
+    /// the CPU they take the portable path and are slower).
+    #[arg(long, env = "MODELHOST_DTYPE", value_enum, default_value_t = Dtype::F32)]
+    pub(crate) dtype: Dtype,
+    /// The most bytes of one text handed to the tokenizer (checked before tokenizing).
+    #[arg(long, env = "MODELHOST_MAX_INPUT_BYTES", default_value_t = 1 << 20)]
+    pub(crate) max_input_bytes: usize,
+    /// Cut texts past a model's maximum sequence length (as sentence-transformers does);
+    /// `--auto-truncate false` refuses them with a 400 instead.
+    #[arg(
+        long,
+        env = "MODELHOST_AUTO_TRUNCATE",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub(crate) auto_truncate: bool,
     /// Largest request body, in bytes (413 above it).
     #[arg(long, env = "MODELHOST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub(crate) max_body_bytes: usize,
@@ -88,6 +107,17 @@ pub(crate) struct Args {
     pub(crate) drain_timeout_s: u64,
 }
 
+/// The text models' dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Dtype {
+    /// 32-bit floats.
+    F32,
+    /// 16-bit floats.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
 /// How log lines are written (to stderr); `RUST_LOG` filters them (default `info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum LogFormat {
@@ -98,6 +128,48 @@ pub(crate) enum LogFormat {
 }
 
 impl Args {
+    /// The device `--device` names; an error says what is allowed.
+    pub(crate) fn device(&self) -> Result<modelhost::Device, String> {
+        let bad = || {
+            format!(
+                "--device {:?}: use `cpu`, `cuda` or `cuda:N` (N a GPU index)",
+                self.device
+            )
+        };
+        let ordinal = match self.device.as_str() {
+            "cpu" => return Ok(modelhost::Device::Cpu),
+            "cuda" => 0,
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(bad)?,
+        };
+        modelhost::Device::new_cuda(ordinal).map_err(|e| {
+            format!(
+                "--device {}: {e} (CUDA needs a build with `--features cuda` and a GPU)",
+                self.device
+            )
+        })
+    }
+
+    /// How text models load: device, dtype, input bound and truncation.
+    pub(crate) fn text_options(
+        &self,
+        device: &modelhost::Device,
+    ) -> modelhost::models::text::TextOptions {
+        modelhost::models::text::TextOptions {
+            truncate: self.auto_truncate,
+            max_input_bytes: self.max_input_bytes,
+            device: device.clone(),
+            dtype: match self.dtype {
+                Dtype::F32 => modelhost::DType::F32,
+                Dtype::F16 => modelhost::DType::F16,
+                Dtype::Bf16 => modelhost::DType::BF16,
+            },
+            ..Default::default()
+        }
+    }
+
     pub(crate) fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_s)
     }

@@ -12,7 +12,7 @@ use modelhost::cache::PredictionCache;
 use modelhost::error::LoadError;
 use modelhost::metrics::Metrics;
 use modelhost::models::classifier::{CrossEncoder, TextClassifier};
-use modelhost::models::image::ImageClassifier;
+use modelhost::models::image::{ImageClassifier, ImageOptions};
 use modelhost::models::mlp::MlpClassifier;
 use modelhost::models::sentence::SentenceEmbedder;
 use modelhost::models::tabular::TabularModel;
@@ -415,6 +415,14 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             None => b,
         }
     });
+    let device = args.device()?;
+    let text_options = args.text_options(&device);
+    let image_options = ImageOptions {
+        device: device.clone(),
+        ..ImageOptions::default()
+    };
+    let (t, c, r) = (text_options.clone(), text_options.clone(), text_options);
+    let (mlp_device, tabular_device) = (device.clone(), device);
     let mut failed = Vec::new();
     let f = &mut failed;
     let sets = vec![
@@ -423,7 +431,7 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             metrics,
             Kind::TextEmbedder,
             text,
-            |d: &Path| SentenceEmbedder::load(d),
+            move |d: &Path| SentenceEmbedder::load_with(d, t.clone()),
             f,
         )?,
         open_kind(
@@ -431,7 +439,7 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             metrics,
             Kind::TextClassifier,
             registry(&policy, deadline),
-            |d: &Path| TextClassifier::load(d),
+            move |d: &Path| TextClassifier::load_with(d, c.clone()),
             f,
         )?,
         open_kind(
@@ -439,7 +447,7 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             metrics,
             Kind::CrossEncoder,
             registry(&policy, deadline),
-            |d: &Path| CrossEncoder::load(d),
+            move |d: &Path| CrossEncoder::load_with(d, r.clone()),
             f,
         )?,
         open_kind(
@@ -447,7 +455,7 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             metrics,
             Kind::MlpClassifier,
             registry(&policy, deadline),
-            |d: &Path| MlpClassifier::load(d),
+            move |d: &Path| MlpClassifier::load_on(d, &mlp_device),
             f,
         )?,
         open_kind(
@@ -455,7 +463,7 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             metrics,
             Kind::ImageClassifier,
             registry(&policy, deadline),
-            |d: &Path| ImageClassifier::load(d),
+            move |d: &Path| ImageClassifier::load_with(d, image_options.clone()),
             f,
         )?,
         open_kind(
@@ -463,7 +471,7 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             metrics,
             Kind::Tabular,
             registry(&policy, deadline),
-            |d: &Path| TabularModel::load(d),
+            move |d: &Path| TabularModel::load_on(d, &tabular_device),
             f,
         )?,
     ];
