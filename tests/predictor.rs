@@ -734,3 +734,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn predict_many_async_queues_a_group_in_order_and_dropping_one_cancels_it() {
+    let (open, gate) = mpsc::channel();
+    let model = Echo {
+        gate: Mutex::new(Some(gate)),
+        ..Echo::default()
+    };
+    let predictor = Predictor::builder(model)
+        .max_batch_size(8)
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap();
+    // Hold the worker on a first batch so the group below waits in the queue together.
+    let first = predictor.predict_async(1);
+    while predictor.queue_len() > 0 {
+        std::thread::yield_now();
+    }
+    let mut group = predictor.predict_many_async([10, 11, 2_000_000, 12, 14]);
+    assert_eq!(
+        predictor.queue_len(),
+        4,
+        "the bad input is refused, the rest queued"
+    );
+    drop(group.remove(3)); // cancels 12
+    open.send(()).unwrap();
+    open.send(()).unwrap();
+    assert_eq!(block_on(first), Ok(1));
+    let answers: Vec<_> = group.into_iter().map(block_on).collect();
+    assert_eq!(answers[0], Ok(10));
+    assert_eq!(answers[1], Ok(11));
+    assert!(
+        matches!(answers[2], Err(PredictError::Input(_))),
+        "{:?}",
+        answers[2]
+    );
+    assert_eq!(answers[3], Ok(14));
+    // One batch of the first, one of the group's three live rows.
+    assert_eq!(*predictor.model().batches.lock().unwrap(), vec![1, 3]);
+}

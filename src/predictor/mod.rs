@@ -256,6 +256,29 @@ impl<M: Model> Predictor<M> {
             .collect()
     }
 
+    /// [`predict_many`](Self::predict_many) as futures, one per input in input order:
+    /// the inputs are preprocessed in parallel and queued together now (waiting for room
+    /// in the queue, on this thread), so the batcher sees them as one group, as with
+    /// `predict_many`; each future resolves to its input's answer, and dropping one cancels
+    /// its request. With a cache, each input goes through the cache as
+    /// [`predict_async`](Self::predict_async) does.
+    pub fn predict_many_async(
+        &self,
+        inputs: impl IntoIterator<Item = M::Input>,
+    ) -> Vec<PredictFuture<M::Output>> {
+        let inputs: Vec<M::Input> = inputs.into_iter().collect();
+        if self.shared.cache.is_some() {
+            return inputs.into_iter().map(|i| self.predict_async(i)).collect();
+        }
+        self.submit_many(inputs)
+            .into_iter()
+            .map(|submitted| match submitted {
+                Ok(reply) => PredictFuture::waiting(reply),
+                Err(error) => PredictFuture::ready(Err(error)),
+            })
+            .collect()
+    }
+
     /// Prepares `inputs` in parallel and queues them (waiting for room), without the cache.
     pub(crate) fn submit_many(
         &self,

@@ -96,6 +96,34 @@ impl<M: Model> VersionHandle<M> {
         })
     }
 
+    /// [`predict_async`](Self::predict_async) for many inputs at once (see
+    /// `Predictor::predict_many_async`: prepared in parallel and queued together, so the
+    /// batcher sees them as one group); each future is counted in the version's statistics
+    /// when it is answered.
+    pub fn predict_many_async(
+        &self,
+        inputs: Vec<M::Input>,
+    ) -> Vec<impl Future<Output = Result<Routed<M::Output>, PredictError>> + Send + use<M>> {
+        let started = Instant::now();
+        self.state
+            .predictor
+            .predict_many_async(inputs)
+            .into_iter()
+            .map(|answer| {
+                let state = self.state.clone();
+                async move {
+                    let answer = answer.await;
+                    state.stats.record(started, answer.is_ok());
+                    answer.map(|output| Routed {
+                        request_id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+                        version: state.version.clone(),
+                        output,
+                    })
+                }
+            })
+            .collect()
+    }
+
     /// Predicts with this version without blocking (see `Predictor::predict_async`): the
     /// request is queued now, and counted in the version's statistics when it is answered.
     /// Dropping the future cancels the request; a cancelled request is not counted.

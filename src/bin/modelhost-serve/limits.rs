@@ -89,9 +89,8 @@ impl Admission {
                 continue;
             };
             // Preparing (tokenizing, decoding) a chunk takes a while: off the async workers.
-            let pending: Vec<_> = tokio::task::block_in_place(|| {
-                chunk.into_iter().map(|i| handle.predict_async(i)).collect()
-            });
+            // Queued together, the rows form the batches `predict_many` would.
+            let pending = tokio::task::block_in_place(|| handle.predict_many_async(chunk));
             for answer in pending {
                 answers.push(answer.await);
             }
