@@ -220,12 +220,16 @@ def run(args, pool, repo, versions, port, server):
     time.sleep(2)  # let closed connections and retired versions go
     end_rss, end_fds, end_threads = rss_kb(server.pid), fds(server.pid), thread_count(server.pid)
     rss_ratio = end_rss / warm["rss"] if warm.get("rss") else float("nan")
+    # Idle threads of the async runtime's blocking pool exit after 10 s: measure again.
+    time.sleep(15)
+    idle_rss, idle_threads = rss_kb(server.pid), thread_count(server.pid)
     result = {
         "requests": issued[0], "clients": args.clients, "seconds": round(elapsed, 1),
         "swaps": swaps[0], **counts,
         "rss_warm_mb": round(warm.get("rss", 0) / 1024, 1), "rss_end_mb": round(end_rss / 1024, 1),
         "rss_ratio": round(rss_ratio, 3), "fds_warm": warm.get("fds"), "fds_end": end_fds,
         "threads_warm": warm.get("threads"), "threads_end": end_threads,
+        "rss_idle_mb": round(idle_rss / 1024, 1), "threads_idle": idle_threads,
         "server_alive": server.poll() is None,
     }
     print(json.dumps(result))

@@ -249,12 +249,35 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Caps glibc's malloc arenas at one per core (at least two) unless `MALLOC_ARENA_MAX`
+/// says otherwise. glibc's default, eight per core, gives every new thread an arena of its
+/// own; each version a reload deploys starts worker threads, and what those arenas keep
+/// after the version retires grew the process by ~40 % over 180 swaps of a small model.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn cap_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let cores = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread
+    // of ours starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, cores);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    cap_malloc_arenas();
     // clap prints the help, or what is wrong with the flags, and exits 2 on a bad one.
     let args = Args::parse();
     init_logging(args.log_format);
+    // Preparing bulk rows and reloads block: they run on the blocking pool, bounded here
+    // (tokio's default is 512 threads) so that bulk clients cannot multiply threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(64)
         .build()
     {
         Ok(rt) => rt,
