@@ -44,6 +44,19 @@ fn check(full: String) -> PResult<()> {
     }
 }
 
+/// A text argument without its newline.
+fn line(body: &[u8]) -> &[u8] {
+    body.strip_suffix(b"\n").unwrap_or(body)
+}
+
+/// A protocol 0 `S` string without its quotes.
+fn unquote(text: &[u8]) -> &[u8] {
+    match text {
+        [b'\'', inner @ .., b'\''] | [b'"', inner @ .., b'"'] => inner,
+        other => other,
+    }
+}
+
 /// Walks `data` to its `STOP`: the first disallowed global is [`PickleError::Unsafe`],
 /// a cut-off or unknown opcode [`PickleError::Malformed`].
 pub(crate) fn scan_globals(data: &[u8]) -> PResult<()> {
@@ -115,13 +128,22 @@ pub(crate) fn scan_globals(data: &[u8]) -> PResult<()> {
                 check(format!("{module}.{name}"))?;
             }
             0x93 => {
-                if let [Some(m), Some(n)] = strings {
-                    let (m, n) = (String::from_utf8_lossy(m), String::from_utf8_lossy(n));
-                    check(format!("{m}.{n}"))?;
-                }
+                let [Some(m), Some(n)] = strings else {
+                    // Its operands come from the memo or from values built at load time:
+                    // the name cannot be read without interpreting, and no torch file
+                    // does this.
+                    return Err(PickleError::Unsafe(format!(
+                        "a global whose name is computed at load time (STACK_GLOBAL at offset {at})"
+                    )));
+                };
+                let (m, n) = (String::from_utf8_lossy(m), String::from_utf8_lossy(n));
+                check(format!("{m}.{n}"))?;
                 strings = [None, None];
             }
             b'X' | b'U' | b'T' | 0x8c | 0x8d => strings = [strings[1], Some(body)],
+            // Protocol 0 strings: `S'text'` (quoted, as Python's repr) and `Vtext`.
+            b'S' => strings = [strings[1], Some(unquote(line(body)))],
+            b'V' => strings = [strings[1], Some(line(body))],
             b'q' | b'r' | b'p' | 0x94 | 0x95 | 0x80 => {}
             _ => strings = [None, None],
         }
@@ -144,6 +166,12 @@ mod tests {
             "builtins.eval"
         );
         assert_eq!(named(b"(ios\nsystem\nS'x'\n."), "os.system");
+        // STACK_GLOBAL from protocol 0 strings, quoted (S) and raw (V).
+        assert_eq!(named(b"S'os'\nS'system'\n\x93."), "os.system");
+        assert_eq!(named(b"Vbuiltins\nVexec\n\x93."), "builtins.exec");
+        // From the memo: named as what it is.
+        let memo = named(b"\x8c\x02os\x94h\x00\x8c\x06system\x93.");
+        assert!(memo.contains("computed at load time"), "{memo}");
         assert!(scan_globals(b"\x80\x02}q\x00.").is_ok());
         for cut in [
             &b"\x80\x02}"[..],
