@@ -128,7 +128,7 @@ fn openai_embeddings_equal_the_oip_answer_and_sentence_transformers_in_both_enco
             json!({"model": "minilm", "input": vec!["a"; 9]}),
             413,
             json!("input"),
-            "9 inputs in one request; at most 8 are allowed",
+            "the request has 9 inputs; this server takes at most 8 per request",
         ),
         (
             json!({"model": "minilm", "input": "a", "encoding_format": "int8"}),

@@ -583,7 +583,7 @@ fn tf_serving_and_torchserve_routes_answer_status_and_refuse_what_they_cannot_se
                 &json!({"instances": [zeros, zeros, zeros, zeros]}),
             ),
             413,
-            "4 rows in one request; at most 3 are allowed (--max-client-batch-size)",
+            "the request has 4 rows; this server takes at most 3 per request (--max-client-batch-size)",
         ),
         (
             server.post_json(

@@ -50,11 +50,17 @@ impl Admission {
 
     /// A 413 naming the limit when a request carries more rows than one request may.
     pub(crate) fn check_rows(&self, rows: usize) -> ApiResult<()> {
-        if rows > self.max_rows {
+        self.check_count(rows, "rows")
+    }
+
+    /// [`check_rows`](Self::check_rows) for `count` items of a request that calls its
+    /// rows `what` (texts, inputs, instances).
+    pub(crate) fn check_count(&self, count: usize, what: &str) -> ApiResult<()> {
+        if count > self.max_rows {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "the request has {rows} rows; this server takes at most {} per request \
+                    "the request has {count} {what}; this server takes at most {} per request \
                      (--max-client-batch-size): split it",
                     self.max_rows
                 ),

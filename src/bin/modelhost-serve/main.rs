@@ -191,7 +191,6 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         http: Arc::default(),
         models_root: args.models.clone(),
         control: std::sync::Mutex::new(()),
-        max_inputs: args.max_client_batch_size,
     });
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

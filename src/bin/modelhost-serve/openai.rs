@@ -26,6 +26,7 @@ use modelhost::registry::VersionHandle;
 
 use crate::error::{ApiError, ApiResult};
 use crate::kind::Kind;
+use crate::limits::admission;
 use crate::request;
 use crate::routes::{App, AppState};
 use crate::sets::predict_rows;
@@ -117,7 +118,7 @@ impl IntoResponse for OpenAiError {
 }
 
 /// `input` as texts: a string or a list of strings.
-fn texts(app: &App, input: Value) -> Result<Vec<String>, OpenAiError> {
+fn texts(input: Value) -> Result<Vec<String>, OpenAiError> {
     let items = match input {
         Value::String(text) => return Ok(vec![text]),
         Value::Array(items) => items,
@@ -140,10 +141,12 @@ fn texts(app: &App, input: Value) -> Result<Vec<String>, OpenAiError> {
             "`input` is an empty list; send at least one text".into(),
         ));
     }
-    request::check_count(app, items.len(), "inputs").map_err(|error| OpenAiError {
-        error,
-        param: Some("input"),
-    })?;
+    admission()
+        .check_count(items.len(), "inputs")
+        .map_err(|error| OpenAiError {
+            error,
+            param: Some("input"),
+        })?;
     items
         .into_iter()
         .enumerate()
@@ -186,7 +189,7 @@ async fn embeddings_answer(
             ));
         }
     };
-    let texts = texts(app, request.input)?;
+    let texts = texts(request.input)?;
     let (name, handle) = pick(
         app,
         request.model.as_deref(),

@@ -44,21 +44,6 @@ pub(crate) fn json<T: DeserializeOwned>(
     })
 }
 
-/// Refuses more than `--max-client-batch-size` inputs in one request (413), before any is computed.
-pub(crate) fn check_count(app: &App, count: usize, what: &str) -> ApiResult<()> {
-    if count > app.max_inputs {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{count} {what} in one request; at most {} are allowed (--max-client-batch-size): send \
-                 them in several requests",
-                app.max_inputs
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Whether the request declares a JSON body.
 pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     headers

@@ -36,9 +36,6 @@ pub(crate) struct App {
     /// Held while models are loaded, unloaded or rescanned: one change at a time.
     pub(crate) control: Mutex<()>,
     pub(crate) http: Arc<HttpMetrics>,
-    /// Most inputs in one request of the OpenAI, TEI and TF Serving routes
-    /// (`--max-client-batch-size`).
-    pub(crate) max_inputs: usize,
 }
 
 /// The guards around every route.

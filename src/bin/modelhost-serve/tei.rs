@@ -25,6 +25,7 @@ use modelhost::models::classifier::TextPair;
 
 use crate::error::{ApiError, ApiResult};
 use crate::kind::Kind;
+use crate::limits::admission;
 use crate::openai::normalize;
 use crate::request;
 use crate::routes::{App, AppState};
@@ -118,7 +119,7 @@ fn percent_decoded(text: &str) -> String {
 }
 
 /// `inputs`: a text or a list of texts, at most `--max-client-batch-size`.
-fn texts(app: &App, inputs: Value, field: &str) -> Result<Vec<String>, TeiError> {
+fn texts(inputs: Value, field: &str) -> Result<Vec<String>, TeiError> {
     let items = match inputs {
         Value::String(text) => return Ok(vec![text]),
         Value::Array(items) => items,
@@ -132,7 +133,7 @@ fn texts(app: &App, inputs: Value, field: &str) -> Result<Vec<String>, TeiError>
     if items.is_empty() {
         return Err(empty(field));
     }
-    request::check_count(app, items.len(), field)?;
+    admission().check_count(items.len(), field)?;
     (items.into_iter().enumerate())
         .map(|(i, item)| match item {
             Value::String(text) => Ok(text),
@@ -195,7 +196,7 @@ async fn embed_answer(
 ) -> Result<Vec<Vec<f32>>, TeiError> {
     let request: EmbedRequest = request::json(app, body, "{\"inputs\": \"text\" or [\"texts\"]}")?;
     direction(request.truncation_direction.as_deref())?;
-    let texts = texts(app, request.inputs, "inputs")?;
+    let texts = texts(request.inputs, "inputs")?;
     let (name, handle) = pick(app, model.as_deref(), &[Kind::TextEmbedder], "/embed")?;
     let TextHandle::Embedder(embedder) = &handle else {
         return Err(ApiError::bad(format!("model `{name}` is not a text embedder")).into());
@@ -284,7 +285,7 @@ async fn rerank_answer(
     let Some(query) = request.query else {
         return Err(ApiError::bad(format!("`query` is missing; expected {expected}")).into());
     };
-    let texts = texts(app, request.texts, "texts")?;
+    let texts = texts(request.texts, "texts")?;
     let (name, handle) = pick(app, model.as_deref(), &[Kind::CrossEncoder], "/rerank")?;
     let TextHandle::CrossEncoder(ranker) = handle else {
         return Err(ApiError::bad(format!("model `{name}` is not a cross-encoder")).into());
@@ -357,7 +358,7 @@ async fn tokenize_answer(
 ) -> Result<Vec<Vec<SimpleToken>>, TeiError> {
     let request: TokenizeRequest =
         request::json(app, body, "{\"inputs\": \"text\" or [\"texts\"]}")?;
-    let texts = texts(app, request.inputs, "inputs")?;
+    let texts = texts(request.inputs, "inputs")?;
     let kinds = [Kind::TextEmbedder, Kind::TextClassifier];
     let (_, handle) = pick(app, model.as_deref(), &kinds, "/tokenize")?;
     let specials = request.add_special_tokens.unwrap_or(true);

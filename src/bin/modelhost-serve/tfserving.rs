@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
+use crate::limits::admission;
 use crate::natural::NaturalRows;
 use crate::request;
 use crate::routes::{App, AppState, reply};
@@ -108,7 +109,7 @@ async fn predict_answer(
             )));
         }
     };
-    request::check_count(app, rows.len(), "rows")?;
+    admission().check_count(rows.len(), "rows")?;
     let (_, answers) = set
         .predict_natural(model, version, NaturalRows::Json(rows))
         .await?;
