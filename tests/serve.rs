@@ -894,7 +894,10 @@ fn slow_clients_are_cut_off_at_the_header_timeout_and_extra_connections_get_503(
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let (status, head, body) = server.get("/v2/health/live");
+    // Past the limit, health checks still answer (an orchestrator must not restart a busy
+    // server); anything else is a 503 naming the limit.
+    assert_eq!(server.get("/v2/health/live").0, 200);
+    let (status, head, body) = server.get("/v2/models/minilm");
     assert_eq!(status, 503, "{body}");
     assert!(head.contains("retry-after: 1"), "{head}");
     assert!(body.contains("--max-connections"), "{body}");
@@ -914,7 +917,7 @@ fn slow_clients_are_cut_off_at_the_header_timeout_and_extra_connections_get_503(
     );
     assert_eq!(
         series(&server, "modelhost_http_connections_refused_total"),
-        1.0
+        2.0
     );
 }
 
@@ -1694,5 +1697,61 @@ fn bf16_text_models_answer_close_to_f32() {
     assert!(
         c > 0.99 && c < 1.0,
         "bf16 is close to f32 but not f32 itself: {c}"
+    );
+}
+
+#[test]
+fn request_bodies_are_bounded_in_size_time_and_in_total() {
+    let server = Server::start(
+        "bodies",
+        &[
+            "--max-body-bytes",
+            "100000",
+            "--max-body-bytes-in-flight",
+            "150000",
+            "--body-timeout-s",
+            "2",
+        ],
+    );
+    let head = |length: usize| {
+        format!(
+            "POST /v2/models/minilm/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    let answer = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw).into_owned()
+    };
+    // A declared length over the limit: a 413 before any of the body is read.
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.write_all(head(100_000_000_000).as_bytes()).unwrap();
+    let refused = answer(s);
+    assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
+    assert!(refused.contains("--max-body-bytes"), "{refused}");
+    // A slow client holds 100,000 of the 150,000 bytes while it trickles its body.
+    let mut slow = TcpStream::connect(&server.addr).unwrap();
+    slow.write_all(head(100_000).as_bytes()).unwrap();
+    slow.write_all(b"{\"inputs\": [").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let texts = |n: usize| json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x".repeat(n)]}]});
+    let (status, _, body) = server.post_json("/v2/models/minilm/infer", &texts(60_000));
+    assert_eq!(status, 503, "60,000 more bytes do not fit: {body}");
+    assert!(body.contains("--max-body-bytes-in-flight"), "{body}");
+    assert_eq!(
+        server.post_json("/v2/models/minilm/infer", &texts(100)).0,
+        200,
+        "a small one fits"
+    );
+    // The slow body is cut off at the body timeout, which frees its bytes.
+    let late = answer(slow);
+    assert!(late.starts_with("HTTP/1.1 408"), "{late}");
+    assert!(late.contains("--body-timeout-s"), "{late}");
+    assert_eq!(
+        server
+            .post_json("/v2/models/minilm/infer", &texts(60_000))
+            .0,
+        200
     );
 }

@@ -67,6 +67,17 @@ pub(crate) struct Args {
         action = clap::ArgAction::Set
     )]
     pub(crate) auto_truncate: bool,
+    /// Request bodies held at once, in bytes, across all requests (a body is held from its
+    /// first byte to its answer); a request past it gets a 503. Default: 32 × --max-body-bytes.
+    #[arg(long, env = "MODELHOST_MAX_BODY_BYTES_IN_FLIGHT")]
+    pub(crate) max_body_bytes_in_flight: Option<usize>,
+    /// A client must send its whole body within this many seconds (408 after).
+    #[arg(
+        long = "body-timeout-s",
+        env = "MODELHOST_BODY_TIMEOUT_S",
+        default_value_t = 30
+    )]
+    pub(crate) body_timeout_s: u64,
     /// Largest request body, in bytes (413 above it).
     #[arg(long, env = "MODELHOST_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     pub(crate) max_body_bytes: usize,
@@ -172,6 +183,10 @@ impl Args {
 
     pub(crate) fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_s)
+    }
+
+    pub(crate) fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_s)
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {

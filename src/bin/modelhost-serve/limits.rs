@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use modelhost::Model;
-use modelhost::error::{CapacityError, PredictError};
+use modelhost::error::{CapacityError, PredictError, RuntimeError};
 use modelhost::registry::{Routed, VersionHandle};
 use tokio::sync::Semaphore;
 
@@ -23,6 +23,9 @@ pub(crate) struct Admission {
 }
 
 type Answers<O> = Vec<Result<Routed<O>, PredictError>>;
+
+/// A queued row's answer.
+type Pending<O> = std::pin::Pin<Box<dyn Future<Output = Result<Routed<O>, PredictError>> + Send>>;
 
 /// The process's admission, set once at start-up (every route's rows go through it).
 static ADMISSION: std::sync::OnceLock<Admission> = std::sync::OnceLock::new();
@@ -69,40 +72,66 @@ impl Admission {
         Ok(())
     }
 
-    /// Predicts every row with `handle`. A one-row request is queued at once (a full queue
-    /// answers 429). A bulk request's rows are queued in chunks, each waiting (in arrival
-    /// order among bulk requests) until bulk requests hold fewer than `bulk_rows` queued
-    /// rows in all. Dropping the future — the client went away — cancels the queued rows
-    /// and queues no more.
+    /// Predicts every row with `handle`. Rows are prepared (tokenized, decoded) on the
+    /// blocking pool, never on the async workers, in chunks of at most `CHUNK` rows, so a
+    /// timeout or a disconnect stops a request within one chunk. A one-row request is
+    /// queued at once (a full queue answers 429). A bulk request's chunks each wait (in
+    /// arrival order among bulk requests) until bulk requests hold fewer than `bulk_rows`
+    /// queued rows in all. Dropping the future cancels the queued rows and queues no more.
     pub(crate) async fn predict<M: Model>(
         &self,
         handle: &VersionHandle<M>,
         inputs: Vec<M::Input>,
     ) -> Answers<M::Output> {
-        if inputs.len() <= 1 {
-            let mut answers = Vec::with_capacity(inputs.len());
-            for input in inputs {
-                answers.push(handle.predict_async(input).await);
-            }
-            return answers;
-        }
+        let bulk = inputs.len() > 1;
         let mut answers = Vec::with_capacity(inputs.len());
         let mut rows = inputs.into_iter().peekable();
         while rows.peek().is_some() {
-            let chunk: Vec<M::Input> = rows.by_ref().take(self.bulk_rows).collect();
-            let Ok(_permit) = self.bulk.acquire_many(chunk.len() as u32).await else {
-                answers.extend(chunk.iter().map(|_| Err(shutting_down())));
+            let chunk: Vec<M::Input> = rows.by_ref().take(self.bulk_rows.min(CHUNK)).collect();
+            let permit = match bulk {
+                true => match self.bulk.acquire_many(chunk.len() as u32).await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        answers.extend(chunk.iter().map(|_| Err(shutting_down())));
+                        continue;
+                    }
+                },
+                false => None,
+            };
+            // Queued together, the rows form the batches `predict_many` would.
+            // A one-row request is shed when the queue is full; a bulk chunk waits for room.
+            let (handle, n) = (handle.clone(), chunk.len());
+            let submit = move || -> Vec<Pending<M::Output>> {
+                if bulk {
+                    let pending = handle.predict_many_async(chunk).into_iter();
+                    pending.map(|f| Box::pin(f) as Pending<M::Output>).collect()
+                } else {
+                    let pending = chunk.into_iter().map(|i| handle.predict_async(i));
+                    pending.map(|f| Box::pin(f) as Pending<M::Output>).collect()
+                }
+            };
+            let Ok(pending) = tokio::task::spawn_blocking(submit).await else {
+                // Preparing panicked (a model's bug): each of the chunk's rows says so.
+                answers.extend((0..n).map(|_| Err(prepare_panicked())));
                 continue;
             };
-            // Preparing (tokenizing, decoding) a chunk takes a while: off the async workers.
-            // Queued together, the rows form the batches `predict_many` would.
-            let pending = tokio::task::block_in_place(|| handle.predict_many_async(chunk));
             for answer in pending {
                 answers.push(answer.await);
             }
+            drop(permit);
         }
         answers
     }
+}
+
+/// The most rows prepared in one go: bounds the work a timed-out or abandoned request
+/// still finishes.
+const CHUNK: usize = 64;
+
+fn prepare_panicked() -> PredictError {
+    PredictError::Runtime(RuntimeError::Backend {
+        message: "preparing this row failed unexpectedly (a panic in the model's prepare)".into(),
+    })
 }
 
 fn shutting_down() -> PredictError {

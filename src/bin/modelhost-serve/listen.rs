@@ -17,7 +17,9 @@ use tokio::sync::Semaphore;
 pub(crate) struct Listen {
     /// A client must send a request's headers within this (or the connection is closed).
     pub(crate) header_timeout: Duration,
-    /// Connections open at once; one more is answered 503 and closed.
+    /// Connections open at once. Past it, up to `PROBE_CONNECTIONS` more are served by the
+    /// probe router (health checks answer; anything else is a 503), and any more get a
+    /// 503 and are closed.
     pub(crate) max_connections: usize,
     /// After `stop` resolves, how long requests in flight may take before they are closed.
     pub(crate) drain_timeout: Duration,
@@ -37,12 +39,13 @@ impl Listen {
     pub(crate) async fn serve(
         &self,
         listener: TcpListener,
-        router: Router,
+        (router, probes): (Router, Router),
         stop: impl Future<Output = ()>,
         refused: impl Fn() + Send + Sync + 'static,
     ) -> Drained {
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(self.max_connections.max(1)));
+        let probe_slots = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
         let refused = Arc::new(refused);
         tokio::pin!(stop);
         loop {
@@ -58,18 +61,22 @@ impl Listen {
                 },
                 () = &mut stop => break,
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                refused();
-                tokio::spawn(refuse(stream, self.max_connections));
-                continue;
+            let (slot, service) = match slots.clone().try_acquire_owned() {
+                Ok(slot) => (slot, router.clone()),
+                Err(_) => {
+                    refused();
+                    // Health checks still get through when the connections are spent.
+                    let Ok(slot) = probe_slots.clone().try_acquire_owned() else {
+                        tokio::spawn(refuse(stream, self.max_connections));
+                        continue;
+                    };
+                    (slot, probes.clone())
+                }
             };
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(self.header_timeout)
-                .serve_connection(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(router.clone()),
-                );
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 // Errors here are the client's (a reset, a timeout): nothing to answer.
@@ -84,6 +91,9 @@ impl Listen {
         }
     }
 }
+
+/// Connections past `max_connections` still served, for health checks only.
+const PROBE_CONNECTIONS: usize = 64;
 
 /// Answers a connection over the limit with a 503 and closes it.
 async fn refuse(mut stream: TcpStream, limit: usize) {

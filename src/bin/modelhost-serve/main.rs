@@ -69,6 +69,7 @@
 //! version of a known model answers at `/versions/{v}`, and by default once the default
 //! version's directory is removed), removed ones retired; unloaded models stay out.
 
+mod body;
 mod codec;
 mod codec_kinds;
 mod config;
@@ -100,7 +101,7 @@ use modelhost::metrics::Metrics;
 
 use crate::config::{Args, LogFormat};
 use crate::listen::{Drained, Listen};
-use crate::routes::{App, Guards, router};
+use crate::routes::{App, Guards, probe_router, router};
 use crate::sets::open_sets;
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -170,6 +171,11 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         api_key: args.api_key.as_deref().map(Arc::from),
         request_timeout: args.request_timeout(),
         cors: guard::cors(&args.cors_allow_origin)?,
+        bodies: Arc::new(body::BodyBudget::new(
+            (args.max_body_bytes_in_flight).unwrap_or(args.max_body_bytes.saturating_mul(32)),
+            args.max_body_bytes,
+            args.body_timeout(),
+        )),
     };
     limits::install(limits::Admission::new(
         args.max_client_batch_size,
@@ -216,9 +222,15 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     };
     let http = app.http.clone();
     let drained = listen
-        .serve(listener, router(app.clone(), &guards), stop, move || {
-            http.refused_connection()
-        })
+        .serve(
+            listener,
+            (
+                router(app.clone(), &guards),
+                probe_router(app.clone(), args.max_connections),
+            ),
+            stop,
+            move || http.refused_connection(),
+        )
         .await;
     if let Drained::TimedOut = drained {
         tracing::warn!(

@@ -18,6 +18,7 @@ use tower_http::cors::CorsLayer;
 
 use modelhost::metrics::Metrics;
 
+use crate::body::{BodyBudget, buffer_body};
 use crate::error::{ApiError, ApiResult};
 use crate::guard::{request_timeout, require_api_key};
 use crate::observe::{HttpMetrics, RequestInfo, mark_route, observe};
@@ -43,6 +44,7 @@ pub(crate) struct Guards {
     pub(crate) api_key: Option<Arc<str>>,
     pub(crate) request_timeout: Duration,
     pub(crate) cors: Option<CorsLayer>,
+    pub(crate) bodies: Arc<BodyBudget>,
 }
 
 pub(crate) type AppState = State<Arc<App>>;
@@ -183,19 +185,6 @@ pub(crate) async fn infer_answer(
             // An unknown version is a 404 whatever the body holds.
             set.ready(model, Some(version))?;
         }
-        if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
-            && encoding.as_bytes() != b"identity"
-        {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "the request body is compressed (Content-Encoding: {}), which this server \
-                     does not read; send it uncompressed (tritonclient: no \
-                     request_compression_algorithm)",
-                    String::from_utf8_lossy(encoding.as_bytes())
-                ),
-            ));
-        }
         let body = body.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -321,6 +310,27 @@ pub(crate) async fn json_errors(response: Response) -> Response {
     answer
 }
 
+/// What a connection past `--max-connections` is served: the health checks answer as
+/// usual (an orchestrator must not restart a busy server), everything else is a 503.
+pub(crate) fn probe_router(app: Arc<App>, max_connections: usize) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .fallback(move || async move {
+            let mut answer = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the server has {max_connections} connections open, its limit \
+                     (--max-connections); retry later"
+                ),
+            )
+            .into_response();
+            answer.extensions_mut().insert(RequestInfo::default());
+            answer
+        })
+        .with_state(app)
+}
+
 pub(crate) fn router(app: Arc<App>, guards: &Guards) -> Router {
     let limit = app.max_body_bytes;
     let http = app.http.clone();
@@ -359,6 +369,7 @@ pub(crate) fn router(app: Arc<App>, guards: &Guards) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(from_fn_with_state(guards.bodies.clone(), buffer_body))
         .layer(from_fn_with_state(guards.request_timeout, request_timeout))
         .layer(axum::middleware::map_response(json_errors));
     // Outer layers see what the inner ones answer: a refused key is counted and logged.
