@@ -2,6 +2,7 @@
 //! against oversized inputs and decompression bombs.
 
 use std::io::Cursor;
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
@@ -24,11 +25,12 @@ fn invalid(reason: String) -> InputError {
 /// declares, then the memory that decoding it and `preprocess` would take (from the
 /// header's size, colour type and EXIF orientation), all before any pixel is decoded;
 /// the decoder itself runs under allocation limits that match the declared size.
-pub(super) fn decode(
+pub(super) fn decode<'b>(
     bytes: &[u8],
     options: &ImageOptions,
     preprocess: &Preprocess,
-) -> Result<DynamicImage, InputError> {
+    budget: &'b MemoryBudget,
+) -> Result<(DynamicImage, Reservation<'b>), InputError> {
     if bytes.len() > options.max_bytes {
         return Err(invalid(format!(
             "it is {} bytes; at most {} are allowed",
@@ -67,10 +69,63 @@ pub(super) fn decode(
     // Phone cameras store the rotation in EXIF; Python's loaders (PIL's exif_transpose
     // in transformers' load_image) apply it, so the model saw upright images.
     let orientation = decoder.orientation().map_err(cannot)?;
-    check_memory(&decoder, orientation, options, preprocess)?;
+    let needed = check_memory(&decoder, orientation, options, preprocess)?;
+    // Held until the caller has preprocessed the image: concurrent decodes share one budget.
+    let held = budget.reserve(needed);
     let mut image = DynamicImage::from_decoder(decoder).map_err(cannot)?;
     image.apply_orientation(orientation);
-    Ok(image)
+    Ok((image, held))
+}
+
+/// The memory that decodes in progress hold, shared by every decode of one classifier:
+/// concurrent requests wait for room instead of each taking the whole budget.
+#[derive(Debug)]
+pub(super) struct MemoryBudget {
+    used: Mutex<u64>,
+    freed: Condvar,
+    total: u64,
+}
+
+impl MemoryBudget {
+    pub(super) fn new(total: u64) -> Self {
+        MemoryBudget {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            total,
+        }
+    }
+
+    /// Waits until `bytes` fit beside what other decodes hold (a decode always runs when
+    /// none other does), then holds them until the reservation is dropped.
+    pub(super) fn reserve(&self, bytes: u64) -> Reservation<'_> {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        while *used > 0 && used.saturating_add(bytes) > self.total {
+            used = self
+                .freed
+                .wait(used)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *used += bytes;
+        Reservation {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+/// Memory held from a [`MemoryBudget`] until dropped.
+#[derive(Debug)]
+pub(super) struct Reservation<'b> {
+    budget: &'b MemoryBudget,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut used = (self.budget.used.lock()).unwrap_or_else(PoisonError::into_inner);
+        *used -= self.bytes;
+        self.budget.freed.notify_all();
+    }
 }
 
 /// The `(width, height)` the header of `bytes` declares, refused when it is empty or
@@ -129,7 +184,8 @@ fn check_density(
     Ok(())
 }
 
-/// Refuses an image whose decoding and preprocessing would hold more than
+/// The memory decoding and preprocessing it will hold, from its header; refuses an image
+/// whose decoding and preprocessing would hold more than
 /// `options.max_memory_bytes`, from its header: the upright size (after the EXIF
 /// `orientation`; a rotated tall image is a wide one to the resize) and bytes per pixel.
 fn check_memory(
@@ -137,7 +193,7 @@ fn check_memory(
     orientation: Orientation,
     options: &ImageOptions,
     preprocess: &Preprocess,
-) -> Result<(), InputError> {
+) -> Result<u64, InputError> {
     let (width, height) = decoder.dimensions();
     let (width, height) = match orientation {
         Orientation::Rotate90
@@ -156,5 +212,41 @@ fn check_memory(
             max_bytes: options.max_memory_bytes,
         });
     }
-    Ok(())
+    Ok(needed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_reservations_wait_for_room_and_never_exceed_the_total() {
+        let budget = std::sync::Arc::new(MemoryBudget::new(100));
+        let first = budget.reserve(60);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let budget = budget.clone();
+            std::thread::spawn(move || {
+                let held = budget.reserve(60);
+                tx.send(*budget.used.lock().unwrap()).unwrap();
+                drop(held);
+            })
+        };
+        // 60 + 60 > 100: the second waits while the first is held.
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err()
+        );
+        drop(first);
+        assert_eq!(
+            rx.recv().unwrap(),
+            60,
+            "it ran alone once the first was released"
+        );
+        waiter.join().unwrap();
+        assert_eq!(*budget.used.lock().unwrap(), 0);
+        // Alone, a reservation always runs (a decode is never larger than the total).
+        let alone = budget.reserve(100);
+        drop(alone);
+    }
 }

@@ -51,7 +51,8 @@ pub struct ImageOptions {
     /// EXIF orientation) before any pixel is decoded; larger images are refused with
     /// [`InputError::ImageOverBudget`]. Very elongated images cost the most: the resize
     /// works on a buffer as wide as the (upright) input and as tall as the network's
-    /// input. Default 512 MiB.
+    /// input. The bound holds across concurrent requests too: decodes in progress share
+    /// it, and one that does not fit beside the others waits for them. Default 512 MiB.
     pub max_memory_bytes: u64,
     /// The device to run on (default: CPU).
     pub device: Device,
@@ -76,6 +77,8 @@ pub struct ImageClassifier {
     preprocess: Preprocess,
     labels: Vec<String>,
     options: ImageOptions,
+    /// `options.max_memory_bytes`, shared by the decodes in progress.
+    budget: decode::MemoryBudget,
 }
 
 impl std::fmt::Debug for ImageClassifier {
@@ -109,6 +112,7 @@ impl ImageClassifier {
             network,
             preprocess,
             labels,
+            budget: decode::MemoryBudget::new(options.max_memory_bytes),
             options,
         })
     }
@@ -126,7 +130,7 @@ impl ImageClassifier {
     /// Decodes `bytes` (PNG or JPEG) within the limits and preprocesses the image into the
     /// network's `[C, H, W]` input.
     pub fn preprocess(&self, bytes: &[u8]) -> Result<Vec<f32>, InputError> {
-        let image = decode::decode(bytes, &self.options, &self.preprocess)?;
+        let (image, _held) = decode::decode(bytes, &self.options, &self.preprocess, &self.budget)?;
         self.preprocess.apply(&image)
     }
 
