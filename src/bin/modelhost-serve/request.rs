@@ -13,14 +13,7 @@ use crate::routes::App;
 pub(crate) fn body(app: &App, body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is over the limit of {} bytes; send fewer inputs per \
-                     request or start the server with a larger --max-body-bytes",
-                    app.max_body_bytes
-                ),
-            )
+            crate::body::too_large(app.max_body_bytes)
         } else {
             ApiError::new(rejection.status(), rejection.body_text())
         }

@@ -185,20 +185,7 @@ pub(crate) async fn infer_answer(
             // An unknown version is a 404 whatever the body holds.
             set.ready(model, Some(version))?;
         }
-        let body = body.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the request body is over the limit of {} bytes; send fewer rows per \
-                         request or start the server with a larger --max-body-bytes",
-                        app.max_body_bytes
-                    ),
-                )
-            } else {
-                ApiError::new(rejection.status(), rejection.body_text())
-            }
-        })?;
+        let body = crate::request::body(app, body)?;
         let header_length = match headers.get(HEADER_LENGTH) {
             None => None,
             Some(value) => Some(value.to_str().map_err(|_| {
