@@ -533,18 +533,27 @@ fn the_repository_loads_every_version_and_reload_follows_the_directory() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// An empty repository root of this test process's own, named by `tag`.
+fn digits_repository(tag: &str) -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("modelhost-repo-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    root
+}
+
+/// Copies the shipped digits model to `root/name/version/`.
+fn copy_digits(root: &std::path::Path, name: &str, version: &str) {
+    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/assets/digits");
+    let dir = root.join(name).join(version);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["model.json", "model.safetensors"] {
+        std::fs::copy(digits.join(file), dir.join(file)).unwrap();
+    }
+}
+
 #[test]
 fn the_repository_loads_and_unloads_one_model_at_a_time() {
-    let root = std::env::temp_dir().join(format!("modelhost-repo-control-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/assets/digits");
-    let copy = |name: &str, version: &str| {
-        let dir = root.join(name).join(version);
-        std::fs::create_dir_all(&dir).unwrap();
-        for file in ["model.json", "model.safetensors"] {
-            std::fs::copy(digits.join(file), dir.join(file)).unwrap();
-        }
-    };
+    let root = digits_repository("control");
+    let copy = |name: &str, version: &str| copy_digits(&root, name, version);
     copy("digits", "1");
     copy("digits", "2");
     copy("other", "1");
@@ -638,16 +647,8 @@ fn the_repository_loads_and_unloads_one_model_at_a_time() {
 
 #[test]
 fn filtered_repositories_share_one_root_and_each_takes_only_its_own_directories() {
-    let root = std::env::temp_dir().join(format!("modelhost-repo-filtered-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let digits = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/assets/digits");
-    let copy = |name: &str, version: &str| {
-        let dir = root.join(name).join(version);
-        std::fs::create_dir_all(&dir).unwrap();
-        for file in ["model.json", "model.safetensors"] {
-            std::fs::copy(digits.join(file), dir.join(file)).unwrap();
-        }
-    };
+    let root = digits_repository("filtered");
+    let copy = |name: &str, version: &str| copy_digits(&root, name, version);
     copy("digits", "1");
     copy("other", "1");
     // Marked as another kind's: the first repository must leave it alone.
