@@ -5,11 +5,9 @@
 mod common;
 mod server;
 
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
 use image::{DynamicImage, GrayImage, ImageFormat};
 use modelhost::Predictor;
 use modelhost::models::classifier::{CrossEncoder, TextPair};
@@ -22,32 +20,7 @@ use server::*;
 /// A regression over every feature type with hand-set weights (as tests/tabular.rs).
 fn house_dir() -> PathBuf {
     let dir = common::scratch_dir("house-model");
-    let schema = json!({
-        "features": [
-            {"name": "area", "type": "number", "min": 10, "max": 500, "mean": 100, "std": 20},
-            {"name": "rooms", "type": "integer", "min": 1, "max": 12, "mean": 3, "std": 1},
-            {"name": "garden", "type": "boolean", "default": false},
-            {"name": "city", "type": "category", "values": ["oslo", "bergen", "tromso"], "default": "oslo"}
-        ],
-        "task": {"type": "regression", "target": "price", "mean": 300, "std": 50}
-    });
-    std::fs::write(dir.join("tabular.json"), schema.to_string()).unwrap();
-    let weights = HashMap::from([
-        (
-            "layers.0.weight".to_string(),
-            Tensor::from_vec(
-                vec![1.0f32, 2.0, 3.0, 0.5, -0.5, 0.25],
-                (1, 6),
-                &Device::Cpu,
-            )
-            .unwrap(),
-        ),
-        (
-            "layers.0.bias".to_string(),
-            Tensor::from_vec(vec![0.1f32], 1, &Device::Cpu).unwrap(),
-        ),
-    ]);
-    candle_core::safetensors::save(&weights, dir.join("model.safetensors")).unwrap();
+    common::write_house_model(&dir, common::house_schema());
     dir
 }
 

@@ -7,11 +7,9 @@ mod wine;
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
-use common::scratch_dir;
+use common::{house_schema, scratch_dir, write_house_model};
 use modelhost::{
     Predictor, cache::PredictionCache, error::InputError, error::LoadError, error::PredictError,
     metrics::Outcome, models::tabular::FeatureValue, models::tabular::TabularModel,
@@ -110,39 +108,6 @@ fn each_bad_row_gets_a_typed_error_naming_the_feature_and_what_is_allowed() {
     let outcomes = predictor.stats().outcomes;
     assert_eq!(outcomes.get(&Outcome::InputError), Some(&7));
     assert_eq!(outcomes.get(&Outcome::Success), Some(&1));
-}
-
-/// A regression model over every feature type, with hand-set weights.
-fn write_house_model(dir: &std::path::Path, schema: serde_json::Value) {
-    std::fs::write(dir.join("tabular.json"), schema.to_string()).unwrap();
-    let weights = HashMap::from([
-        (
-            "layers.0.weight".to_string(),
-            Tensor::from_vec(
-                vec![1.0f32, 2.0, 3.0, 0.5, -0.5, 0.25],
-                (1, 6),
-                &Device::Cpu,
-            )
-            .unwrap(),
-        ),
-        (
-            "layers.0.bias".to_string(),
-            Tensor::from_vec(vec![0.1f32], 1, &Device::Cpu).unwrap(),
-        ),
-    ]);
-    candle_core::safetensors::save(&weights, dir.join("model.safetensors")).unwrap();
-}
-
-fn house_schema() -> serde_json::Value {
-    serde_json::json!({
-        "features": [
-            {"name": "area", "type": "number", "min": 10, "max": 500, "mean": 100, "std": 20},
-            {"name": "rooms", "type": "integer", "min": 1, "max": 12, "mean": 3, "std": 1},
-            {"name": "garden", "type": "boolean", "default": false},
-            {"name": "city", "type": "category", "values": ["oslo", "bergen", "tromso"], "default": "oslo"}
-        ],
-        "task": {"type": "regression", "target": "price", "mean": 300, "std": 50}
-    })
 }
 
 #[test]

@@ -164,3 +164,38 @@ pub fn run_embed(args: &[&std::ffi::OsStr], input: impl AsRef<[u8]>) -> String {
     assert!(out.status.success(), "embed {args:?} failed");
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A regression model over every feature type, with hand-set weights.
+pub fn write_house_model(dir: &std::path::Path, schema: serde_json::Value) {
+    std::fs::write(dir.join("tabular.json"), schema.to_string()).unwrap();
+    let weights = std::collections::HashMap::from([
+        (
+            "layers.0.weight".to_string(),
+            Tensor::from_vec(
+                vec![1.0f32, 2.0, 3.0, 0.5, -0.5, 0.25],
+                (1, 6),
+                &Device::Cpu,
+            )
+            .unwrap(),
+        ),
+        (
+            "layers.0.bias".to_string(),
+            Tensor::from_vec(vec![0.1f32], 1, &Device::Cpu).unwrap(),
+        ),
+    ]);
+    candle_core::safetensors::save(&weights, dir.join("model.safetensors")).unwrap();
+}
+
+/// The schema of [`write_house_model`]'s model: a number, an integer, a boolean and a
+/// category, predicting a price.
+pub fn house_schema() -> serde_json::Value {
+    serde_json::json!({
+        "features": [
+            {"name": "area", "type": "number", "min": 10, "max": 500, "mean": 100, "std": 20},
+            {"name": "rooms", "type": "integer", "min": 1, "max": 12, "mean": 3, "std": 1},
+            {"name": "garden", "type": "boolean", "default": false},
+            {"name": "city", "type": "category", "values": ["oslo", "bergen", "tromso"], "default": "oslo"}
+        ],
+        "task": {"type": "regression", "target": "price", "mean": 300, "std": 50}
+    })
+}
