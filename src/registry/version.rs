@@ -8,7 +8,7 @@ use super::{Registry, RegistryError};
 use crate::error::PredictError;
 use crate::metrics::{LatencyHistogram, LatencySummary, PredictorStats};
 use crate::model::Model;
-use crate::predictor::Predictor;
+use crate::predictor::{PredictFuture, Predictor};
 
 /// An answer and the version that produced it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -105,22 +105,10 @@ impl<M: Model> VersionHandle<M> {
         inputs: Vec<M::Input>,
     ) -> Vec<impl Future<Output = Result<Routed<M::Output>, PredictError>> + Send + use<M>> {
         let started = Instant::now();
-        self.state
-            .predictor
-            .predict_many_async(inputs)
+        let answers = self.state.predictor.predict_many_async(inputs);
+        answers
             .into_iter()
-            .map(|answer| {
-                let state = self.state.clone();
-                async move {
-                    let answer = answer.await;
-                    state.stats.record(started, answer.is_ok());
-                    answer.map(|output| Routed {
-                        request_id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
-                        version: state.version.clone(),
-                        output,
-                    })
-                }
-            })
+            .map(|answer| self.counted(started, answer))
             .collect()
     }
 
@@ -132,7 +120,16 @@ impl<M: Model> VersionHandle<M> {
         input: M::Input,
     ) -> impl Future<Output = Result<Routed<M::Output>, PredictError>> + Send + use<M> {
         let started = Instant::now();
-        let answer = self.state.predictor.predict_async(input);
+        self.counted(started, self.state.predictor.predict_async(input))
+    }
+
+    /// `answer`, counted in the version's statistics (from `started`) when it comes, and
+    /// labelled with the version.
+    fn counted(
+        &self,
+        started: Instant,
+        answer: PredictFuture<M::Output>,
+    ) -> impl Future<Output = Result<Routed<M::Output>, PredictError>> + Send + use<M> {
         let state = self.state.clone();
         async move {
             let answer = answer.await;
