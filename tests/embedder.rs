@@ -3,6 +3,8 @@
 
 mod common;
 
+use proptest::prelude::*;
+
 use modelhost::{
     Predictor, error::InputError, error::LoadError, error::PredictError,
     models::sentence::Embedding, models::sentence::SentenceEmbedder, models::text::EmbedderOptions,
@@ -272,6 +274,121 @@ fn a_text_over_the_byte_limit_is_refused_before_tokenizing() {
         "{e:?}"
     );
     assert_eq!(strict.tokenize(&"a ".repeat(50)).unwrap().len(), 52);
+}
+
+/// MiniLM's tokenizer as sentence-transformers runs it: the whole text, truncated to
+/// `max_len` tokens.
+fn whole_text_tokenizer(max_len: usize) -> tokenizers::Tokenizer {
+    let mut t =
+        tokenizers::Tokenizer::from_file(common::minilm_dir().join("tokenizer.json")).unwrap();
+    t.with_padding(None);
+    t.with_truncation(Some(tokenizers::TruncationParams {
+        max_length: max_len,
+        ..Default::default()
+    }))
+    .unwrap();
+    t
+}
+
+#[test]
+fn a_text_in_chinese_over_the_byte_limit_is_cut_between_ideographs_exactly() {
+    // 2 MiB of Chinese and Japanese without a single space: before, no whitespace to cut
+    // at meant `TooManyBytes`. BERT splits around every ideograph and punctuation mark, so
+    // a prefix cut there tokenizes as the start of the whole text.
+    let sentence = "東京の天気は晴れ、明日は雨が降るでしょう。北京大学的学生正在学习机器学习。";
+    let text = sentence.repeat((2 << 20) / sentence.len() + 1);
+    assert!(text.len() > 2 << 20 && !text.contains(char::is_whitespace));
+    let embedder = SentenceEmbedder::load(common::minilm_dir()).unwrap();
+    let tokens = embedder.tokenize(&text).unwrap();
+    let whole = whole_text_tokenizer(256)
+        .encode(text.as_str(), true)
+        .unwrap();
+    assert_eq!(tokens.ids(), whole.get_ids());
+    assert_eq!(tokens.len(), 256);
+    // A Latin word of 2 MiB still has nowhere to cut: refused, saying the limit.
+    let e = embedder.tokenize(&"x".repeat(2 << 20)).unwrap_err();
+    assert!(matches!(e, InputError::TooManyBytes { .. }), "{e:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the mix of scripts, punctuation, special tokens, long words and control
+    /// characters, an accepted text tokenizes exactly as the whole text truncated, at both
+    /// byte limits (the prefix found going forward, and the last cut before the limit) and
+    /// with the cut near the truncation point (a 4-token limit and words of one token per
+    /// 120 bytes).
+    #[test]
+    fn a_bounded_prefix_tokenizes_as_the_whole_text(
+        pieces in proptest::collection::vec(0usize..PIECES.len(), 1..3000),
+        small_limit in any::<bool>(),
+        short in any::<bool>(),
+    ) {
+        let text: String = pieces.iter().map(|&i| PIECES[i]).collect();
+        let max_input_bytes = if small_limit { 300 } else { 6000 };
+        let max_len = if short { 4 } else { 16 };
+        let embedder = embedder_with(max_input_bytes, max_len);
+        let whole = whole_text_tokenizer(max_len).encode(text.as_str(), true).unwrap();
+        match embedder.tokenize(&text) {
+            Ok(tokens) => prop_assert_eq!(tokens.ids(), whole.get_ids()),
+            Err(InputError::TooManyBytes { bytes, max, .. }) => {
+                prop_assert_eq!((bytes, max), (text.len(), max_input_bytes));
+            }
+            Err(e) => prop_assert!(false, "{e:?}"),
+        }
+    }
+}
+
+/// What the property test's texts are made of.
+const PIECES: &[&str] = &[
+    "東京",
+    "は",
+    "晴れ",
+    "。",
+    "、",
+    "北京",
+    "[MASK]",
+    "[mask]",
+    "[CLS",
+    "]",
+    "word",
+    "ünïcode",
+    " ",
+    "\u{3000}",
+    "!",
+    "(",
+    "x\x0by",
+    "İ",
+    "e\u{301}",
+    "\t",
+    "한국어",
+    "--",
+    "😀",
+    "\u{ff01}",
+    "[MASK][MASK][MASK]",
+    LONG_WORD,
+    LONG_WORD,
+    LONG_WORD,
+];
+
+/// Past 100 characters WordPiece reads a word as one `[UNK]`.
+const LONG_WORD: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// MiniLM with a byte limit and a maximum sequence length, loaded once per pair.
+fn embedder_with(max_input_bytes: usize, max_len: usize) -> std::sync::Arc<SentenceEmbedder> {
+    type Loaded = std::collections::HashMap<(usize, usize), std::sync::Arc<SentenceEmbedder>>;
+    static LOADED: std::sync::Mutex<Option<Loaded>> = std::sync::Mutex::new(None);
+    let mut loaded = LOADED.lock().unwrap();
+    let loaded = loaded.get_or_insert_with(Loaded::new);
+    let embedder = loaded.entry((max_input_bytes, max_len)).or_insert_with(|| {
+        let options = EmbedderOptions {
+            max_input_bytes,
+            max_seq_length: Some(max_len),
+            ..EmbedderOptions::default()
+        };
+        std::sync::Arc::new(SentenceEmbedder::load_with(common::minilm_dir(), options).unwrap())
+    });
+    embedder.clone()
 }
 
 #[test]

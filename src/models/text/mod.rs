@@ -67,9 +67,10 @@ pub struct TextOptions {
     /// The most bytes of a text (of each text of a pair) handed to the tokenizer; checked
     /// before tokenizing. Without truncation a longer text is refused with
     /// [`InputError::TooManyBytes`]. With truncation only a prefix of a long text is
-    /// tokenized — cut at whitespace, long enough that the result is exactly the whole
-    /// text truncated — and the text is refused only when that prefix would pass this
-    /// limit (no whitespace to cut at before it). The texts of a pair are always tokenized
+    /// tokenized — cut where the tokenizer splits anyway (whitespace; for BERT tokenizers
+    /// also punctuation and CJK ideographs, so Chinese and Japanese text can be cut), long
+    /// enough that the result is exactly the whole text truncated — and the text is
+    /// refused only when that prefix would pass this limit (nowhere to cut before it). The texts of a pair are always tokenized
     /// whole (how the tokenizer splits the budget between two long texts depends on which
     /// is longer), so each is refused past this limit. Default 1 MiB.
     pub max_input_bytes: usize,
@@ -219,6 +220,7 @@ impl TextEncoder {
                 path: dir.join("tokenizer.json"),
                 message: e.to_string(),
             })?;
+        let cuts = input::Cuts::of(&tokenizer);
         let weights = crate::formats::find_weights(dir)?;
         let backend = Backend::load(&weights, &config, &config_path, options)?;
         Ok(Loaded {
@@ -236,6 +238,7 @@ impl TextEncoder {
                     max_bytes: options.max_input_bytes,
                     truncate: options.truncate,
                     max_len,
+                    cuts,
                 },
             },
             config_path,
