@@ -11,6 +11,7 @@ use modelhost::registry::{Routed, VersionHandle};
 use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ApiResult};
+use crate::pool::{Panicked, Pool};
 
 /// What one request may ask, and the room bulk requests share.
 pub(crate) struct Admission {
@@ -20,6 +21,10 @@ pub(crate) struct Admission {
     /// kept for one-row requests.
     bulk_rows: usize,
     bulk: Arc<Semaphore>,
+    /// The threads that prepare rows (tokenize, decode, queue), and a permit per thread:
+    /// a request waits for a permit (cancellably) before its job is handed over.
+    pool: Pool,
+    preparing: Semaphore,
 }
 
 type Answers<O> = Vec<Result<Routed<O>, PredictError>>;
@@ -44,11 +49,26 @@ pub(crate) fn admission() -> &'static Admission {
 impl Admission {
     pub(crate) fn new(max_rows: usize, bulk_rows: usize) -> Self {
         let bulk_rows = bulk_rows.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = PREPARING_PER_CORE * cores.max(2);
         Admission {
             max_rows: max_rows.max(1),
             bulk_rows,
             bulk: Arc::new(Semaphore::new(bulk_rows)),
+            pool: Pool::new(threads),
+            preparing: Semaphore::new(threads),
         }
+    }
+
+    /// Runs `f` (work on rows: tokenizing, decoding, queueing) on the preparing threads
+    /// ([`PREPARING_PER_CORE`] per core), waiting for a free one; an error if it panicked.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Panicked> {
+        // Never closed: acquiring fails only on a closed semaphore.
+        let _permit = self.preparing.acquire().await;
+        self.pool.run(f).await
     }
 
     /// A 413 naming the limit when a request carries more rows than one request may.
@@ -110,7 +130,7 @@ impl Admission {
                     pending.map(|f| Box::pin(f) as Pending<M::Output>).collect()
                 }
             };
-            let Ok(pending) = tokio::task::spawn_blocking(submit).await else {
+            let Ok(pending) = self.blocking(submit).await else {
                 // Preparing panicked (a model's bug): each of the chunk's rows says so.
                 answers.extend((0..n).map(|_| Err(prepare_panicked())));
                 continue;
@@ -123,6 +143,10 @@ impl Admission {
         answers
     }
 }
+
+/// Blocking tasks preparing rows at once, per core: one computing while another waits
+/// (for the model's thread pool, or for queue room).
+const PREPARING_PER_CORE: usize = 2;
 
 /// The most rows prepared in one go: bounds the work a timed-out or abandoned request
 /// still finishes.

@@ -83,6 +83,7 @@ mod observe;
 mod oip;
 mod openai;
 mod openapi;
+mod pool;
 mod repository;
 mod request;
 mod routes;

@@ -244,19 +244,20 @@ async fn embed_counting(
 ) -> ApiResult<(Vec<Vec<f32>>, usize)> {
     let counted = handle.clone();
     let counting = texts.clone();
-    let tokens = tokio::task::spawn_blocking(move || {
-        let model = counted.predictor().model();
-        let many = counting.len() > 1;
-        counting.iter().enumerate().try_fold(0, |sum, (i, text)| {
-            let tokens = model.tokenize(text).map_err(|e| match many {
-                true => ApiError::bad(format!("input[{i}]: {e}")),
-                false => ApiError::bad(e.to_string()),
-            })?;
-            Ok::<_, ApiError>(sum + tokens.len())
+    let tokens = crate::limits::admission()
+        .blocking(move || {
+            let model = counted.predictor().model();
+            let many = counting.len() > 1;
+            counting.iter().enumerate().try_fold(0, |sum, (i, text)| {
+                let tokens = model.tokenize(text).map_err(|e| match many {
+                    true => ApiError::bad(format!("input[{i}]: {e}")),
+                    false => ApiError::bad(e.to_string()),
+                })?;
+                Ok::<_, ApiError>(sum + tokens.len())
+            })
         })
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let embeddings = predict_rows(handle, texts).await?;
     Ok((
         embeddings.into_iter().map(|e| e.into_vec()).collect(),

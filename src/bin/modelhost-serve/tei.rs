@@ -223,19 +223,20 @@ async fn embed_answer(
 /// Refuses (413) a text the model would cut to its maximum sequence length.
 async fn refuse_truncated(handle: &TextHandle, texts: &[String]) -> ApiResult<()> {
     let (texts, handle) = (texts.to_vec(), handle.clone());
-    tokio::task::spawn_blocking(move || {
-        for (i, text) in texts.iter().enumerate() {
-            if let Some(tokens) = handle.tokens(text) {
-                let tokens = tokens?;
-                if tokens.truncated {
-                    return Err(too_long(i, tokens.len()));
+    crate::limits::admission()
+        .blocking(move || {
+            for (i, text) in texts.iter().enumerate() {
+                if let Some(tokens) = handle.tokens(text) {
+                    let tokens = tokens?;
+                    if tokens.truncated {
+                        return Err(too_long(i, tokens.len()));
+                    }
                 }
             }
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 #[derive(Deserialize)]
@@ -295,20 +296,21 @@ async fn rerank_answer(
         .collect();
     if !request.truncate.unwrap_or(false) {
         let (checking, ranker) = (pairs.clone(), ranker.clone());
-        tokio::task::spawn_blocking(move || {
-            let model = ranker.predictor().model();
-            for (i, pair) in checking.iter().enumerate() {
-                let tokens = model
-                    .tokens(pair)
-                    .map_err(|e| ApiError::bad(format!("text {i}: {e}")))?;
-                if tokens.truncated {
-                    return Err(too_long(i, tokens.len()));
+        crate::limits::admission()
+            .blocking(move || {
+                let model = ranker.predictor().model();
+                for (i, pair) in checking.iter().enumerate() {
+                    let tokens = model
+                        .tokens(pair)
+                        .map_err(|e| ApiError::bad(format!("text {i}: {e}")))?;
+                    if tokens.truncated {
+                        return Err(too_long(i, tokens.len()));
+                    }
                 }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+                Ok(())
+            })
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     }
     let scores = predict_rows(&ranker, pairs).await?;
     let mut ranks: Vec<Rank> = (scores.into_iter().zip(texts).enumerate())
@@ -362,30 +364,31 @@ async fn tokenize_answer(
     let kinds = [Kind::TextEmbedder, Kind::TextClassifier];
     let (_, handle) = pick(app, model.as_deref(), &kinds, "/tokenize")?;
     let specials = request.add_special_tokens.unwrap_or(true);
-    let lists = tokio::task::spawn_blocking(move || {
-        (texts.iter().enumerate())
-            .map(|(i, text)| {
-                let tokens = handle
-                    .tokens(text)
-                    .unwrap_or_else(|| Err(ApiError::bad("/tokenize serves single-text models")));
-                let tokens =
-                    tokens.map_err(|e| ApiError::bad(format!("input {i}: {}", e.message)))?;
-                Ok(tokens
-                    .tokens
-                    .into_iter()
-                    .filter(|t| specials || !t.special)
-                    .map(|t| SimpleToken {
-                        id: t.id,
-                        text: t.text,
-                        special: t.special,
-                        start: t.start,
-                        stop: t.stop,
-                    })
-                    .collect())
-            })
-            .collect::<ApiResult<Vec<Vec<SimpleToken>>>>()
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let lists = crate::limits::admission()
+        .blocking(move || {
+            (texts.iter().enumerate())
+                .map(|(i, text)| {
+                    let tokens = handle.tokens(text).unwrap_or_else(|| {
+                        Err(ApiError::bad("/tokenize serves single-text models"))
+                    });
+                    let tokens =
+                        tokens.map_err(|e| ApiError::bad(format!("input {i}: {}", e.message)))?;
+                    Ok(tokens
+                        .tokens
+                        .into_iter()
+                        .filter(|t| specials || !t.special)
+                        .map(|t| SimpleToken {
+                            id: t.id,
+                            text: t.text,
+                            special: t.special,
+                            start: t.start,
+                            stop: t.stop,
+                        })
+                        .collect())
+                })
+                .collect::<ApiResult<Vec<Vec<SimpleToken>>>>()
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(lists)
 }
