@@ -54,6 +54,16 @@ fn make(dir: &Path) -> std::io::Result<()> {
         sentence.repeat((8 << 20) / sentence.len()),
     )?;
     std::fs::write(dir.join("word-8MB.txt"), "x".repeat(8 << 20))?;
+    // No whitespace at all: cut between ideographs, and between added tokens.
+    let chinese = "北京大学的学生正在学习机器学习。";
+    std::fs::write(
+        dir.join("chinese-8MB.txt"),
+        chinese.repeat((8 << 20) / chinese.len()),
+    )?;
+    std::fs::write(dir.join("masks-8MB.txt"), "[MASK]".repeat((8 << 20) / 6))?;
+    // One letter and 4 Mi combining accents: no cut anywhere.
+    let accents = format!("a{}", "\u{301}".repeat(4 << 20));
+    std::fs::write(dir.join("accents-8MB.txt"), accents)?;
     let mut lines = b"first line\nbad \xff\xfe bytes\n".to_vec();
     lines.extend(b"last line\n");
     std::fs::write(dir.join("not-utf8.txt"), lines)

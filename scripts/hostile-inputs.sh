@@ -29,6 +29,9 @@ done
 run "long-8MB.txt" ok "$bin" text "$dir/long-8MB.txt" ok
 run "long-8MB.txt --no-truncate" TooManyBytes "$bin" text "$dir/long-8MB.txt" TooManyBytes --no-truncate
 run "word-8MB.txt" TooManyBytes "$bin" text "$dir/word-8MB.txt" TooManyBytes
+run "chinese-8MB.txt" ok "$bin" text "$dir/chinese-8MB.txt" ok
+run "masks-8MB.txt" ok "$bin" text "$dir/masks-8MB.txt" ok
+run "accents-8MB.txt" TooManyBytes "$bin" text "$dir/accents-8MB.txt" TooManyBytes
 rows=$(prlimit --as=$cap timeout 30 target/release/examples/embed --model models/all-MiniLM-L6-v2 \
   --input "$dir/not-utf8.txt" | grep -c '"error":"the line is not valid UTF-8')
 run "embed not-utf8.txt" "1 error row" test "$rows" = 1

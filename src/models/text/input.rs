@@ -93,14 +93,16 @@ impl Cuts {
         match self {
             Cuts::Whitespace => c.is_ascii() && is_split(&(c as u8)),
             Cuts::Bert { chinese, added } => {
-                // BERT's normalizer deletes control characters (vertical tab, form feed,
-                // ...), joining the words around them: never a split.
-                let control = c.is_other() && !matches!(c, '\t' | '\n' | '\r');
-                let splits = c.is_whitespace()
-                    || c.is_ascii_punctuation()
-                    || c.is_punctuation()
-                    || (*chinese && is_chinese_char(c));
-                splits && !control && !inside_added(text, at, added)
+                let splits = if c.is_ascii() {
+                    // The common case, without the Unicode tables.
+                    is_split(&(c as u8)) || c.is_ascii_punctuation()
+                } else {
+                    // BERT's normalizer deletes control characters (U+0085, ...), joining
+                    // the words around them: never a split.
+                    (c.is_whitespace() || c.is_punctuation() || (*chinese && is_chinese_char(c)))
+                        && !c.is_other()
+                };
+                splits && !inside_added(text, at, added)
             }
         }
     }
