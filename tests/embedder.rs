@@ -392,6 +392,33 @@ fn embedder_with(max_input_bytes: usize, max_len: usize) -> std::sync::Arc<Sente
 }
 
 #[test]
+fn an_architecture_other_than_bert_is_refused_by_name() {
+    // RoBERTa shares BERT's weight names and would load, then answer wrongly.
+    let dir = std::env::temp_dir().join(format!("modelhost-roberta-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(common::minilm_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let link = dir.join(path.file_name().unwrap());
+        // Modules would resolve outside the directory through a link: left out.
+        let name = path.file_name().unwrap();
+        if path.is_file() && name != "config.json" && name != "modules.json" && !link.exists() {
+            std::os::unix::fs::symlink(&path, link).unwrap();
+        }
+    }
+    let config = std::fs::read_to_string(common::minilm_dir().join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    config["model_type"] = "roberta".into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let e = SentenceEmbedder::load(&dir).err().unwrap();
+    assert!(
+        matches!(&e, LoadError::Unsupported { path, what }
+            if path == &dir.join("config.json") && what == "model_type `roberta`; supported are bert"),
+        "{e:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn module_paths_outside_the_model_directory_are_refused_naming_the_path() {
     let dir = std::env::temp_dir().join(format!("modelhost-modules-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -211,6 +211,7 @@ impl TextEncoder {
         let config_path = require(dir.join("config.json"), "the model configuration")?;
         // The shape every engine needs; the candle engine parses its own config below.
         let config: BertShape = read_json(&config_path)?;
+        checked_architecture(&config, &config_path)?;
         let max_len = checked_max_len(&config, &config_path, options, default_max_len, pairs)?;
         let tokenizer = load_tokenizer(dir, options.truncate, max_len)?;
         let mut probe = tokenizer.clone();
@@ -484,6 +485,26 @@ impl TextEncoder {
 /// The most tokens a text may have: `options.max_seq_length`, else `default_max_len`,
 /// capped at the model's `max_position_embeddings`. It must leave room for the special
 /// tokens and the text (of each side, for `pairs`), and a pair model needs two token types.
+/// The `model_type`s the text models run. Another architecture may share BERT's weight
+/// names (RoBERTa and XLM-R do) and would load, then answer wrongly (RoBERTa numbers
+/// positions from `padding_idx + 1`): it is refused by name instead.
+const ARCHITECTURES: &[&str] = &["bert"];
+
+/// Refuses a `model_type` this crate does not run (a config without one is read as BERT).
+fn checked_architecture(config: &BertShape, config_path: &Path) -> Result<(), LoadError> {
+    match config.model_type.as_deref() {
+        None => Ok(()),
+        Some(t) if ARCHITECTURES.contains(&t) => Ok(()),
+        Some(other) => Err(LoadError::Unsupported {
+            path: config_path.to_path_buf(),
+            what: format!(
+                "model_type `{other}`; supported are {}",
+                ARCHITECTURES.join(", ")
+            ),
+        }),
+    }
+}
+
 fn checked_max_len(
     config: &BertShape,
     config_path: &Path,
