@@ -4,7 +4,7 @@
 //! cargo run --release --example bench_embed -- --model DIR --corpus FILE [--n 1024]
 //!     [--concurrency 32] [--max-batch-size 32] [--max-delay-ms 2] [--grouping arrival|length]
 //!     [--engine packed|portable|candle] [--threads T] [--direct] [--warmup 32] [--no-instrument]
-//!     [--device cpu|cuda[:N]] [--dtype f32|f16|bf16]
+//!     [--device cpu|cuda[:N]] [--dtype f32|f16|bf16] [--precision f32|bf16|int8]
 //! ```
 //!
 //! `--concurrency C`: C caller threads, each sending one text at a time through a
@@ -14,7 +14,8 @@
 //! `"concurrency":0`. Latencies are per request (per batch with `--direct`).
 //!
 //! Output: `{"concurrency":C,"n":N,"sent_per_s":..,"p50_ms":..,"p99_ms":..,"mean_batch":..,
-//! "engine":..,"max_batch_size":..,"grouping":..,"threads":..,"instrument":..,"device":..,"dtype":..}`.
+//! "engine":..,"max_batch_size":..,"grouping":..,"threads":..,"instrument":..,"device":..,"dtype":..,
+//! "precision":..,"isa":..}`.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -23,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use modelhost::{
     Predictor, batch::Grouping, models::sentence::SentenceEmbedder, models::text::EmbedderOptions,
-    models::text::Engine,
+    models::text::Engine, models::text::Precision,
 };
 
-const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|candle] [--threads T] [--direct] [--warmup W] [--no-instrument] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16]";
+const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|candle] [--threads T] [--direct] [--warmup W] [--no-instrument] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16] [--precision f32|bf16|int8]";
 
 struct Args {
     model: PathBuf,
@@ -43,6 +44,7 @@ struct Args {
     instrument: bool,
     device: String,
     dtype: modelhost::DType,
+    precision: Precision,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
         instrument: true,
         device: "cpu".into(),
         dtype: modelhost::DType::F32,
+        precision: Precision::F32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -108,6 +111,7 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("--dtype {other}: use f32, f16 or bf16")),
                 }
             }
+            "--precision" => a.precision = value()?.parse()?,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -158,9 +162,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads: args.threads,
         device,
         dtype: args.dtype,
+        precision: args.precision,
         ..EmbedderOptions::default()
     };
     let embedder = SentenceEmbedder::load_with(&args.model, options)?;
+    let info = embedder.engine_info();
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
     let engine = match embedder.engine() {
         Engine::Candle => "candle",
@@ -250,6 +256,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "instrument": args.instrument,
         "device": args.device,
         "dtype": format!("{:?}", args.dtype).to_lowercase(),
+        "precision": info.precision.name(),
+        "isa": info.isa,
     });
     println!("{line}");
     Ok(())

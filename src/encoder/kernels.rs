@@ -9,8 +9,9 @@ use gemm::Parallelism;
 /// float reduction without reordering that changes results between runs.
 const LANES: usize = 8;
 
-/// Runs `$body` (an expression using the function's arguments) compiled for AVX2 + FMA when
-/// the CPU has them, and for the baseline target otherwise.
+/// Runs `$body` (an expression using the function's arguments) compiled for AVX-512 or
+/// AVX2 + FMA when the [`isa::active`](super::isa::active) level has them (detected at run
+/// time, capped by `MODELHOST_ISA`), and for the baseline target otherwise.
 macro_rules! dispatch {
     (fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         pub(crate) fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -19,14 +20,23 @@ macro_rules! dispatch {
 
             #[cfg(target_arch = "x86_64")]
             {
+                use super::isa::{self, Isa};
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                let level = isa::active();
+                if level >= Isa::Avx512 {
+                    // SAFETY: the CPU supports the features `avx512` was compiled for
+                    // (`isa::active` never exceeds what was detected).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if level >= Isa::Avx2 {
+                    // SAFETY: as above, for `avx2`.
                     return unsafe { avx2($($arg),*) };
                 }
             }
@@ -36,13 +46,18 @@ macro_rules! dispatch {
 }
 
 /// `exp(x)` for f32 to about 2 ulp, in plain arithmetic that vectorises (Cephes `expf`).
+/// `n = round(x · log₂e)` and `2ⁿ` come from adding `1.5 · 2²³` (the integer lands in the
+/// low mantissa bits) instead of a float → int conversion: Rust's saturating `as i32`
+/// does not vectorise, and was most of the softmax's time.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.336_54, 88.376_26);
-    let n = (x * LOG2E + 0.5).floor();
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -51,7 +66,9 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5e-1;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits((((n as i32) + 127) << 23) as u32)
+    // n is in -126..=128: its bits in t, re-biased, are 2ⁿ's exponent.
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    y * f32::from_bits(biased << 23)
 }
 
 /// `erf(x)` as a rational function of x (the coefficients of Eigen's float `erf`), to a few
@@ -128,6 +145,23 @@ pub(crate) fn bias_activate(xs: &mut [f32], bias: &[f32], act: Activation) {
                     .for_each(|(x, b)| *x = (*x + b).max(0.0))
             }),
         });
+}
+
+/// The largest of `xs` (`-inf` for none; NaNs are skipped), in lanes that vectorise:
+/// `f32::max` in a fold kept the loop scalar.
+#[inline(always)]
+fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 2 * LANES];
+    let chunks = xs.chunks_exact(2 * LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..2 * LANES {
+            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    let fold = |m: f32, &v: &f32| if v > m { v } else { m };
+    rest.iter()
+        .fold(acc.iter().fold(f32::NEG_INFINITY, fold), fold)
 }
 
 #[inline(always)]
@@ -213,7 +247,7 @@ pub(crate) fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
 dispatch! {
     fn softmax_rows(scores: &mut [f32], width: usize) {
         for row in scores.chunks_exact_mut(width) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let max = max(row);
             for v in row.iter_mut() {
                 *v = exp(*v - max);
             }

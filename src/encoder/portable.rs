@@ -49,6 +49,11 @@ pub(crate) struct PortableBert {
 }
 
 impl PortableBert {
+    /// The dtype of the weights.
+    pub(crate) fn dtype(&self) -> candle_core::DType {
+        self.word.dtype()
+    }
+
     /// Loads the weights onto `device` in `dtype`.
     pub(crate) fn load(
         weights: &Path,

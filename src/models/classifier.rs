@@ -261,6 +261,11 @@ impl TextClassifier {
         &self.head.labels
     }
 
+    /// What runs the forward pass: engine, precision, instruction-set level, threads.
+    pub fn engine_info(&self) -> crate::models::text::EngineInfo {
+        self.encoder.engine_info()
+    }
+
     /// The most tokens (special tokens included) a text may have.
     pub fn max_seq_length(&self) -> usize {
         self.encoder.max_len()
@@ -469,6 +474,11 @@ impl CrossEncoder {
             head,
             activation,
         })
+    }
+
+    /// What runs the forward pass: engine, precision, instruction-set level, threads.
+    pub fn engine_info(&self) -> crate::models::text::EngineInfo {
+        self.encoder.engine_info()
     }
 
     /// The most tokens (special tokens included) a pair may have.

@@ -325,6 +325,12 @@ impl SentenceEmbedder {
         self.encoder.engine()
     }
 
+    /// What runs the forward pass: engine, precision, instruction-set level (detected at
+    /// load, capped by `MODELHOST_ISA`), threads and the dense weights' bytes.
+    pub fn engine_info(&self) -> crate::models::text::EngineInfo {
+        self.encoder.engine_info()
+    }
+
     /// Whether embeddings are L2-normalised.
     pub fn normalizes(&self) -> bool {
         self.normalize

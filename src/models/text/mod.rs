@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::{EncodeInput, Encoding, Tokenizer, TruncationParams};
 
+pub use crate::encoder::Precision;
 use crate::encoder::{BertShape, PackedBert, PortableBert, Segment};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};
@@ -82,8 +83,14 @@ pub struct TextOptions {
     /// The forward pass (default [`Engine::Auto`]).
     pub engine: Engine,
     /// The dtype of the weights and activations (default f32; f16 and bf16 for GPUs — on
-    /// the CPU they run through the portable path and are slower, not faster).
+    /// the CPU they run through the portable path and are slower, not faster: on the CPU
+    /// use [`precision`](Self::precision)).
     pub dtype: DType,
+    /// The arithmetic of the packed CPU engine's matrix products (default
+    /// [`Precision::F32`]): [`Precision::Bf16`] halves the weights' memory,
+    /// [`Precision::Int8`] quarters it and is the fastest where the CPU has AVX-512 VNNI.
+    /// Other engines, devices and dtypes take only `F32` (a typed error otherwise).
+    pub precision: Precision,
     /// Threads for the CPU forward pass. `None`: `RAYON_NUM_THREADS` if set, else one per
     /// core.
     pub threads: Option<usize>,
@@ -101,6 +108,7 @@ impl Default for TextOptions {
             device: Device::Cpu,
             engine: Engine::Auto,
             dtype: DType::F32,
+            precision: Precision::F32,
             threads: None,
         }
     }
@@ -125,6 +133,31 @@ pub enum Engine {
     Candle,
 }
 
+/// What runs a text model's forward pass ([`SentenceEmbedder::engine_info`] and the
+/// classifiers' `engine_info`).
+///
+/// [`SentenceEmbedder::engine_info`]: crate::models::sentence::SentenceEmbedder::engine_info
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineInfo {
+    /// The forward pass.
+    pub engine: Engine,
+    /// The packed CPU engine's precision (`F32` for the others).
+    pub precision: Precision,
+    /// The instruction-set level the packed CPU kernels run at (`avx512vnni`, `avx512`,
+    /// `avx2`, `portable`, ...: detected at load, capped by `MODELHOST_ISA`); `None` for
+    /// the other engines.
+    pub isa: Option<&'static str>,
+    /// Threads of the packed CPU engine.
+    pub threads: Option<usize>,
+    /// Bytes the packed CPU engine's dense-layer weights hold (about a quarter of f32's in
+    /// int8, half in bf16).
+    pub dense_weight_bytes: Option<usize>,
+    /// The dtype of the weights of the portable and candle engines (`F32` for the packed
+    /// CPU engine: see `precision`).
+    pub dtype: DType,
+}
+
 /// The loaded forward pass.
 enum Backend {
     Packed {
@@ -140,6 +173,7 @@ enum Backend {
         /// size of the other variants.
         bert: Box<BertModel>,
         device: Device,
+        dtype: DType,
     },
 }
 
@@ -271,6 +305,36 @@ impl TextEncoder {
             Backend::Packed { .. } => Engine::Packed,
             Backend::Portable { .. } => Engine::PackedPortable,
             Backend::Candle { .. } => Engine::Candle,
+        }
+    }
+
+    /// What runs the forward pass.
+    pub(crate) fn engine_info(&self) -> EngineInfo {
+        match &self.backend {
+            Backend::Packed { bert, pool } => EngineInfo {
+                engine: Engine::Packed,
+                precision: bert.precision(),
+                isa: Some(bert.isa().name()),
+                threads: Some(pool.current_num_threads()),
+                dense_weight_bytes: Some(bert.dense_bytes()),
+                dtype: DType::F32,
+            },
+            Backend::Portable { bert } => EngineInfo {
+                engine: Engine::PackedPortable,
+                precision: Precision::F32,
+                isa: None,
+                threads: None,
+                dense_weight_bytes: None,
+                dtype: bert.dtype(),
+            },
+            Backend::Candle { dtype, .. } => EngineInfo {
+                engine: Engine::Candle,
+                precision: Precision::F32,
+                isa: None,
+                threads: None,
+                dense_weight_bytes: None,
+                dtype: *dtype,
+            },
         }
     }
 
@@ -431,7 +495,7 @@ impl TextEncoder {
                 pool.install(|| bert.forward(&segments, pool.current_num_threads()))
             }
             Backend::Portable { bert } => bert.forward(&segments(batch))?,
-            Backend::Candle { bert, device } => {
+            Backend::Candle { bert, device, .. } => {
                 // Padded rows: each text starts at a multiple of the longest length.
                 let (data, len) = self.forward_padded(bert, device, batch)?;
                 (data, (0..batch.len()).map(|row| row * len).collect())
@@ -574,6 +638,15 @@ impl Backend {
             Engine::Auto | Engine::Packed => Engine::PackedPortable,
             other => other,
         };
+        if options.precision != Precision::F32 && engine != Engine::Packed {
+            return Err(LoadError::config(
+                config_path,
+                format!(
+                    "precision {} runs on the packed CPU engine only (device cpu, dtype f32, engine auto or packed); this model loads on {engine:?} with dtype {:?}",
+                    options.precision, options.dtype
+                ),
+            ));
+        }
         Ok(match engine {
             Engine::PackedPortable => {
                 let act = crate::encoder::activation(weights, config)?;
@@ -590,10 +663,18 @@ impl Backend {
                     .thread_name(|i| format!("modelhost-encoder-{i}"))
                     .build()
                     .map_err(|e| LoadError::config(config_path, e))?;
-                Backend::Packed {
-                    bert: PackedBert::load(weights, config)?,
-                    pool,
+                let bert = PackedBert::load(weights, config, options.precision)?;
+                tracing::info!(
+                    weights = %weights.display(),
+                    precision = %bert.precision(),
+                    isa = %bert.isa(),
+                    threads,
+                    "packed encoder loaded"
+                );
+                if let Some(problem) = crate::encoder::isa::env_problem() {
+                    tracing::warn!("{problem}");
                 }
+                Backend::Packed { bert, pool }
             }
             _ => {
                 let vb = crate::formats::var_builder(weights, options.dtype, &options.device)?;
@@ -604,6 +685,7 @@ impl Backend {
                             .map_err(|e| LoadError::weights(weights, e))?,
                     ),
                     device: options.device.clone(),
+                    dtype: options.dtype,
                 }
             }
         })
