@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example embed -- --model DIR [--input FILE] [--output FILE]
 //!     [--max-batch-size 32] [--no-truncate] [--engine packed|portable|candle] [--threads N]
+//!     [--precision f32|bf16|int8]
 //! ```
 //!
 //! Reads stdin when there is no `--input` and writes stdout when there is no `--output`.
@@ -19,11 +20,10 @@ use std::path::PathBuf;
 
 use modelhost::{
     Predictor, models::sentence::SentenceEmbedder, models::text::EmbedderOptions,
-    models::text::Engine,
+    models::text::Engine, models::text::Precision,
 };
 
-const USAGE: &str =
-    "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate]";
+const USAGE: &str = "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate] [--engine packed|portable|candle] [--threads N] [--precision f32|bf16|int8]";
 
 /// Texts are submitted in chunks of this many lines so memory stays bounded on big inputs.
 const CHUNK: usize = 1024;
@@ -87,6 +87,7 @@ struct Args {
     truncate: bool,
     engine: Engine,
     threads: Option<usize>,
+    precision: Precision,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -99,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
         truncate: true,
         engine: Engine::Auto,
         threads: None,
+        precision: Precision::F32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -126,6 +128,7 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => {
                 args.threads = Some(value()?.parse().map_err(|e| format!("--threads: {e}"))?)
             }
+            "--precision" => args.precision = value()?.parse()?,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -146,6 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         truncate: args.truncate,
         engine: args.engine,
         threads: args.threads,
+        precision: args.precision,
         ..EmbedderOptions::default()
     };
     let embedder = SentenceEmbedder::load_with(&args.model, options)?;

@@ -1682,22 +1682,32 @@ fn device_dtype_and_text_bounds_come_from_flags() {
 }
 
 #[test]
-fn bf16_text_models_answer_close_to_f32() {
+fn reduced_precision_text_models_answer_close_to_f32() {
     let f32_server = Server::start("dtype-f32", &[]);
     let bf16_server = Server::start("dtype-bf16", &["--dtype", "bf16"]);
+    let int8_server = Server::start("precision-int8", &["--precision", "int8"]);
     let body = json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["The cat sits on the mat."]}]});
     let vector = |server: &Server| {
         let (status, _, answer) = server.post_json("/v2/models/minilm/infer", &body);
         assert_eq!(status, 200, "{answer}");
         floats(&json_of(&answer)["outputs"][0]["data"])
     };
-    let (a, b) = (vector(&f32_server), vector(&bf16_server));
+    let a = vector(&f32_server);
     assert_eq!(a.len(), 384);
-    let c = cosine(&a, &b);
-    assert!(
-        c > 0.99 && c < 1.0,
-        "bf16 is close to f32 but not f32 itself: {c}"
-    );
+    for (name, server) in [
+        ("--dtype bf16", &bf16_server),
+        ("--precision int8", &int8_server),
+    ] {
+        let c = cosine(&a, &vector(server));
+        assert!(
+            c > 0.99 && c < 1.0,
+            "{name} is close to f32 but not f32 itself: {c}"
+        );
+    }
+    // A precision the engine of that dtype does not have stops the server, saying why.
+    let (status, stderr) = failed_start(&["--precision", "int8", "--dtype", "bf16"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("packed CPU engine only"), "{stderr}");
 }
 
 #[test]
