@@ -1,27 +1,66 @@
 //! Sentence embeddings from a sentence-transformers directory (BERT family).
 //!
-//! [`SentenceEmbedder::load`] reads the directory as sentence-transformers writes it:
+//! [`SentenceEmbedder::load`] reads the directory as sentence-transformers writes it, in
+//! the classic layout (2.x–5.x, what Hub models carry) and in the one 6.x's `save()`
+//! writes ([`Layout`]):
 //!
 //! | file | used for |
 //! |---|---|
-//! | `modules.json` | the pipeline: `Transformer` → `Pooling` → optional `Normalize` |
+//! | `modules.json` | the pipeline: `Transformer` → `Pooling` → any sequence of `Dense` and `Normalize` |
 //! | `config.json` | the BERT configuration |
 //! | `model.safetensors` (or `pytorch_model.bin`, ...: [`find_weights`](crate::formats::find_weights)) | the weights (safetensors memory-mapped) |
 //! | `tokenizer.json` | the tokenizer (its own padding and truncation are replaced) |
-//! | `sentence_bert_config.json` | `max_seq_length`, `do_lower_case` |
-//! | `1_Pooling/config.json` | CLS / mean / max / mean-sqrt-len pooling |
+//! | `sentence_bert_config.json` | `max_seq_length`, `do_lower_case` (classic); the module's task and modality (6.x) |
+//! | `tokenizer_config.json` | `model_max_length`: the maximum sequence length where `sentence_bert_config.json` gives none (6.x keeps it here) |
+//! | `1_Pooling/config.json` | the [`Pooling`] modes (`pooling_mode_*` flags, or 6.x's `pooling_mode`), `include_prompt` |
+//! | `2_Dense/config.json` + weights | a linear layer and its activation (`in_features`, `out_features`, `bias`, `activation_function`) |
+//! | `config_sentence_transformers.json` | `prompts`, `default_prompt_name`, `truncate_dim` |
 //!
 //! A directory without `modules.json` is read as a plain Hugging Face BERT model with mean
 //! pooling and no normalisation, as sentence-transformers itself does.
+//!
+//! **Prompts.** A [`SentenceEmbedder`] takes `String`s and embeds each with the default
+//! prompt ([`EmbedderOptions::prompt_name`], else the model's `default_prompt_name`, else
+//! none). [`SentenceEmbedder::with_requests`] makes one that takes [`EmbedRequest`]s, which
+//! may name a prompt or give one; the prompt is prepended to the text before tokenizing,
+//! and with `include_prompt: false` its tokens are left out of pooling, as
+//! sentence-transformers does.
+//!
+//! **`truncate_dim`** (Matryoshka models) keeps the first N dimensions of the pipeline's
+//! output. As in sentence-transformers (`encode` truncates after the modules have run), a
+//! `Normalize` module normalises the full vector *before* truncation, so a truncated
+//! embedding is not unit length; cosine similarity is unaffected.
+//!
+//! ```no_run
+//! use modelhost::Predictor;
+//! use modelhost::models::sentence::{EmbedRequest, SentenceEmbedder};
+//!
+//! let embedder = SentenceEmbedder::load("models/multilingual-e5-small")?.with_requests();
+//! let predictor = Predictor::builder(embedder).build()?;
+//! let query = predictor.predict(EmbedRequest::new("how do cats sleep?").with_prompt_name("query"))?;
+//! let doc = predictor.predict("Cats sleep up to 16 hours a day.".into())?; // the default prompt
+//! println!("{:.3}", query.cosine(&doc));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
-use std::path::{Path, PathBuf};
+mod dense;
+mod pipeline;
+mod pooling;
+mod prompt;
 
-use serde::Deserialize;
+use std::marker::PhantomData;
+use std::path::Path;
 
+use self::dense::Dense;
+pub use self::pipeline::Layout;
+use self::pipeline::StepKind;
+pub use self::pooling::Pooling;
+use self::pooling::pool;
+use self::prompt::Prompts;
+pub use self::prompt::{EmbedRequest, Prompt};
 use super::text::{EmbedderOptions, Engine, TextTokens, TokenizedText};
 use super::text::{TextEncoder, TextOptions};
 use crate::error::{InputError, LoadError, RuntimeError};
-use crate::load::{read_json, require};
 use crate::model::{BatchCost, BatchOutputs, DataType, Model, Signature, TensorSpec};
 
 /// A sentence embedding: one vector per text.
@@ -79,191 +118,95 @@ impl std::ops::Deref for Embedding {
     }
 }
 
-/// How token vectors become one sentence vector (sentence-transformers' `Pooling` module).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Pooling {
-    /// The first token's (`[CLS]`) vector.
-    Cls,
-    /// The element-wise maximum over the tokens.
-    Max,
-    /// The mean over the tokens.
-    Mean,
-    /// The sum over the tokens divided by the square root of their number.
-    MeanSqrtLen,
+/// A text tokenized for a [`SentenceEmbedder`]: its tokens (the prompt's first, when the
+/// request has one) and where pooling starts (after the `[CLS]` token and the prompt when
+/// the model leaves the prompt out of pooling, else 0). What the embedder queues and
+/// batches; it reads as its [`TokenizedText`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentenceTokens {
+    tokens: TokenizedText,
+    pooled_from: usize,
+}
+
+impl SentenceTokens {
+    /// The tokens, special tokens and the prompt's included.
+    pub fn tokens(&self) -> &TokenizedText {
+        &self.tokens
+    }
+
+    /// The first token pooling reads (masked positions before it: `[CLS]` and the prompt
+    /// when the pooling module has `include_prompt: false`).
+    pub fn pooled_from(&self) -> usize {
+        self.pooled_from
+    }
+}
+
+impl std::ops::Deref for SentenceTokens {
+    type Target = TokenizedText;
+
+    fn deref(&self) -> &TokenizedText {
+        &self.tokens
+    }
+}
+
+impl std::borrow::Borrow<TokenizedText> for SentenceTokens {
+    fn borrow(&self) -> &TokenizedText {
+        &self.tokens
+    }
+}
+
+/// A module after pooling.
+enum Step {
+    Dense(Dense),
+    Normalize,
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Dense(d) => d.fmt(f),
+            Step::Normalize => f.write_str("Normalize"),
+        }
+    }
 }
 
 /// A BERT-family sentence embedder loaded from a sentence-transformers directory.
 ///
-/// `Input` is a `String`, `Output` an [`Embedding`]. Serve it with a
-/// [`Predictor`](crate::Predictor) to batch concurrent requests.
-pub struct SentenceEmbedder {
+/// `Input` is `I`: a `String` (embedded with the default prompt) for the embedder
+/// [`load`](SentenceEmbedder::load) returns, an [`EmbedRequest`] (which may name a
+/// prompt) for one made by [`with_requests`](SentenceEmbedder::with_requests). `Output`
+/// is an [`Embedding`]. Serve it with a [`Predictor`](crate::Predictor) to batch
+/// concurrent requests.
+pub struct SentenceEmbedder<I = String> {
     name: String,
     encoder: TextEncoder,
+    layout: Layout,
     pooling: Vec<Pooling>,
-    normalize: bool,
+    include_prompt: bool,
+    steps: Vec<Step>,
+    prompts: Prompts,
+    truncate_dim: Option<usize>,
     truncate: bool,
     dim: usize,
+    input: PhantomData<fn(I)>,
 }
 
-impl std::fmt::Debug for SentenceEmbedder {
+impl<I> std::fmt::Debug for SentenceEmbedder<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SentenceEmbedder")
             .field("name", &self.name)
             .field("dim", &self.dim)
             .field("max_len", &self.encoder.max_len())
+            .field("layout", &self.layout)
             .field("pooling", &self.pooling)
-            .field("normalize", &self.normalize)
+            .field("include_prompt", &self.include_prompt)
+            .field("steps", &self.steps)
+            .field("prompts", &self.prompts.names())
+            .field("truncate_dim", &self.truncate_dim)
             .field("truncate", &self.truncate)
             .field("engine", &self.engine())
             .finish()
     }
-}
-
-#[derive(Deserialize)]
-struct ModuleEntry {
-    #[serde(default)]
-    path: String,
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize, Default)]
-struct SentenceBertConfig {
-    max_seq_length: Option<usize>,
-    #[serde(default)]
-    do_lower_case: bool,
-}
-
-#[derive(Deserialize)]
-struct PoolingConfig {
-    #[serde(default)]
-    pooling_mode_cls_token: bool,
-    #[serde(default)]
-    pooling_mode_mean_tokens: bool,
-    #[serde(default)]
-    pooling_mode_max_tokens: bool,
-    #[serde(default)]
-    pooling_mode_mean_sqrt_len_tokens: bool,
-    #[serde(default)]
-    pooling_mode_weightedmean_tokens: bool,
-    #[serde(default)]
-    pooling_mode_lasttoken: bool,
-}
-
-/// The pipeline read from `modules.json`.
-struct Pipeline {
-    transformer_dir: PathBuf,
-    pooling: Vec<Pooling>,
-    normalize: bool,
-}
-
-/// The directory of a module whose `modules.json` entry has `path`: refused unless it is
-/// a relative path inside the model directory `dir` — no `..`, no absolute path, and no
-/// symbolic link leading out of it (checked on the resolved paths when it exists).
-fn module_dir(dir: &Path, modules_path: &Path, path: &str) -> Result<PathBuf, LoadError> {
-    use std::path::Component;
-    let refuse = |why: &str| {
-        LoadError::config(
-            modules_path,
-            format!(
-                "module path `{path}` {why}; a module path must be a relative path inside the model directory"
-            ),
-        )
-    };
-    let relative = Path::new(path)
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if !relative {
-        return Err(refuse("is absolute or climbs out with `..`"));
-    }
-    let module_dir = dir.join(path);
-    if let Ok(resolved) = module_dir.canonicalize() {
-        let root = dir.canonicalize().map_err(|e| LoadError::io(dir, e))?;
-        if !resolved.starts_with(&root) {
-            return Err(refuse(&format!(
-                "resolves to {}, outside the model directory {}",
-                resolved.display(),
-                root.display()
-            )));
-        }
-    }
-    Ok(module_dir)
-}
-
-fn read_pipeline(dir: &Path) -> Result<Pipeline, LoadError> {
-    let modules_path = dir.join("modules.json");
-    if !modules_path.is_file() {
-        return Ok(Pipeline {
-            transformer_dir: dir.to_path_buf(),
-            pooling: vec![Pooling::Mean],
-            normalize: false,
-        });
-    }
-    let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
-    let mut transformer_dir = None;
-    let mut pooling = None;
-    let mut normalize = false;
-    for module in &modules {
-        let kind = module.kind.rsplit('.').next().unwrap_or(&module.kind);
-        let module_dir = module_dir(dir, &modules_path, &module.path)?;
-        match kind {
-            "Transformer" if transformer_dir.is_none() => transformer_dir = Some(module_dir),
-            "Pooling" if pooling.is_none() => pooling = Some(read_pooling(&module_dir)?),
-            "Normalize" => normalize = true,
-            _ => {
-                return Err(LoadError::Unsupported {
-                    path: modules_path,
-                    what: format!(
-                        "module `{}`; supported pipelines are Transformer, Pooling and an optional Normalize",
-                        module.kind
-                    ),
-                });
-            }
-        }
-    }
-    let transformer_dir = transformer_dir.ok_or_else(|| {
-        LoadError::config(
-            &modules_path,
-            "no sentence_transformers.models.Transformer module",
-        )
-    })?;
-    Ok(Pipeline {
-        transformer_dir,
-        pooling: pooling.unwrap_or_else(|| vec![Pooling::Mean]),
-        normalize,
-    })
-}
-
-fn read_pooling(module_dir: &Path) -> Result<Vec<Pooling>, LoadError> {
-    let path = require(
-        module_dir.join("config.json"),
-        "the Pooling module's configuration",
-    )?;
-    let cfg: PoolingConfig = read_json(&path)?;
-    if cfg.pooling_mode_weightedmean_tokens || cfg.pooling_mode_lasttoken {
-        return Err(LoadError::Unsupported {
-            path,
-            what: "weighted-mean and last-token pooling; supported modes are cls, max, mean and mean_sqrt_len".into(),
-        });
-    }
-    // sentence-transformers concatenates the enabled modes in this order.
-    let modes: Vec<Pooling> = [
-        (cfg.pooling_mode_cls_token, Pooling::Cls),
-        (cfg.pooling_mode_max_tokens, Pooling::Max),
-        (cfg.pooling_mode_mean_tokens, Pooling::Mean),
-        (cfg.pooling_mode_mean_sqrt_len_tokens, Pooling::MeanSqrtLen),
-    ]
-    .into_iter()
-    .filter_map(|(on, mode)| on.then_some(mode))
-    .collect();
-    if modes.is_empty() {
-        return Err(LoadError::config(
-            &path,
-            "no pooling mode is enabled; enable one of pooling_mode_cls_token, pooling_mode_mean_tokens, pooling_mode_max_tokens, pooling_mode_mean_sqrt_len_tokens",
-        ));
-    }
-    Ok(modes)
 }
 
 impl SentenceEmbedder {
@@ -273,43 +216,105 @@ impl SentenceEmbedder {
     }
 
     /// Loads a sentence-transformers directory.
+    ///
+    /// Besides the files' own errors: [`LoadError::InvalidOption`] for a
+    /// [`truncate_dim`](TextOptions::truncate_dim) of 0 or past the pipeline's dimension
+    /// and for a [`prompt_name`](TextOptions::prompt_name) the model does not have;
+    /// [`LoadError::WrongShape`] for a `Dense` weight that does not match its
+    /// configuration.
     pub fn load_with(dir: impl AsRef<Path>, options: TextOptions) -> Result<Self, LoadError> {
         let dir = dir.as_ref();
-        let pipeline = read_pipeline(dir)?;
-        let tdir = &pipeline.transformer_dir;
-
-        let st_config: SentenceBertConfig = match tdir.join("sentence_bert_config.json") {
-            p if p.is_file() => read_json(&p)?,
-            _ => SentenceBertConfig::default(),
-        };
+        let modules = pipeline::read_modules(dir)?;
+        let tdir = &modules.transformer_dir;
+        let transformer = pipeline::read_transformer(tdir)?;
+        let model_config = pipeline::read_model_config(dir, options.prompt_name.as_deref())?;
         let loaded = TextEncoder::load(
             tdir,
             &options,
-            st_config.max_seq_length,
-            st_config.do_lower_case,
+            transformer.max_seq_length,
+            transformer.do_lower_case,
             false,
         )?;
         let encoder = loaded.encoder;
+        let pooling = pipeline::read_pooling(modules.pooling_dir.as_deref(), encoder.hidden())?;
+        let mut dim = encoder.hidden() * pooling.modes.len();
+        let mut steps = Vec::with_capacity(modules.steps.len());
+        for (kind, module_dir) in &modules.steps {
+            steps.push(match kind {
+                StepKind::Dense => {
+                    let dense = Dense::load(module_dir, dim)?;
+                    dim = dense.out_features();
+                    Step::Dense(dense)
+                }
+                StepKind::Normalize => Step::Normalize,
+            });
+        }
+        let truncate_dim = match (options.truncate_dim, model_config.truncate_dim) {
+            (Some(n), _) if n == 0 || n > dim => {
+                return Err(LoadError::InvalidOption {
+                    option: "truncate_dim",
+                    value: n.to_string(),
+                    allowed: format!(
+                        "1 to {dim}, the dimension of the model's embeddings (use None to keep them whole)"
+                    ),
+                });
+            }
+            (Some(n), _) => Some(n),
+            (None, Some((n, path))) if n == 0 || n > dim => {
+                return Err(LoadError::config(
+                    path,
+                    format!(
+                        "truncate_dim is {n}; it must lie in 1..={dim}, the dimension of the model's embeddings"
+                    ),
+                ));
+            }
+            (None, config) => config.map(|(n, _)| n),
+        };
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "sentence-embedder".into());
         Ok(SentenceEmbedder {
             name,
-            dim: encoder.hidden() * pipeline.pooling.len(),
+            dim: truncate_dim.unwrap_or(dim),
             encoder,
-            pooling: pipeline.pooling,
-            normalize: pipeline.normalize,
+            layout: modules.layout,
+            pooling: pooling.modes,
+            include_prompt: pooling.include_prompt,
+            steps,
+            prompts: model_config.prompts,
+            truncate_dim,
             truncate: options.truncate,
+            input: PhantomData,
         })
     }
 
-    /// Dimensions of the embeddings.
+    /// The same embedder taking [`EmbedRequest`]s, which can name a prompt per request;
+    /// a `String` still converts into one (`predict(text.into())`).
+    pub fn with_requests(self) -> SentenceEmbedder<EmbedRequest> {
+        SentenceEmbedder {
+            name: self.name,
+            encoder: self.encoder,
+            layout: self.layout,
+            pooling: self.pooling,
+            include_prompt: self.include_prompt,
+            steps: self.steps,
+            prompts: self.prompts,
+            truncate_dim: self.truncate_dim,
+            truncate: self.truncate,
+            dim: self.dim,
+            input: PhantomData,
+        }
+    }
+}
+
+impl<I> SentenceEmbedder<I> {
+    /// Dimensions of the embeddings (after [`truncate_dim`](Self::truncate_dim)).
     pub fn dim(&self) -> usize {
         self.dim
     }
 
-    /// The most tokens (special tokens included) a text may have.
+    /// The most tokens (special tokens and the prompt's included) a text may have.
     pub fn max_seq_length(&self) -> usize {
         self.encoder.max_len()
     }
@@ -319,75 +324,146 @@ impl SentenceEmbedder {
         &self.pooling
     }
 
+    /// Whether the prompt's tokens are pooled (the Pooling module's `include_prompt`).
+    pub fn includes_prompt(&self) -> bool {
+        self.include_prompt
+    }
+
+    /// Which sentence-transformers layout the directory has, and so which version's text
+    /// handling applies.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     /// The forward pass in use ([`Engine::Packed`], [`Engine::PackedPortable`] or
     /// [`Engine::Candle`]).
     pub fn engine(&self) -> Engine {
         self.encoder.engine()
     }
 
-    /// Whether embeddings are L2-normalised.
+    /// Whether the module pipeline ends by L2-normalising (a `Normalize` module after the
+    /// last `Dense`). With [`truncate_dim`](Self::truncate_dim) the truncated vector is
+    /// no longer unit length, as in sentence-transformers.
     pub fn normalizes(&self) -> bool {
-        self.normalize
+        matches!(self.steps.last(), Some(Step::Normalize))
     }
 
-    /// Tokenizes one text as the embedder will see it.
-    pub fn tokenize(&self, text: &str) -> Result<TokenizedText, InputError> {
-        self.encoder.tokenize("text", text, None)
+    /// The number of leading dimensions kept (Matryoshka), if any.
+    pub fn truncate_dim(&self) -> Option<usize> {
+        self.truncate_dim
     }
 
-    /// Each token of one text as the embedder reads it (special tokens included), with
-    /// its text and byte offsets, and whether the text was cut to
+    /// The model's prompt names (`config_sentence_transformers.json`), sorted.
+    pub fn prompt_names(&self) -> Vec<String> {
+        self.prompts.names()
+    }
+
+    /// The text of the prompt `name`, if the model has it.
+    pub fn prompt(&self, name: &str) -> Option<&str> {
+        self.prompts.by_name.get(name).map(String::as_str)
+    }
+
+    /// The name of the prompt used when a request names none, if any.
+    pub fn default_prompt_name(&self) -> Option<&str> {
+        self.prompts.default_name.as_deref()
+    }
+
+    /// Tokenizes one text with the default prompt, as `predict(String)` does.
+    pub fn tokenize(&self, text: &str) -> Result<SentenceTokens, InputError> {
+        self.tokenize_with(text, &Prompt::Default)
+    }
+
+    /// Tokenizes one text with `prompt`, as the embedder will see it: the prompt is
+    /// prepended, the result stripped of surrounding whitespace for a [`Layout::Classic`]
+    /// directory, cut to [`max_seq_length`](Self::max_seq_length) (with truncation on).
+    /// An unknown prompt name is [`InputError::UnknownPrompt`].
+    pub fn tokenize_with(&self, text: &str, prompt: &Prompt) -> Result<SentenceTokens, InputError> {
+        let prompt = self.prompts.resolve(prompt)?;
+        let joined;
+        let text = if prompt.is_empty() {
+            text
+        } else {
+            joined = [prompt, text].concat();
+            &joined
+        };
+        let tokens = self
+            .encoder
+            .tokenize("text", self.layout.text(text), None)
+            .map_err(|e| match e {
+                // The size of what the caller sent, not of its stripped form.
+                InputError::TooManyBytes { field, max, .. } if prompt.is_empty() => {
+                    InputError::TooManyBytes {
+                        field,
+                        bytes: text.len(),
+                        max,
+                    }
+                }
+                other => other,
+            })?;
+        let pooled_from = if self.include_prompt || prompt.is_empty() {
+            0
+        } else {
+            self.prompt_length(prompt)?
+        };
+        if pooled_from >= tokens.len() {
+            return Err(InputError::Invalid {
+                field: "prompt".into(),
+                reason: format!(
+                    "it takes {pooled_from} of the {} tokens the model reads, and the model leaves the prompt out of pooling, so nothing is left to pool; use a shorter prompt",
+                    tokens.len()
+                ),
+            });
+        }
+        Ok(SentenceTokens {
+            tokens,
+            pooled_from,
+        })
+    }
+
+    /// The tokens sentence-transformers counts as the prompt's: the prompt tokenized
+    /// alone (special tokens included, cut to the maximum length) less a trailing special
+    /// token (`[SEP]`).
+    fn prompt_length(&self, prompt: &str) -> Result<usize, InputError> {
+        let tokens = self
+            .encoder
+            .tokens("prompt", self.layout.text(prompt), None)?;
+        let trailing = tokens.tokens.last().is_some_and(|t| t.special);
+        Ok(tokens.len() - usize::from(trailing))
+    }
+
+    /// Each token of one text as the embedder reads it without a prompt (special tokens
+    /// included), with its text and byte offsets, and whether the text was cut to
     /// [`max_seq_length`](Self::max_seq_length): what a tokenize endpoint lists and what
     /// token counts are made of. Refused as [`tokenize`](Self::tokenize) refuses.
     pub fn tokens(&self, text: &str) -> Result<TextTokens, InputError> {
         self.encoder.tokens("text", text, None)
     }
 
-    /// Embeds a batch of tokenized texts with the loaded engine.
-    pub fn embed_batch(&self, batch: &[TokenizedText]) -> Result<Vec<Embedding>, RuntimeError> {
+    /// Embeds a batch of tokenized texts with the loaded engine: the encoder, then
+    /// pooling, the `Dense` and `Normalize` modules in order, then `truncate_dim`.
+    pub fn embed_batch(&self, batch: &[SentenceTokens]) -> Result<Vec<Embedding>, RuntimeError> {
         let hidden = self.encoder.forward(batch)?;
         let h = self.encoder.hidden();
-        Ok((0..hidden.len())
-            .map(|i| {
-                let mut v = pool_rows(hidden.text(i), h, &self.pooling);
-                if self.normalize {
-                    l2_normalize(&mut v);
+        let cls = self.layout.cls_token();
+        Ok(batch
+            .iter()
+            .enumerate()
+            .take(hidden.len())
+            .map(|(i, text)| {
+                let mut v = pool(hidden.text(i), h, &self.pooling, text.pooled_from, cls);
+                for step in &self.steps {
+                    match step {
+                        Step::Dense(dense) => v = dense.forward(&v),
+                        Step::Normalize => l2_normalize(&mut v),
+                    }
+                }
+                if let Some(n) = self.truncate_dim {
+                    v.truncate(n);
                 }
                 Embedding(v)
             })
             .collect())
     }
-}
-
-/// Pools the token vectors of one text (`rows`: `[tokens, hidden]`) into one vector,
-/// concatenating the modes in order, as sentence-transformers' `Pooling` does.
-fn pool_rows(rows: &[f32], hidden: usize, modes: &[Pooling]) -> Vec<f32> {
-    let tokens = rows.len() / hidden;
-    let mut out = Vec::with_capacity(hidden * modes.len());
-    let sum = || {
-        let mut acc = vec![0f32; hidden];
-        for row in rows.chunks_exact(hidden) {
-            acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-        }
-        acc
-    };
-    // sentence-transformers clamps the token count at 1e-9 before dividing.
-    let count = (tokens as f32).max(1e-9);
-    for mode in modes {
-        match mode {
-            Pooling::Cls => out.extend_from_slice(&rows[..hidden.min(rows.len())]),
-            Pooling::Max => {
-                let mut acc = vec![f32::NEG_INFINITY; hidden];
-                for row in rows.chunks_exact(hidden) {
-                    acc.iter_mut().zip(row).for_each(|(a, v)| *a = a.max(*v));
-                }
-                out.extend(acc);
-            }
-            Pooling::Mean => out.extend(sum().into_iter().map(|v| v / count)),
-            Pooling::MeanSqrtLen => out.extend(sum().into_iter().map(|v| v / count.sqrt())),
-        }
-    }
-    out
 }
 
 /// Divides by the L2 norm (at least 1e-12, as `torch.nn.functional.normalize`).
@@ -401,9 +477,12 @@ fn l2_normalize(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x /= norm);
 }
 
-impl Model for SentenceEmbedder {
-    type Input = String;
-    type Prepared = TokenizedText;
+impl<I> Model for SentenceEmbedder<I>
+where
+    I: From<String> + Into<EmbedRequest> + Send + 'static,
+{
+    type Input = I;
+    type Prepared = SentenceTokens;
     type Output = Embedding;
 
     fn signature(&self) -> Signature {
@@ -416,18 +495,19 @@ impl Model for SentenceEmbedder {
             ))
     }
 
-    fn warmup_inputs(&self) -> Vec<String> {
+    fn warmup_inputs(&self) -> Vec<I> {
         vec![
-            "warm-up".to_string(),
-            "A longer warm-up sentence, so that a batch of two texts of different lengths runs once.".to_string(),
+            I::from("warm-up".to_string()),
+            I::from("A longer warm-up sentence, so that a batch of two texts of different lengths runs once.".to_string()),
         ]
     }
 
-    fn prepare(&self, text: String) -> Result<TokenizedText, InputError> {
-        self.tokenize(&text)
+    fn prepare(&self, input: I) -> Result<SentenceTokens, InputError> {
+        let request: EmbedRequest = input.into();
+        self.tokenize_with(&request.text, &request.prompt)
     }
 
-    fn cost(&self, prepared: &TokenizedText) -> usize {
+    fn cost(&self, prepared: &SentenceTokens) -> usize {
         prepared.len()
     }
 
@@ -435,7 +515,14 @@ impl Model for SentenceEmbedder {
         self.encoder.batch_cost()
     }
 
-    fn run_batch(&self, batch: &[TokenizedText]) -> Result<BatchOutputs<Embedding>, RuntimeError> {
-        Ok(self.embed_batch(batch)?.into_iter().map(Ok).collect())
+    fn run_batch(&self, batch: &[SentenceTokens]) -> Result<BatchOutputs<Embedding>, RuntimeError> {
+        let embeddings = self.embed_batch(batch)?;
+        if embeddings.len() != batch.len() {
+            return Err(RuntimeError::OutputCount {
+                got: embeddings.len(),
+                expected: batch.len(),
+            });
+        }
+        Ok(embeddings.into_iter().map(Ok).collect())
     }
 }
