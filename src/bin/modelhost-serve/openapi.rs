@@ -166,7 +166,7 @@ fn compat_paths() -> Map<String, Value> {
             answer("{object: list, data: [{object: embedding, index, embedding}], model, usage}", any.clone()),
             "OpenAI's {\"error\": {message, type, param, code}}", json!([])),
         "/embed": post("TEI embed (text embedders)",
-            json!({"type": "object", "required": ["inputs"], "properties": {"inputs": texts.clone(), "normalize": {"type": "boolean"}, "truncate": {"type": "boolean"}}}),
+            json!({"type": "object", "required": ["inputs"], "properties": {"inputs": texts.clone(), "normalize": {"type": "boolean"}, "truncate": {"type": "boolean"}, "prompt_name": {"type": "string"}}}),
             answer("one vector per input", json!({"type": "array", "items": {"type": "array", "items": {"type": "number"}}})),
             "TEI's {error, error_type}", tei_model.clone()),
         "/rerank": post("TEI rerank (cross-encoders)",

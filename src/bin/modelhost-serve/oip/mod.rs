@@ -136,10 +136,6 @@ pub(crate) struct InferRequest {
     pub(crate) outputs: Option<Vec<RequestedOutput>>,
     /// The request's parameters as sent (`binary_data_output` is read into
     /// `binary_outputs`).
-    #[allow(
-        dead_code,
-        reason = "the protocol's field, for codecs that take options"
-    )]
     pub(crate) parameters: Option<Map<String, Value>>,
     /// Which outputs the response carries as binary data.
     pub(crate) binary_outputs: BinaryOutputs,
