@@ -432,6 +432,16 @@ fn unknown_modules_and_pooling_modes_are_refused_by_name() {
         matches!(&err, LoadError::Config { message, .. } if message.contains("\"median\"") && message.contains("weightedmean")),
         "{err}"
     );
+    // Every mode widens every embedding: a list past one of each is refused.
+    let dir = copy_fixture("v6-mean-cls", "st-modes");
+    edit_json(&dir.join("1_Pooling/config.json"), |v| {
+        v["pooling_mode"] = vec!["mean"; 7].into();
+    });
+    let err = SentenceEmbedder::load(&dir).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Config { message, .. } if message.contains("at most 6")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -254,6 +254,9 @@ fn yes() -> bool {
     true
 }
 
+/// The most pooling modes a `pooling_mode` list may hold: as many as there are.
+const MAX_MODES: usize = 6;
+
 /// The pooling modes (in concatenation order) and whether the prompt is pooled.
 pub(super) struct PoolingModule {
     pub(super) modes: Vec<Pooling>,
@@ -292,7 +295,18 @@ pub(super) fn read_pooling(dir: Option<&Path>, hidden: usize) -> Result<PoolingM
                 serde_json::Value::Array(list) => list.iter().collect(),
                 one => vec![one],
             };
-            let mut modes = Vec::with_capacity(names.len().min(6));
+            // Each mode adds `hidden` values to every embedding: a list longer than the
+            // modes there are would only repeat them (and size every request by the file).
+            if names.len() > MAX_MODES {
+                return Err(LoadError::config(
+                    &path,
+                    format!(
+                        "pooling_mode lists {} modes; at most {MAX_MODES} (one of each) are allowed",
+                        names.len()
+                    ),
+                ));
+            }
+            let mut modes = Vec::with_capacity(names.len());
             for name in names {
                 let mode = name.as_str().and_then(Pooling::from_name).ok_or_else(|| {
                     LoadError::config(

@@ -75,7 +75,8 @@ pub struct TextOptions {
     /// whole (how the tokenizer splits the budget between two long texts depends on which
     /// is longer), so each is refused past this limit. Default 1 MiB.
     pub max_input_bytes: usize,
-    /// Override the maximum sequence length (`sentence_bert_config.json` for an embedder);
+    /// Override the maximum sequence length (for an embedder `sentence_bert_config.json`'s
+    /// `max_seq_length`, else `tokenizer_config.json`'s `model_max_length`);
     /// it is always capped at the model's `max_position_embeddings`.
     pub max_seq_length: Option<usize>,
     /// The device to run on (default: CPU).
