@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example embed -- --model DIR [--input FILE] [--output FILE]
 //!     [--max-batch-size 32] [--no-truncate] [--engine packed|portable|candle] [--threads N]
+//!     [--prompt-name NAME] [--truncate-dim N]
 //! ```
 //!
 //! Reads stdin when there is no `--input` and writes stdout when there is no `--output`.
@@ -12,7 +13,9 @@
 //! text. `--no-truncate` refuses texts over the model's `max_seq_length` instead of cutting
 //! them. `--engine candle` runs candle-transformers' stock BERT on padded batches instead of
 //! the default padding-free encoder; `--threads` sets the encoder's threads (default:
-//! `RAYON_NUM_THREADS`, else one per core).
+//! `RAYON_NUM_THREADS`, else one per core). `--prompt-name` embeds every text with one of
+//! the model's prompts (`config_sentence_transformers.json`) instead of its default one;
+//! `--truncate-dim` keeps the first N dimensions (Matryoshka models).
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
@@ -22,8 +25,7 @@ use modelhost::{
     models::text::Engine,
 };
 
-const USAGE: &str =
-    "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate]";
+const USAGE: &str = "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate] [--prompt-name NAME] [--truncate-dim N]";
 
 /// Texts are submitted in chunks of this many lines so memory stays bounded on big inputs.
 const CHUNK: usize = 1024;
@@ -87,6 +89,8 @@ struct Args {
     truncate: bool,
     engine: Engine,
     threads: Option<usize>,
+    prompt_name: Option<String>,
+    truncate_dim: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -99,6 +103,8 @@ fn parse_args() -> Result<Args, String> {
         truncate: true,
         engine: Engine::Auto,
         threads: None,
+        prompt_name: None,
+        truncate_dim: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -126,6 +132,14 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => {
                 args.threads = Some(value()?.parse().map_err(|e| format!("--threads: {e}"))?)
             }
+            "--prompt-name" => args.prompt_name = Some(value()?),
+            "--truncate-dim" => {
+                args.truncate_dim = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--truncate-dim: {e}"))?,
+                )
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -146,6 +160,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         truncate: args.truncate,
         engine: args.engine,
         threads: args.threads,
+        prompt_name: args.prompt_name,
+        truncate_dim: args.truncate_dim,
         ..EmbedderOptions::default()
     };
     let embedder = SentenceEmbedder::load_with(&args.model, options)?;
