@@ -427,6 +427,22 @@ fn tei_oip_and_natural_rows_take_a_prompt_name() {
         "{error}"
     );
 
+    // TEI /tokenize: the prompt's tokens first.
+    let (status, _, answer) = server.post_json(
+        "/tokenize?model=st-prompt",
+        &json!({"inputs": "a cat", "prompt_name": "passage", "add_special_tokens": false}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let tokens = json_of(&answer)[0].as_array().unwrap().clone();
+    let words: Vec<&str> = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    // The fixture's small vocabulary reads most words letter by letter.
+    assert_eq!(words.concat(), "passage:acat", "{answer}");
+    let (status, _, answer) = server.post_json(
+        "/tokenize?model=st-prompt",
+        &json!({"inputs": "a cat", "prompt_name": "qurey"}),
+    );
+    assert_eq!(status, 422, "{answer}");
+
     // OIP: the request's parameters.
     let (status, _, answer) = server.post_json(
         "/v2/models/st-prompt/infer",
