@@ -175,7 +175,7 @@ fn compat_paths() -> Map<String, Value> {
             answer("[{index, score, text?}] by score, highest first", json!({"type": "array", "items": {"type": "object"}})),
             "TEI's {error, error_type}", tei_model.clone()),
         "/tokenize": post("TEI tokenize (text embedders and classifiers)",
-            json!({"type": "object", "required": ["inputs"], "properties": {"inputs": texts, "add_special_tokens": {"type": "boolean"}}}),
+            json!({"type": "object", "required": ["inputs"], "properties": {"inputs": texts, "add_special_tokens": {"type": "boolean"}, "prompt_name": {"type": "string"}}}),
             answer("[[{id, text, special, start, stop}]]", json!({"type": "array", "items": {"type": "array", "items": {"type": "object"}}})),
             "TEI's {error, error_type}", tei_model),
         "/v1/models/{model}": {"get": tf_status(json!([path_param("model", "the model")])),
