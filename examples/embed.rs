@@ -4,6 +4,7 @@
 //! cargo run --release --example embed -- --model DIR [--input FILE] [--output FILE]
 //!     [--max-batch-size 32] [--no-truncate] [--engine packed|portable|candle] [--threads N]
 //!     [--precision f32|bf16|int8]
+//!     [--prompt-name NAME] [--truncate-dim N]
 //! ```
 //!
 //! Reads stdin when there is no `--input` and writes stdout when there is no `--output`.
@@ -13,7 +14,9 @@
 //! text. `--no-truncate` refuses texts over the model's `max_seq_length` instead of cutting
 //! them. `--engine candle` runs candle-transformers' stock BERT on padded batches instead of
 //! the default padding-free encoder; `--threads` sets the encoder's threads (default:
-//! `RAYON_NUM_THREADS`, else one per core).
+//! `RAYON_NUM_THREADS`, else one per core). `--prompt-name` embeds every text with one of
+//! the model's prompts (`config_sentence_transformers.json`) instead of its default one;
+//! `--truncate-dim` keeps the first N dimensions (Matryoshka models).
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
@@ -23,7 +26,7 @@ use modelhost::{
     models::text::Engine, models::text::Precision,
 };
 
-const USAGE: &str = "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate] [--engine packed|portable|candle] [--threads N] [--precision f32|bf16|int8]";
+const USAGE: &str = "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate] [--engine packed|portable|candle] [--threads N] [--precision f32|bf16|int8] [--prompt-name NAME] [--truncate-dim N]";
 
 /// Texts are submitted in chunks of this many lines so memory stays bounded on big inputs.
 const CHUNK: usize = 1024;
@@ -88,6 +91,8 @@ struct Args {
     engine: Engine,
     threads: Option<usize>,
     precision: Precision,
+    prompt_name: Option<String>,
+    truncate_dim: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -101,6 +106,8 @@ fn parse_args() -> Result<Args, String> {
         engine: Engine::Auto,
         threads: None,
         precision: Precision::F32,
+        prompt_name: None,
+        truncate_dim: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -129,6 +136,14 @@ fn parse_args() -> Result<Args, String> {
                 args.threads = Some(value()?.parse().map_err(|e| format!("--threads: {e}"))?)
             }
             "--precision" => args.precision = value()?.parse()?,
+            "--prompt-name" => args.prompt_name = Some(value()?),
+            "--truncate-dim" => {
+                args.truncate_dim = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--truncate-dim: {e}"))?,
+                )
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -150,6 +165,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         engine: args.engine,
         threads: args.threads,
         precision: args.precision,
+        prompt_name: args.prompt_name,
+        truncate_dim: args.truncate_dim,
         ..EmbedderOptions::default()
     };
     let embedder = SentenceEmbedder::load_with(&args.model, options)?;

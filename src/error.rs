@@ -181,6 +181,27 @@ pub enum InputError {
         /// The most bytes accepted.
         max: usize,
     },
+    /// A request names a prompt the model does not have (sentence-transformers'
+    /// `prompt_name`).
+    #[error(
+        "prompt `{name}` is not one of the model's prompts; {}",
+        known_prompts(known)
+    )]
+    UnknownPrompt {
+        /// The name given.
+        name: String,
+        /// The model's prompt names (`config_sentence_transformers.json`'s `prompts`).
+        known: Vec<String>,
+    },
+}
+
+/// "its prompts are: a, b" or "it has none".
+fn known_prompts(known: &[String]) -> String {
+    if known.is_empty() {
+        "it has none (config_sentence_transformers.json lists no prompts)".into()
+    } else {
+        format!("its prompts are: {}", known.join(", "))
+    }
 }
 
 /// The formats `formats::detect` recognises, for [`LoadError::UnknownFormat`]'s message.
@@ -339,6 +360,30 @@ pub enum LoadError {
         limit: u64,
         /// The limit's unit, e.g. "bytes" or "pickle opcodes".
         unit: &'static str,
+    },
+    /// A tensor has another shape than the model's configuration gives it (a
+    /// sentence-transformers `Dense` layer whose weight does not match its `config.json`).
+    #[error("{path}: tensor `{tensor}` has shape {got:?}; the configuration needs {expected:?}")]
+    WrongShape {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name, e.g. `linear.weight`.
+        tensor: String,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        got: Vec<usize>,
+    },
+    /// A load option holds a value the model cannot take (e.g. `truncate_dim` larger than
+    /// the embedding, a `prompt_name` the model does not have).
+    #[error("option `{option}` = {value} is not allowed: {allowed}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: String,
     },
 }
 

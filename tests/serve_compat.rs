@@ -368,3 +368,116 @@ fn torchserve_takes_a_text_as_the_raw_body_and_answers_its_vector() {
             .contains("the body is not UTF-8 text")
     );
 }
+
+/// The sentence-transformers fixture with prompts (`query` by default, `passage`, ...; the
+/// prompt left out of pooling) and sentence-transformers' vectors for it, by case.
+fn prompt_fixture() -> (PathBuf, Value) {
+    let dir = manifest_dir().join("tests/fixtures/st/mean-prompt");
+    let refs: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("references.json")).unwrap())
+            .unwrap();
+    (dir, refs)
+}
+
+/// sentence-transformers' vector for text `i` of `tests/fixtures/st/texts.json` in `case`.
+fn st_vector(refs: &Value, case: &str, i: usize) -> Vec<f32> {
+    let case = (refs["cases"].as_array().unwrap().iter())
+        .find(|c| c["name"] == case)
+        .unwrap();
+    floats(&case["embeddings"][i])
+}
+
+#[test]
+fn tei_oip_and_natural_rows_take_a_prompt_name() {
+    let (dir, refs) = prompt_fixture();
+    let texts: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(dir.parent().unwrap().join("texts.json")).unwrap(),
+    )
+    .unwrap();
+    let server = Server::start_with("prompts", &[], &[("st-prompt", &dir)]);
+    let text = texts[0].as_str();
+
+    // TEI: `prompt_name`, else the model's default prompt (`query`). The text is longer
+    // than the fixture's 64 tokens: TEI refuses it unless asked to truncate.
+    for (body, case) in [
+        (
+            json!({"inputs": text, "prompt_name": "passage", "truncate": true}),
+            "passage",
+        ),
+        (
+            json!({"inputs": text, "prompt_name": "none", "truncate": true}),
+            "empty prompt",
+        ),
+        (json!({"inputs": text, "truncate": true}), "default prompt"),
+    ] {
+        let (status, _, answer) = server.post_json("/embed?model=st-prompt", &body);
+        assert_eq!(status, 200, "{answer}");
+        let got = floats(&json_of(&answer)[0]);
+        let cos = cosine(&got, &st_vector(&refs, case, 0));
+        assert!(cos >= 0.9999, "/embed {case}: {cos}");
+    }
+    let (status, _, answer) = server.post_json(
+        "/embed?model=st-prompt",
+        &json!({"inputs": text, "prompt_name": "qurey"}),
+    );
+    assert_eq!(status, 422, "{answer}");
+    let error = json_of(&answer)["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("qurey") && error.contains("document, none, passage, query"),
+        "{error}"
+    );
+
+    // TEI /tokenize: the prompt's tokens first.
+    let (status, _, answer) = server.post_json(
+        "/tokenize?model=st-prompt",
+        &json!({"inputs": "a cat", "prompt_name": "passage", "add_special_tokens": false}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let tokens = json_of(&answer)[0].as_array().unwrap().clone();
+    let words: Vec<&str> = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    // The fixture's small vocabulary reads most words letter by letter.
+    assert_eq!(words.concat(), "passage:acat", "{answer}");
+    let (status, _, answer) = server.post_json(
+        "/tokenize?model=st-prompt",
+        &json!({"inputs": "a cat", "prompt_name": "qurey"}),
+    );
+    assert_eq!(status, 422, "{answer}");
+
+    // OIP: the request's parameters.
+    let (status, _, answer) = server.post_json(
+        "/v2/models/st-prompt/infer",
+        &json!({"parameters": {"prompt_name": "passage"},
+                "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": [texts[0], texts[1]]}]}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let data = floats(&json_of(&answer)["outputs"][0]["data"]);
+    for (i, got) in data.chunks(32).enumerate() {
+        let cos = cosine(got, &st_vector(&refs, "passage", i));
+        assert!(cos >= 0.9999, "OIP passage {i}: {cos}");
+    }
+    let (status, _, answer) = server.post_json(
+        "/v2/models/st-prompt/infer",
+        &json!({"parameters": {"prompt_name": "qurey"},
+                "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("document, none, passage, query"),
+        "{answer}"
+    );
+
+    // TF Serving rows: {"text", "prompt_name"} or {"text", "prompt"}.
+    let (status, _, answer) = server.post_json(
+        "/v1/models/st-prompt:predict",
+        &json!({"instances": [{"text": text, "prompt_name": "passage"}, {"text": text, "prompt": "Represent this sentence for retrieval: "}, text]}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let rows = json_of(&answer)["predictions"].as_array().unwrap().clone();
+    for (row, case) in rows
+        .iter()
+        .zip(["passage", "prompt string", "default prompt"])
+    {
+        let cos = cosine(&floats(row), &st_vector(&refs, case, 0));
+        assert!(cos >= 0.9999, "TF Serving {case}: {cos}");
+    }
+}

@@ -231,6 +231,7 @@ impl TextClassifier {
     /// Loads a sequence-classification directory.
     pub fn load_with(dir: impl AsRef<Path>, options: TextOptions) -> Result<Self, LoadError> {
         let dir = dir.as_ref();
+        options.refuse_embedder_options()?;
         let loaded = TextEncoder::load(dir, &options, None, false, false)?;
         let (head, config) = Head::load(&loaded.config_path, &loaded.weights)?;
         let activation = match config.problem_type.as_deref() {
@@ -439,6 +440,7 @@ impl CrossEncoder {
     /// Loads a cross-encoder directory.
     pub fn load_with(dir: impl AsRef<Path>, options: TextOptions) -> Result<Self, LoadError> {
         let dir = dir.as_ref();
+        options.refuse_embedder_options()?;
         let loaded = TextEncoder::load(dir, &options, None, false, true)?;
         let (head, _) = Head::load(&loaded.config_path, &loaded.weights)?;
         if head.labels.len() != 1 {

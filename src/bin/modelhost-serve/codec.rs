@@ -8,7 +8,7 @@ use modelhost::Model;
 use modelhost::models::Classification;
 use modelhost::models::classifier::TextClassifier;
 use modelhost::models::mlp::MlpClassifier;
-use modelhost::models::sentence::{Embedding, SentenceEmbedder};
+use modelhost::models::sentence::{EmbedRequest, Embedding};
 
 use crate::error::{ApiError, ApiResult};
 use crate::oip::{InferRequest, InputTensor, OutputTensor, TensorData, TensorMeta};
@@ -191,8 +191,48 @@ pub(crate) fn encode_classifications(
     ]
 }
 
-impl Codec for SentenceEmbedder {
+/// The prompt a request's `parameters` ask for: `prompt_name` (one of the model's
+/// prompts) or `prompt` (a text to prepend), at most one; `None` for the default.
+fn request_prompt(
+    request: &InferRequest,
+) -> ApiResult<Option<modelhost::models::sentence::Prompt>> {
+    use modelhost::models::sentence::Prompt;
+    let get = |key: &str| request.parameters.as_ref().and_then(|p| p.get(key));
+    let string = |key: &str, v: &Value| match v {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(ApiError::bad(format!(
+            "parameters.{key} is {other}; it must be a string"
+        ))),
+    };
+    match (get("prompt_name"), get("prompt")) {
+        (None, None) => Ok(None),
+        (Some(name), None) => Ok(Some(Prompt::Named(string("prompt_name", name)?))),
+        (None, Some(text)) => Ok(Some(Prompt::Text(string("prompt", text)?))),
+        (Some(_), Some(_)) => Err(ApiError::bad(
+            "the request has both parameters.prompt_name and parameters.prompt; send one",
+        )),
+    }
+}
+
+impl Codec for crate::text::Embedder {
     const PLATFORM: &'static str = "modelhost_text_embedder";
+
+    /// The texts, each with the prompt of the request's `parameters` (`prompt_name` or
+    /// `prompt`), else the model's default.
+    fn decode_request(
+        &self,
+        name: &str,
+        outputs: &[TensorMeta],
+        request: &InferRequest,
+    ) -> ApiResult<Vec<EmbedRequest>> {
+        let prompt = request_prompt(request)?;
+        let tensor = select_input(name, &self.input_meta(), outputs, request)?;
+        let mut rows = self.decode(tensor)?;
+        if let Some(prompt) = prompt {
+            rows.iter_mut().for_each(|r| r.prompt = prompt.clone());
+        }
+        Ok(rows)
+    }
 
     fn input_meta(&self) -> TensorMeta {
         text_input_meta(self)
@@ -206,8 +246,11 @@ impl Codec for SentenceEmbedder {
         }]
     }
 
-    fn decode(&self, tensor: &InputTensor) -> ApiResult<Vec<String>> {
-        decode_texts(tensor)
+    fn decode(&self, tensor: &InputTensor) -> ApiResult<Vec<EmbedRequest>> {
+        Ok(decode_texts(tensor)?
+            .into_iter()
+            .map(EmbedRequest::from)
+            .collect())
     }
 
     fn encode(&self, outputs: Vec<Embedding>) -> Vec<OutputTensor> {

@@ -21,7 +21,7 @@ use modelhost::models::Classification;
 use modelhost::models::classifier::{CrossEncoder, Relevance, TextClassifier, TextPair};
 use modelhost::models::image::ImageClassifier;
 use modelhost::models::mlp::MlpClassifier;
-use modelhost::models::sentence::{Embedding, SentenceEmbedder};
+use modelhost::models::sentence::{EmbedRequest, Embedding};
 use modelhost::models::tabular::{TabularModel, TabularOutput, TabularRow};
 use modelhost::registry::{RegistryError, VersionHandle};
 
@@ -84,6 +84,27 @@ fn text_row(value: Value, name: &str) -> Result<String, String> {
     }
 }
 
+/// An embedder's row: a text, `{"text": ...}`, and with it at most one of `prompt_name`
+/// (one of the model's prompts) and `prompt` (a text to prepend).
+fn embed_row(value: Value) -> Result<EmbedRequest, String> {
+    let Value::Object(mut row) = value else {
+        return text_row(value, "text").map(EmbedRequest::from);
+    };
+    let prompt_name = row.remove("prompt_name");
+    let prompt = row.remove("prompt");
+    let text = text_row(Value::Object(row), "text")?;
+    let request = EmbedRequest::new(text);
+    match (prompt_name, prompt) {
+        (None, None) => Ok(request),
+        (Some(Value::String(name)), None) => Ok(request.with_prompt_name(name)),
+        (None, Some(Value::String(prompt))) => Ok(request.with_prompt(prompt)),
+        (Some(_), Some(_)) => Err("the row has both `prompt_name` and `prompt`; send one".into()),
+        (Some(other), None) | (None, Some(other)) => {
+            Err(format!("the prompt is {other}; send it as a JSON string"))
+        }
+    }
+}
+
 fn text_body(body: &[u8]) -> Result<String, String> {
     String::from_utf8(body.to_vec())
         .map_err(|e| format!("the body is not UTF-8 text ({e}); send the text itself"))
@@ -93,15 +114,15 @@ fn serialized<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-impl Natural for SentenceEmbedder {
-    const ROW: &'static str = "a text: a JSON string or {\"text\": \"...\"}";
+impl Natural for crate::text::Embedder {
+    const ROW: &'static str = "a text: a JSON string or {\"text\": \"...\"}, optionally with \"prompt_name\" or \"prompt\"";
 
-    fn row_from_json(&self, value: Value) -> Result<String, String> {
-        text_row(value, "text")
+    fn row_from_json(&self, value: Value) -> Result<EmbedRequest, String> {
+        embed_row(value)
     }
 
-    fn row_from_body(&self, body: &[u8]) -> Result<String, String> {
-        text_body(body)
+    fn row_from_body(&self, body: &[u8]) -> Result<EmbedRequest, String> {
+        text_body(body).map(EmbedRequest::from)
     }
 
     fn answer_json(&self, output: Embedding) -> Value {

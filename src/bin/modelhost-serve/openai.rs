@@ -21,7 +21,7 @@ use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use modelhost::models::sentence::SentenceEmbedder;
+use modelhost::models::sentence::EmbedRequest;
 use modelhost::registry::VersionHandle;
 
 use crate::error::{ApiError, ApiResult};
@@ -239,7 +239,7 @@ async fn embeddings_answer(
 
 /// The embeddings of `texts` and the number of tokens the model read for them.
 async fn embed_counting(
-    handle: &VersionHandle<SentenceEmbedder>,
+    handle: &VersionHandle<crate::text::Embedder>,
     texts: Vec<String>,
 ) -> ApiResult<(Vec<Vec<f32>>, usize)> {
     let counted = handle.clone();
@@ -258,7 +258,8 @@ async fn embed_counting(
         })
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    let embeddings = predict_rows(handle, texts).await?;
+    let requests = texts.into_iter().map(EmbedRequest::from).collect();
+    let embeddings = predict_rows(handle, requests).await?;
     Ok((
         embeddings.into_iter().map(|e| e.into_vec()).collect(),
         tokens,

@@ -431,7 +431,9 @@ pub(crate) fn open_sets(args: &Args, metrics: &Metrics) -> Result<Vec<Box<dyn Mo
             metrics,
             Kind::TextEmbedder,
             text,
-            move |d: &Path| SentenceEmbedder::load_with(d, t.clone()),
+            move |d: &Path| {
+                SentenceEmbedder::load_with(d, t.clone()).map(SentenceEmbedder::with_requests)
+            },
             f,
         )?,
         open_kind(

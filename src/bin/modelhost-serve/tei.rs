@@ -175,6 +175,10 @@ struct EmbedRequest {
     truncate: Option<bool>,
     #[serde(default)]
     truncation_direction: Option<String>,
+    /// One of the model's prompts (`config_sentence_transformers.json`); without it the
+    /// model's default prompt, if any.
+    #[serde(default)]
+    prompt_name: Option<String>,
 }
 
 async fn embed(
@@ -197,6 +201,7 @@ async fn embed_answer(
     let request: EmbedRequest = request::json(app, body, "{\"inputs\": \"text\" or [\"texts\"]}")?;
     direction(request.truncation_direction.as_deref())?;
     let texts = texts(request.inputs, "inputs")?;
+    let request_prompt_name = request.prompt_name.clone();
     let (name, handle) = pick(app, model.as_deref(), &[Kind::TextEmbedder], "/embed")?;
     let TextHandle::Embedder(embedder) = &handle else {
         return Err(ApiError::bad(format!("model `{name}` is not a text embedder")).into());
@@ -209,15 +214,49 @@ async fn embed_answer(
         ))
         .into());
     }
+    let model = embedder.predictor().model();
+    let prompt = match &request.prompt_name {
+        Some(name) => prompt_text(model, name)?,
+        None => model
+            .default_prompt_name()
+            .and_then(|n| model.prompt(n))
+            .unwrap_or(""),
+    };
     if !request.truncate.unwrap_or(false) {
-        refuse_truncated(&handle, &texts).await?;
+        // What the model reads: the prompt, then the text.
+        let read: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+        refuse_truncated(&handle, &read).await?;
     }
-    let embeddings = predict_rows(embedder, texts).await?;
+    let requests = texts
+        .into_iter()
+        .map(|text| {
+            let request = modelhost::models::sentence::EmbedRequest::new(text);
+            match &request_prompt_name {
+                Some(name) => request.with_prompt_name(name.clone()),
+                None => request,
+            }
+        })
+        .collect();
+    let embeddings = predict_rows(embedder, requests).await?;
     let mut vectors: Vec<Vec<f32>> = embeddings.into_iter().map(|e| e.into_vec()).collect();
     if !normalizes && request.normalize != Some(false) {
         vectors.iter_mut().for_each(|v| normalize(v));
     }
     Ok(vectors)
+}
+
+/// The text of the embedder's prompt `name`; a 422 listing the model's prompts when it
+/// has none of that name.
+fn prompt_text<'m>(model: &'m crate::text::Embedder, name: &str) -> ApiResult<&'m str> {
+    model.prompt(name).ok_or_else(|| {
+        ApiError::bad(
+            modelhost::error::InputError::UnknownPrompt {
+                name: name.to_string(),
+                known: model.prompt_names(),
+            }
+            .to_string(),
+        )
+    })
 }
 
 /// Refuses (413) a text the model would cut to its maximum sequence length.
@@ -330,6 +369,10 @@ struct TokenizeRequest {
     inputs: Value,
     #[serde(default)]
     add_special_tokens: Option<bool>,
+    /// An embedder's prompt, tokenized before the text (offsets are then into the
+    /// prompt followed by the text).
+    #[serde(default)]
+    prompt_name: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -362,13 +405,26 @@ async fn tokenize_answer(
         request::json(app, body, "{\"inputs\": \"text\" or [\"texts\"]}")?;
     let texts = texts(request.inputs, "inputs")?;
     let kinds = [Kind::TextEmbedder, Kind::TextClassifier];
-    let (_, handle) = pick(app, model.as_deref(), &kinds, "/tokenize")?;
+    let (name, handle) = pick(app, model.as_deref(), &kinds, "/tokenize")?;
+    let prompt = match (&request.prompt_name, &handle) {
+        (None, _) => String::new(),
+        (Some(prompt), TextHandle::Embedder(h)) => {
+            prompt_text(h.predictor().model(), prompt)?.to_string()
+        }
+        (Some(_), _) => {
+            return Err(ApiError::bad(format!(
+                "model `{name}` is not a text embedder; `prompt_name` applies to embedders"
+            ))
+            .into());
+        }
+    };
     let specials = request.add_special_tokens.unwrap_or(true);
     let lists = crate::limits::admission()
         .blocking(move || {
             (texts.iter().enumerate())
                 .map(|(i, text)| {
-                    let tokens = handle.tokens(text).unwrap_or_else(|| {
+                    let text = format!("{prompt}{text}");
+                    let tokens = handle.tokens(&text).unwrap_or_else(|| {
                         Err(ApiError::bad("/tokenize serves single-text models"))
                     });
                     let tokens =

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 
 use modelhost::models::classifier::{CrossEncoder, TextClassifier};
-use modelhost::models::sentence::SentenceEmbedder;
+use modelhost::models::sentence::{EmbedRequest, SentenceEmbedder};
 use modelhost::models::text::TextTokens;
 use modelhost::registry::VersionHandle;
 
@@ -12,10 +12,13 @@ use crate::error::{ApiError, ApiResult};
 use crate::kind::Kind;
 use crate::routes::App;
 
+/// The server's embedder: it takes requests that may name a prompt.
+pub(crate) type Embedder = SentenceEmbedder<EmbedRequest>;
+
 /// A version of a text model, typed by kind.
 #[derive(Clone)]
 pub(crate) enum TextHandle {
-    Embedder(VersionHandle<SentenceEmbedder>),
+    Embedder(VersionHandle<Embedder>),
     Classifier(VersionHandle<TextClassifier>),
     CrossEncoder(VersionHandle<CrossEncoder>),
 }

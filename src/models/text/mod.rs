@@ -7,6 +7,7 @@
 mod input;
 mod tokens;
 
+use std::borrow::Borrow;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -75,7 +76,8 @@ pub struct TextOptions {
     /// whole (how the tokenizer splits the budget between two long texts depends on which
     /// is longer), so each is refused past this limit. Default 1 MiB.
     pub max_input_bytes: usize,
-    /// Override the maximum sequence length (`sentence_bert_config.json` for an embedder);
+    /// Override the maximum sequence length (for an embedder `sentence_bert_config.json`'s
+    /// `max_seq_length`, else `tokenizer_config.json`'s `model_max_length`);
     /// it is always capped at the model's `max_position_embeddings`.
     pub max_seq_length: Option<usize>,
     /// The device to run on (default: CPU).
@@ -94,6 +96,15 @@ pub struct TextOptions {
     /// Threads for the CPU forward pass. `None`: `RAYON_NUM_THREADS` if set, else one per
     /// core.
     pub threads: Option<usize>,
+    /// Embedders only (Matryoshka): keep the first this many dimensions of each embedding,
+    /// after the whole module pipeline, as sentence-transformers' `truncate_dim` does.
+    /// Overrides `truncate_dim` in `config_sentence_transformers.json`; at most the
+    /// pipeline's dimension. The classifiers refuse it.
+    pub truncate_dim: Option<usize>,
+    /// Embedders only: the prompt (a name in `config_sentence_transformers.json`'s
+    /// `prompts`) for requests that name none, instead of the model's
+    /// `default_prompt_name`. The classifiers refuse it.
+    pub prompt_name: Option<String>,
 }
 
 /// The options of a sentence embedder: [`TextOptions`].
@@ -110,7 +121,27 @@ impl Default for TextOptions {
             dtype: DType::F32,
             precision: Precision::F32,
             threads: None,
+            truncate_dim: None,
+            prompt_name: None,
         }
+    }
+}
+
+impl TextOptions {
+    /// Refuses the embedder-only options for a classifier: they would be ignored there.
+    pub(crate) fn refuse_embedder_options(&self) -> Result<(), LoadError> {
+        let refuse = |option, value: String| LoadError::InvalidOption {
+            option,
+            value,
+            allowed: "it applies to sentence embedders only; leave it None for a classifier".into(),
+        };
+        if let Some(n) = self.truncate_dim {
+            return Err(refuse("truncate_dim", n.to_string()));
+        }
+        if let Some(name) = &self.prompt_name {
+            return Err(refuse("prompt_name", format!("{name:?}")));
+        }
+        Ok(())
     }
 }
 
@@ -470,7 +501,12 @@ impl TextEncoder {
     /// A `TokenizedText` made by another model (the type is shared) is checked against
     /// this one's limits and vocabularies first, so it can neither read past its rows nor
     /// index outside the embedding tables.
-    pub(crate) fn forward(&self, batch: &[TokenizedText]) -> Result<HiddenStates, RuntimeError> {
+    pub(crate) fn forward<T: Borrow<TokenizedText>>(
+        &self,
+        batch: &[T],
+    ) -> Result<HiddenStates, RuntimeError> {
+        let batch: Vec<&TokenizedText> = batch.iter().map(Borrow::borrow).collect();
+        let batch = batch.as_slice();
         for (i, t) in batch.iter().enumerate() {
             let fits = !t.ids.is_empty()
                 && t.ids.len() <= self.max_len
@@ -519,7 +555,7 @@ impl TextEncoder {
         &self,
         bert: &BertModel,
         device: &Device,
-        batch: &[TokenizedText],
+        batch: &[&TokenizedText],
     ) -> candle_core::Result<(Vec<f32>, usize)> {
         let n = batch.len();
         let len = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
@@ -702,7 +738,7 @@ fn default_threads() -> usize {
 }
 
 /// The token ids of a batch as the packed encoders take them.
-fn segments(batch: &[TokenizedText]) -> Vec<Segment<'_>> {
+fn segments<'t>(batch: &[&'t TokenizedText]) -> Vec<Segment<'t>> {
     batch
         .iter()
         .map(|t| Segment {

@@ -135,10 +135,10 @@ pub(crate) struct InferRequest {
     pub(crate) inputs: Vec<InputTensor>,
     pub(crate) outputs: Option<Vec<RequestedOutput>>,
     /// The request's parameters as sent (`binary_data_output` is read into
-    /// `binary_outputs`).
+    /// `binary_outputs`; the text embedder's codec reads `prompt_name` and `prompt`).
     #[allow(
         dead_code,
-        reason = "the protocol's field, for codecs that take options"
+        reason = "unread where this module is compiled alone (the oip fuzz target)"
     )]
     pub(crate) parameters: Option<Map<String, Value>>,
     /// Which outputs the response carries as binary data.
