@@ -98,7 +98,7 @@ enum Weights {
 }
 
 /// The arithmetic of the packed CPU encoder's matrix products
-/// ([`TextOptions::precision`](crate::models::text::TextOptions::precision)). Embeddings,
+/// (`TextOptions::precision` of the text models). Embeddings,
 /// layer norms, attention and activations stay f32 in every precision; accumulation is
 /// always f32 (i32 for int8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
