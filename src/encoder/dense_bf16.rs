@@ -11,15 +11,16 @@
 //! * [`Method::DotBf16`] (AVX512_BF16): activation strips are rounded to bf16 (nearest
 //!   even, `vcvtne2ps2bf16`) and packed the same way per row (`[k/2][mr]`); the microkernel
 //!   broadcasts one row's pair against 16 columns' pairs with `vdpbf16ps`.
-//! * [`Method::Widen`] (every level): the f32 loop nest of [`dense_f32`] runs with
+//! * [`Method::Widen`] (every level): the f32 loop nest of
+//!   [`dense_f32_with`](super::dense_f32::dense_f32_with) runs with
 //!   microkernels that widen the pairs to f32 in registers (exact: a bf16 is the high half
 //!   of an f32) and FMA them with the unrounded f32 activations.
 //!
 //! `vdpbf16ps` does two multiply-adds per lane where an FMA does one, but on Intel Sapphire
 //! / Emerald Rapids it issues at a quarter of the FMA rate (measured here: 1.3 against 5.3
-//! G instructions/s per core), so there it is half as fast as widening; [`dense_bf16`]
-//! picks the method by a one-off timing ([`dot_bf16_is_faster`]). The two methods differ
-//! by the rounding of the activations only.
+//! G instructions/s per core), so there it is half as fast as widening. [`dense_bf16_with`]
+//! always widens (a model's numbers must not depend on a timing); [`dense_bf16_by`] runs
+//! either. The two methods differ by the rounding of the activations only.
 
 use half::bf16;
 
@@ -29,7 +30,7 @@ use super::dense_f32::{self, Init, KernelF32, PanelSource};
 use super::dense_plan::{Aligned, NR};
 use super::isa::{self, Isa};
 
-/// Weights packed for [`dense_bf16`] (see the module docs for the layout).
+/// Weights packed for [`dense_bf16_with`] (see the module docs for the layout).
 #[derive(Debug)]
 pub(crate) struct PackedBf16 {
     data: Aligned<u32>,
@@ -133,7 +134,7 @@ impl PanelSource for PackedBf16 {
     }
 }
 
-/// How [`dense_bf16`] multiplies.
+/// How [`dense_bf16_with`] multiplies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
     /// `vdpbf16ps` on activations rounded to bf16 (needs [`Isa::Avx512Bf16`]).
@@ -142,22 +143,11 @@ pub(crate) enum Method {
     Widen,
 }
 
-/// `out[rows × n] = x[rows × k] · Wᵀ (+ bias)` with bf16 weights, at the [`isa::active`]
-/// level, on up to `threads` threads of the rayon global pool. `out` is overwritten.
-pub(crate) fn dense_bf16(
-    x: &[f32],
-    w: &PackedBf16,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    rows: usize,
-    threads: usize,
-) {
-    dense_bf16_with(isa::active(), x, w, bias, out, rows, threads);
-}
-
-/// [`dense_bf16`] at level `isa`, lowered to what this CPU supports, with the faster
-/// [`Method`] there: [`Method::DotBf16`] when the level has AVX512_BF16 and
-/// [`dot_bf16_is_faster`], else [`Method::Widen`].
+/// `out[rows × n] = x[rows × k] · Wᵀ (+ bias)` with bf16 weights at level `isa`, lowered
+/// to what this CPU supports, on up to `threads` threads of the current rayon pool (`out`
+/// is overwritten), always by [`Method::Widen`]: f32 activations, so the numbers do not
+/// depend on the CPU's speed at `vdpbf16ps` (half the FMA rate on Intel Sapphire Rapids;
+/// [`dense_bf16_by`] runs [`Method::DotBf16`] where a caller wants it).
 pub(crate) fn dense_bf16_with(
     isa: Isa,
     x: &[f32],
@@ -167,16 +157,10 @@ pub(crate) fn dense_bf16_with(
     rows: usize,
     threads: usize,
 ) {
-    let isa = isa.min(isa::detected());
-    let method = if isa >= Isa::Avx512Bf16 && dot_bf16_is_faster() {
-        Method::DotBf16
-    } else {
-        Method::Widen
-    };
-    dense_bf16_by(method, isa, x, w, bias, out, rows, threads);
+    dense_bf16_by(Method::Widen, isa, x, w, bias, out, rows, threads);
 }
 
-/// [`dense_bf16`] at level `isa` (lowered to what this CPU supports) with `method`
+/// [`dense_bf16_with`] with `method`
 /// ([`Method::DotBf16`] falls back to [`Method::Widen`] below [`Isa::Avx512Bf16`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_bf16_by(
@@ -205,25 +189,6 @@ pub(crate) fn dense_bf16_by(
         rows,
         threads,
     );
-}
-
-/// Whether `vdpbf16ps` multiplies faster than widening + FMA on this CPU, measured once
-/// (well under a millisecond): it does twice the multiply-adds per instruction, but on
-/// Intel Sapphire/Emerald Rapids it issues at a quarter of the FMA rate, so widening wins
-/// there. `false` without AVX512_BF16.
-pub(crate) fn dot_bf16_is_faster() -> bool {
-    static FASTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FASTER.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if isa::detected() >= Isa::Avx512Bf16 {
-            // SAFETY: the CPU supports AVX512_BF16 (detected).
-            let (dot, fma) = unsafe { x86::time_dot_and_fma() };
-            // Seconds per instruction: take the dot product when its multiply-add rate
-            // beats FMA's by 25 % (it also pays for rounding the activations).
-            return dot < 1.6 * fma;
-        }
-        false
-    })
 }
 
 /// Portable widening microkernel (any strip height).
@@ -486,43 +451,6 @@ mod x86 {
             // SAFETY: columns h0.. of the strip's rows are valid for cols - h0 values.
             unsafe { store_avx2(&acc, c.add(h0), ldc, (cols - h0).min(16), init.offset(h0)) }
         }
-    }
-
-    /// Times equal numbers of `vdpbf16ps` and `vfmadd231ps` (12 independent accumulators
-    /// each, best of 5 alternating trials); returns (dot seconds, FMA seconds).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F and BF16.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")]
-    pub(super) unsafe fn time_dot_and_fma() -> (f64, f64) {
-        use std::hint::black_box;
-        use std::time::Instant;
-        const ITERS: usize = 2048;
-        let (mut dot, mut fma) = (f64::MAX, f64::MAX);
-        for _ in 0..5 {
-            let b = black_box(_mm512_set1_ps(0.5));
-            // SAFETY: `__m512` and `__m512bh` are both 64-byte vectors of plain bits.
-            let bh: __m512bh = unsafe { std::mem::transmute(b) };
-            let start = Instant::now();
-            let mut acc = [_mm512_setzero_ps(); 12];
-            for _ in 0..ITERS {
-                for acc in &mut acc {
-                    *acc = _mm512_dpbf16_ps(*acc, bh, bh);
-                }
-            }
-            black_box(acc);
-            dot = dot.min(start.elapsed().as_secs_f64());
-            let start = Instant::now();
-            let mut acc = [_mm512_setzero_ps(); 12];
-            for _ in 0..ITERS {
-                for acc in &mut acc {
-                    *acc = _mm512_fmadd_ps(*acc, b, b);
-                }
-            }
-            black_box(acc);
-            fma = fma.min(start.elapsed().as_secs_f64());
-        }
-        (dot, fma)
     }
 
     /// A `vdpbf16ps` microkernel: arguments as

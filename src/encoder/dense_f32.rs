@@ -24,7 +24,7 @@ use super::isa::{self, Isa};
 /// a 2 MiB L2.
 pub(crate) const NC_PANELS: usize = 20;
 
-/// Weights packed for [`dense_f32`]: panels of [`NR`] output columns, each `[k][NR]`.
+/// Weights packed for [`dense_f32_with`]: panels of [`NR`] output columns, each `[k][NR]`.
 #[derive(Debug)]
 pub(crate) struct PackedF32 {
     data: Aligned<f32>,
@@ -68,20 +68,8 @@ impl PackedF32 {
     }
 }
 
-/// `out[rows × n] = x[rows × k] · Wᵀ (+ bias)` at the [`isa::active`] level, on up to
-/// `threads` threads of the rayon global pool. `out` is overwritten.
-pub(crate) fn dense_f32(
-    x: &[f32],
-    w: &PackedF32,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    rows: usize,
-    threads: usize,
-) {
-    dense_f32_with(isa::active(), x, w, bias, out, rows, threads);
-}
-
-/// [`dense_f32`] at level `isa`, lowered to what this CPU supports.
+/// `out[rows × n] = x[rows × k] · Wᵀ (+ bias)` at level `isa`, lowered to what this CPU
+/// supports, on up to `threads` threads of the current rayon pool. `out` is overwritten.
 pub(crate) fn dense_f32_with(
     isa: Isa,
     x: &[f32],

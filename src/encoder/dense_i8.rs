@@ -28,7 +28,7 @@ use super::isa::{self, Isa};
 /// most 255 · 127 in i32, so `k · 32385` must stay below 2³¹.
 pub(crate) const MAX_K: usize = 65_536;
 
-/// Weights quantized and packed for [`dense_i8`] (see the module docs).
+/// Weights quantized and packed for [`dense_i8_with`] (see the module docs).
 #[derive(Debug)]
 pub(crate) struct PackedI8 {
     data: Aligned<u32>,
@@ -178,20 +178,6 @@ fn quantize_row_body(x: &[f32], q: &mut [i8]) -> f32 {
     max / 127.0
 }
 
-/// `out[rows × n] = x[rows × k] · Wᵀ (+ bias)` with int8 weights and activations (see the
-/// module docs), at the [`isa::active`] level, on up to `threads` threads of the rayon
-/// global pool. `out` is overwritten.
-pub(crate) fn dense_i8(
-    x: &[f32],
-    w: &PackedI8,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    rows: usize,
-    threads: usize,
-) {
-    dense_i8_with(isa::active(), x, w, bias, out, rows, threads);
-}
-
 /// The int8 microkernel families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
@@ -228,7 +214,8 @@ impl Level {
 /// The most rows a packed activation block holds (`8 × 14`).
 const MAX_MC: usize = 112;
 
-/// [`dense_i8`] at level `isa`, lowered to what this CPU supports: `vpdpbusd` from
+/// `out[rows × n] = x[rows × k] · Wᵀ (+ bias)` with int8 weights and activations (see
+/// the module docs) at level `isa`, lowered to what this CPU supports: `vpdpbusd` from
 /// [`Isa::Avx512Vnni`], AVX2 `vpmaddwd` at [`Isa::Avx2`] and [`Isa::Avx512`].
 pub(crate) fn dense_i8_with(
     isa: Isa,

@@ -474,9 +474,17 @@ impl PackedBert {
         let mut tmp = vec![0f32; total * h];
         let mut up = vec![0f32; total * inter];
         for layer in &self.layers {
-            dense(&x, &layer.qkv, &mut qkv, total, threads, true);
+            dense(&x, &layer.qkv, &mut qkv, total, threads, true, self.isa);
             self.attention(&qkv, &offsets, &mut ctx);
-            dense(&ctx, &layer.attn_out, &mut tmp, total, threads, false);
+            dense(
+                &ctx,
+                &layer.attn_out,
+                &mut tmp,
+                total,
+                threads,
+                false,
+                self.isa,
+            );
             add_layer_norm(
                 &mut tmp,
                 &layer.attn_out.bias,
@@ -486,9 +494,9 @@ impl PackedBert {
                 self.eps,
             );
             std::mem::swap(&mut x, &mut tmp);
-            dense(&x, &layer.up, &mut up, total, threads, false);
+            dense(&x, &layer.up, &mut up, total, threads, false, self.isa);
             kernels::bias_activate(&mut up, &layer.up.bias, self.act);
-            dense(&up, &layer.down, &mut tmp, total, threads, false);
+            dense(&up, &layer.down, &mut tmp, total, threads, false, self.isa);
             add_layer_norm(
                 &mut tmp,
                 &layer.down.bias,
@@ -579,16 +587,27 @@ unsafe impl Send for SendPtr {}
 
 /// `out[rows × outputs] = x[rows × inputs] · Wᵀ (+ b when `with_bias`)`. Without the bias
 /// the caller adds it in its next element-wise pass, which saves a pass over `out`.
-fn dense(x: &[f32], layer: &Dense, out: &mut [f32], rows: usize, threads: usize, with_bias: bool) {
+fn dense(
+    x: &[f32],
+    layer: &Dense,
+    out: &mut [f32],
+    rows: usize,
+    threads: usize,
+    with_bias: bool,
+    isa: Isa,
+) {
     let n = layer.outputs;
     let out = &mut out[..rows * n];
     let x = &x[..rows * layer.inputs];
     let bias = with_bias.then_some(&layer.bias[..]);
     let (weight, panels) = match &layer.weights {
         Weights::Gemm { weight, panels } => (weight, panels),
-        Weights::F32(w) => return dense_f32::dense_f32(x, w, bias, out, rows, threads),
-        Weights::Bf16(w) => return dense_bf16::dense_bf16(x, w, bias, out, rows, threads),
-        Weights::Int8(w) => return dense_i8::dense_i8(x, w, bias, out, rows, threads),
+        // At the level the weights were packed for at load.
+        Weights::F32(w) => return dense_f32::dense_f32_with(isa, x, w, bias, out, rows, threads),
+        Weights::Bf16(w) => {
+            return dense_bf16::dense_bf16_with(isa, x, w, bias, out, rows, threads);
+        }
+        Weights::Int8(w) => return dense_i8::dense_i8_with(isa, x, w, bias, out, rows, threads),
     };
     if with_bias {
         for row in out.chunks_exact_mut(n) {
