@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench_embed -- --model DIR --corpus FILE [--n 1024]
 //!     [--concurrency 32] [--max-batch-size 32] [--max-delay-ms 2] [--grouping arrival|length]
-//!     [--engine packed|portable|candle] [--threads T] [--direct] [--warmup 32] [--no-instrument]
+//!     [--engine packed|portable|padded|candle] [--threads T] [--direct] [--warmup 32] [--no-instrument]
 //!     [--device cpu|cuda[:N]] [--dtype f32|f16|bf16] [--precision f32|bf16|int8]
 //! ```
 //!
@@ -27,7 +27,7 @@ use modelhost::{
     models::text::Engine, models::text::Precision,
 };
 
-const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|candle] [--threads T] [--direct] [--warmup W] [--no-instrument] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16] [--precision f32|bf16|int8]";
+const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|padded|candle] [--threads T] [--direct] [--warmup W] [--no-instrument] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16] [--precision f32|bf16|int8]";
 
 struct Args {
     model: PathBuf,
@@ -93,8 +93,11 @@ fn parse_args() -> Result<Args, String> {
                     "packed" => Engine::Packed,
                     "candle" => Engine::Candle,
                     "portable" => Engine::PackedPortable,
+                    "padded" => Engine::Padded,
                     other => {
-                        return Err(format!("--engine {other}: use packed, portable or candle"));
+                        return Err(format!(
+                            "--engine {other}: use packed, portable, padded or candle"
+                        ));
                     }
                 }
             }
@@ -171,6 +174,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = match embedder.engine() {
         Engine::Candle => "candle",
         Engine::PackedPortable => "portable",
+        Engine::Padded => "padded",
         _ => "packed",
     };
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example embed -- --model DIR [--input FILE] [--output FILE]
-//!     [--max-batch-size 32] [--no-truncate] [--engine packed|portable|candle] [--threads N]
+//!     [--max-batch-size 32] [--no-truncate] [--engine packed|portable|padded|candle] [--threads N]
 //!     [--precision f32|bf16|int8]
 //!     [--prompt-name NAME] [--truncate-dim N]
 //! ```
@@ -12,8 +12,9 @@
 //! model refuses it, it is not valid UTF-8, or it is over 16 MiB) gets
 //! `{"error": "..."}` on its own line and the rest go on. Empty lines are embedded like any
 //! text. `--no-truncate` refuses texts over the model's `max_seq_length` instead of cutting
-//! them. `--engine candle` runs candle-transformers' stock BERT on padded batches instead of
-//! the default padding-free encoder; `--threads` sets the encoder's threads (default:
+//! them. `--engine padded` runs modelhost's encoder on padded batches (as transformers does)
+//! and `--engine candle` candle-transformers' stock BERT, instead of the default
+//! padding-free encoder; `--threads` sets the encoder's threads (default:
 //! `RAYON_NUM_THREADS`, else one per core). `--prompt-name` embeds every text with one of
 //! the model's prompts (`config_sentence_transformers.json`) instead of its default one;
 //! `--truncate-dim` keeps the first N dimensions (Matryoshka models).
@@ -26,7 +27,7 @@ use modelhost::{
     models::text::Engine, models::text::Precision,
 };
 
-const USAGE: &str = "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate] [--engine packed|portable|candle] [--threads N] [--precision f32|bf16|int8] [--prompt-name NAME] [--truncate-dim N]";
+const USAGE: &str = "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate] [--engine packed|portable|padded|candle] [--threads N] [--precision f32|bf16|int8] [--prompt-name NAME] [--truncate-dim N]";
 
 /// Texts are submitted in chunks of this many lines so memory stays bounded on big inputs.
 const CHUNK: usize = 1024;
@@ -127,8 +128,11 @@ fn parse_args() -> Result<Args, String> {
                     "packed" => Engine::Packed,
                     "candle" => Engine::Candle,
                     "portable" => Engine::PackedPortable,
+                    "padded" => Engine::Padded,
                     other => {
-                        return Err(format!("--engine {other}: use packed, portable or candle"));
+                        return Err(format!(
+                            "--engine {other}: use packed, portable, padded or candle"
+                        ));
                     }
                 }
             }

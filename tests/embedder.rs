@@ -36,6 +36,16 @@ fn candle_engine_matches_sentence_transformers_on_all_200_references() {
 }
 
 #[test]
+fn the_padded_encoder_matches_sentence_transformers_and_the_packed_engine() {
+    let padded = load(Engine::Padded);
+    assert_eq!(padded.engine(), Engine::Padded);
+    let worst = common::max_component_difference(&load(Engine::Packed), &padded);
+    println!("max |packed - modelhost padded| over 200 texts: {worst:e}");
+    assert!(worst <= 1e-5, "max component difference {worst}");
+    parity(padded);
+}
+
+#[test]
 fn packed_and_padded_engines_agree_within_1e_5_per_component() {
     let (packed, padded) = (load(Engine::Packed), load(Engine::Candle));
     // Batches of mixed lengths, so the padded engine really pads.

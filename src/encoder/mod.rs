@@ -1,4 +1,5 @@
-//! A padding-free BERT encoder for inference on CPU.
+//! A padding-free BERT-family encoder for inference on CPU (BERT, RoBERTa/XLM-RoBERTa,
+//! DistilBERT and MPNet: see [`arch`]).
 //!
 //! The tokens of every text in a batch are packed into one `[total_tokens, hidden]` matrix,
 //! so every dense layer (the fused Q/K/V projection, the attention output, both feed-forward
@@ -11,6 +12,7 @@
 //! GEMM candle itself uses on CPU; the element-wise passes are fused kernels in
 //! [`kernels`].
 
+pub(crate) mod arch;
 mod dense_bf16;
 mod dense_f32;
 mod dense_i8;
@@ -31,20 +33,27 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::LoadError;
+pub(crate) use arch::Arch;
 use dense_bf16::PackedBf16;
 use dense_f32::PackedF32;
 use dense_i8::{MAX_K, PackedI8};
 use isa::Isa;
 use kernels::{Activation, View, add_layer_norm, layer_norm, matmul};
 
-/// The parts of a Hugging Face BERT `config.json` the encoder needs.
+/// The parts of a Hugging Face BERT-family `config.json` the encoder needs (DistilBERT's
+/// names — `dim`, `n_layers`, `n_heads`, `hidden_dim`, `activation` — are read too).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct BertShape {
     pub(crate) vocab_size: usize,
+    #[serde(alias = "dim")]
     pub(crate) hidden_size: usize,
+    #[serde(alias = "n_layers")]
     pub(crate) num_hidden_layers: usize,
+    #[serde(alias = "n_heads")]
     pub(crate) num_attention_heads: usize,
+    #[serde(alias = "hidden_dim")]
     pub(crate) intermediate_size: usize,
+    #[serde(alias = "activation")]
     pub(crate) hidden_act: String,
     pub(crate) max_position_embeddings: usize,
     #[serde(default = "default_type_vocab")]
@@ -57,6 +66,17 @@ pub(crate) struct BertShape {
     pub(crate) model_type: Option<String>,
     #[serde(default)]
     pub(crate) pad_token_id: usize,
+    /// MPNet: rows of the relative position bias table.
+    #[serde(default)]
+    pub(crate) relative_attention_num_buckets: Option<usize>,
+}
+
+impl BertShape {
+    /// The encoder family of `model_type` (none: BERT); `None` when this crate does not
+    /// run it.
+    pub(crate) fn arch(&self) -> Option<Arch> {
+        Arch::of(self.model_type.as_deref())
+    }
 }
 
 fn default_type_vocab() -> usize {
@@ -219,12 +239,19 @@ pub(crate) struct PackedBert {
     heads: usize,
     eps: f32,
     act: Activation,
-    max_positions: usize,
+    /// The most tokens of a text (the position table's usable rows).
+    max_tokens: usize,
+    /// Positions count from `padding_idx + 1` (RoBERTa, MPNet) instead of 0.
+    padding_idx: Option<usize>,
     type_vocab: usize,
     word: Vec<f32>,
     position: Vec<f32>,
+    /// The token-type table (BERT, RoBERTa); empty for the families without one.
     token_type: Vec<f32>,
     emb_norm: Norm,
+    /// MPNet's relative position bias, `[heads, 2·max_tokens − 1]` (see
+    /// [`arch::relative_bias`]).
+    relative_bias: Option<Vec<f32>>,
     layers: Vec<Layer>,
 }
 
@@ -236,20 +263,6 @@ pub(crate) struct Segment<'a> {
 
 fn to_vec(t: Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
-}
-
-/// Where the BERT weights start in a checkpoint: at the root, under `bert.`, or under
-/// `{model_type}.` (as candle-transformers' `BertModel` accepts).
-pub(crate) fn bert_root<'a>(vb: VarBuilder<'a>, shape: &BertShape) -> VarBuilder<'a> {
-    if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-        vb.pp("bert")
-    } else if let Some(t) = &shape.model_type
-        && vb.contains_tensor(&format!("{t}.embeddings.word_embeddings.weight"))
-    {
-        vb.pp(t)
-    } else {
-        vb
-    }
 }
 
 /// The names of a layer norm's parameters: `weight`/`bias`, or `gamma`/`beta` in old
@@ -298,9 +311,53 @@ pub(crate) fn activation(weights: &Path, shape: &BertShape) -> Result<Activation
     Ok(act)
 }
 
+/// The family of `shape`'s `model_type`, refused by name when this crate does not run it,
+/// and checks of what the family needs from the config.
+pub(crate) fn checked_arch(weights: &Path, shape: &BertShape) -> Result<Arch, LoadError> {
+    let Some(arch) = shape.arch() else {
+        return Err(LoadError::Unsupported {
+            path: weights.to_path_buf(),
+            what: format!(
+                "model_type `{}`; supported are {}",
+                shape.model_type.as_deref().unwrap_or_default(),
+                arch::SUPPORTED.join(", ")
+            ),
+        });
+    };
+    if arch::max_tokens(shape, arch) == 0 {
+        return Err(LoadError::weights(
+            weights,
+            format!(
+                "max_position_embeddings {} leaves no position for a token ({} numbers positions from padding_idx + 1 = {})",
+                shape.max_position_embeddings,
+                arch.name(),
+                arch.padding_idx(shape).unwrap_or(0) + 1
+            ),
+        ));
+    }
+    if arch == Arch::MpNet && mpnet_buckets(shape) < arch::MPNET_BUCKETS {
+        return Err(LoadError::weights(
+            weights,
+            format!(
+                "relative_attention_num_buckets {}; MPNet's attention reads {} buckets",
+                mpnet_buckets(shape),
+                arch::MPNET_BUCKETS
+            ),
+        ));
+    }
+    Ok(arch)
+}
+
+/// Rows of MPNet's relative position bias table (transformers' default: 32).
+fn mpnet_buckets(shape: &BertShape) -> usize {
+    shape
+        .relative_attention_num_buckets
+        .unwrap_or(arch::MPNET_BUCKETS)
+}
+
 impl PackedBert {
-    /// Loads BERT weights from a safetensors file, with or without a `bert.` (or
-    /// `{model_type}.`) prefix, as candle-transformers' `BertModel` does.
+    /// Loads the encoder's weights from a safetensors file, with or without the prefix of
+    /// a task model (`bert.`, `roberta.`, `distilbert.`, `mpnet.` or `{model_type}.`).
     pub(crate) fn load(
         weights: &Path,
         shape: &BertShape,
@@ -319,7 +376,8 @@ impl PackedBert {
             });
         }
         let vb = crate::formats::var_builder(weights, DType::F32, &Device::Cpu)?;
-        let vb = bert_root(vb, shape);
+        let arch = checked_arch(weights, shape)?;
+        let vb = arch.root(vb, shape);
         let (h, i) = (shape.hidden_size, shape.intermediate_size);
         let get = |vb: &VarBuilder, dims: &[usize], name: &str| -> candle_core::Result<Vec<f32>> {
             to_vec(vb.get(dims, name)?)
@@ -355,34 +413,50 @@ impl PackedBert {
             Precision::Int8 => Precision::Bf16,
             other => other,
         };
+        let max_tokens = arch::max_tokens(shape, arch);
+        let heads = shape.num_attention_heads;
         let load = || -> candle_core::Result<PackedBert> {
             let mut layers = Vec::with_capacity(shape.num_hidden_layers);
             for l in 0..shape.num_hidden_layers {
-                let lvb = vb.pp(format!("encoder.layer.{l}"));
-                let att = lvb.pp("attention");
-                let sa = att.pp("self");
+                let (prefix, [q, k, v, o, o_norm, up, down, out_norm]) = arch.layer_names(l);
+                let lvb = vb.pp(prefix);
                 layers.push(Layer {
-                    qkv: dense(
-                        &[sa.pp("query"), sa.pp("key"), sa.pp("value")],
-                        h,
-                        h,
-                        qkv_precision,
-                    )?,
-                    attn_out: dense(&[att.pp("output.dense")], h, h, precision)?,
-                    attn_norm: norm(att.pp("output.LayerNorm"))?,
-                    up: dense(&[lvb.pp("intermediate.dense")], h, i, precision)?,
-                    down: dense(&[lvb.pp("output.dense")], i, h, precision)?,
-                    out_norm: norm(lvb.pp("output.LayerNorm"))?,
+                    qkv: dense(&[lvb.pp(q), lvb.pp(k), lvb.pp(v)], h, h, qkv_precision)?,
+                    attn_out: dense(&[lvb.pp(o)], h, h, precision)?,
+                    attn_norm: norm(lvb.pp(o_norm))?,
+                    up: dense(&[lvb.pp(up)], h, i, precision)?,
+                    down: dense(&[lvb.pp(down)], i, h, precision)?,
+                    out_norm: norm(lvb.pp(out_norm))?,
                 });
             }
+            let token_type = if arch.has_token_type_table() {
+                get(
+                    &emb,
+                    &[shape.type_vocab_size, h],
+                    "token_type_embeddings.weight",
+                )?
+            } else {
+                Vec::new()
+            };
+            let relative_bias = if arch == Arch::MpNet {
+                let table = get(
+                    &vb.pp("encoder"),
+                    &[mpnet_buckets(shape), heads],
+                    "relative_attention_bias.weight",
+                )?;
+                Some(arch::relative_bias(&table, heads, max_tokens))
+            } else {
+                None
+            };
             Ok(PackedBert {
                 precision,
                 isa,
                 hidden: h,
-                heads: shape.num_attention_heads,
+                heads,
                 eps: shape.layer_norm_eps as f32,
                 act,
-                max_positions: shape.max_position_embeddings,
+                max_tokens,
+                padding_idx: arch.padding_idx(shape),
                 type_vocab: shape.type_vocab_size,
                 word: get(&emb, &[shape.vocab_size, h], "word_embeddings.weight")?,
                 position: get(
@@ -390,12 +464,9 @@ impl PackedBert {
                     &[shape.max_position_embeddings, h],
                     "position_embeddings.weight",
                 )?,
-                token_type: get(
-                    &emb,
-                    &[shape.type_vocab_size, h],
-                    "token_type_embeddings.weight",
-                )?,
+                token_type,
                 emb_norm: norm(emb.pp("LayerNorm"))?,
+                relative_bias,
                 layers,
             })
         };
@@ -436,34 +507,39 @@ impl PackedBert {
         let mut offsets = Vec::with_capacity(texts.len() + 1);
         offsets.push(0);
         for t in texts {
-            offsets.push(offsets[offsets.len() - 1] + t.ids.len().min(self.max_positions));
+            offsets.push(offsets[offsets.len() - 1] + t.ids.len().min(self.max_tokens));
         }
         let total = offsets[texts.len()];
 
-        // Embeddings: word + position + token type, then layer norm.
+        // Embeddings: word + position (+ token type), then layer norm.
         let tokens: Vec<(usize, u32, u32)> = texts
             .iter()
             .flat_map(|t| {
-                t.ids
-                    .iter()
-                    .zip(t.type_ids)
-                    .take(self.max_positions)
-                    .enumerate()
+                let ids = &t.ids[..t.ids.len().min(self.max_tokens)];
+                arch::positions(ids, self.padding_idx)
+                    .zip(ids.iter().zip(t.type_ids))
                     .map(|(pos, (&id, &tt))| (pos, id, tt))
             })
             .collect();
         let mut x = vec![0f32; total * h];
         let vocab = self.word.len() / h;
+        let positions = self.position.len() / h;
         x.par_chunks_mut(h)
             .zip(tokens.par_iter())
             .for_each(|(row, &(pos, id, tt))| {
                 let id = (id as usize).min(vocab - 1);
-                let tt = (tt as usize).min(self.type_vocab - 1);
+                let pos = pos.min(positions - 1);
                 let w = &self.word[id * h..(id + 1) * h];
                 let p = &self.position[pos * h..(pos + 1) * h];
-                let ty = &self.token_type[tt * h..(tt + 1) * h];
                 for j in 0..h {
-                    row[j] = w[j] + p[j] + ty[j];
+                    row[j] = w[j] + p[j];
+                }
+                if !self.token_type.is_empty() {
+                    let tt = (tt as usize).min(self.type_vocab - 1);
+                    let ty = &self.token_type[tt * h..(tt + 1) * h];
+                    for j in 0..h {
+                        row[j] += ty[j];
+                    }
                 }
             });
         layer_norm(&mut x, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
@@ -552,6 +628,18 @@ impl PackedBert {
                         scale,
                         1,
                     );
+                    if let Some(bias) = &self.relative_bias {
+                        // MPNet: + the bias of each key's distance from the query.
+                        let span = 2 * self.max_tokens - 1;
+                        let bias = &bias[head * span..(head + 1) * span];
+                        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+                            // Key j is j − i positions after query i: entry j − i + max − 1.
+                            let from = self.max_tokens - 1 - i;
+                            for (s, b) in row.iter_mut().zip(&bias[from..from + len]) {
+                                *s += b;
+                            }
+                        }
+                    }
                     kernels::softmax_rows(scores, len);
                     // ctx = P · V
                     matmul(

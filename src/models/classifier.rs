@@ -1,17 +1,20 @@
 //! Text classification heads on a BERT-family encoder: [`TextClassifier`] (one text → a
 //! class) and [`CrossEncoder`] (a query and a passage → a relevance score).
 //!
-//! Both load a Hugging Face `BertForSequenceClassification` directory as `transformers`
-//! and sentence-transformers save it:
+//! Both load a Hugging Face `*ForSequenceClassification` directory (BERT, RoBERTa,
+//! XLM-RoBERTa, DistilBERT, MPNet) as `transformers` and sentence-transformers save it:
 //!
 //! | file | used for |
 //! |---|---|
 //! | `config.json` | the BERT configuration, `id2label`, `problem_type` and, for a cross-encoder saved by sentence-transformers, `sentence_transformers.activation_fn` |
-//! | `model.safetensors` | encoder weights (with or without the `bert.` prefix), `pooler.dense` and `classifier` |
-//! | `tokenizer.json` | the tokenizer; pairs are encoded `[CLS] query [SEP] passage [SEP]` with token types 0 and 1 |
+//! | `model.safetensors` | encoder weights (with or without the `bert.`/`roberta.`/`distilbert.`/`mpnet.` prefix) and the head |
+//! | `tokenizer.json` | the tokenizer; BERT pairs are `[CLS] query [SEP] passage [SEP]` with token types 0 and 1, RoBERTa's `<s> query </s></s> passage </s>` |
+//! | `tokenizer_config.json` | `model_max_length`, the default maximum sequence length |
 //!
-//! The head is BERT's: `logits = classifier(tanh(pooler(h_cls)))`, computed on the
-//! padding-free encoder's output like the embedder's pooling.
+//! The head reads the first token's vector: BERT's `classifier(tanh(pooler.dense(h)))`,
+//! RoBERTa's and MPNet's `out_proj(tanh(dense(h)))` under `classifier.`, DistilBERT's
+//! `classifier(relu(pre_classifier(h)))`; computed on the padding-free encoder's output
+//! like the embedder's pooling.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +26,7 @@ use serde::Deserialize;
 use super::Classification;
 use super::text::{TextEncoder, TextOptions, TextTokens, TokenizedText};
 use crate::cache::CacheWeight;
+use crate::encoder::Arch;
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::read_json;
 use crate::model::{BatchCost, BatchOutputs, DataType, Model, Signature, TensorSpec};
@@ -36,7 +40,6 @@ struct HeadConfig {
     num_labels: Option<usize>,
     #[serde(default)]
     problem_type: Option<String>,
-    hidden_size: usize,
 }
 
 #[derive(Deserialize)]
@@ -45,8 +48,9 @@ struct SentenceTransformersConfig {
     activation_fn: Option<String>,
 }
 
-/// sentence-transformers' keys for a cross-encoder's activation, newest first (v4 moved it
-/// from `sbert_ce_default_activation_function` into `sentence_transformers`).
+/// sentence-transformers' keys for a cross-encoder's activation in `config.json` (v4 moved
+/// it from `sbert_ce_default_activation_function` into `sentence_transformers`; 6.x keeps
+/// it in `config_sentence_transformers.json`, which is read first).
 #[derive(Deserialize)]
 struct CrossEncoderConfig {
     #[serde(default)]
@@ -63,10 +67,14 @@ enum Activation {
     Identity,
 }
 
-/// BERT's sequence-classification head: pooler (dense + tanh on `[CLS]`) and classifier.
+/// A sequence-classification head on the first token's vector: a dense layer and its
+/// activation (BERT's pooler, RoBERTa's and MPNet's `classifier.dense`, DistilBERT's
+/// `pre_classifier`), then the output layer.
 struct Head {
     pooler_weight: Vec<f32>,
     pooler_bias: Vec<f32>,
+    /// ReLU (DistilBERT) instead of tanh.
+    relu: bool,
     weight: Vec<f32>,
     bias: Vec<f32>,
     labels: Vec<String>,
@@ -80,52 +88,88 @@ fn affine(weight: &[f32], bias: &[f32], x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// Where a family's head lives: the dense layer, the output layer, whether the dense
+/// layer's activation is ReLU (else tanh), and the names for error messages.
+fn head_names(arch: Arch, vb: &VarBuilder) -> (String, &'static str, bool, &'static str) {
+    match arch {
+        Arch::Bert => {
+            let pooler = if vb.contains_tensor("bert.pooler.dense.weight") {
+                "bert.pooler.dense"
+            } else {
+                "pooler.dense"
+            };
+            (
+                pooler.into(),
+                "classifier",
+                false,
+                "`pooler.dense` and `classifier` (BERT's head)",
+            )
+        }
+        Arch::Roberta | Arch::MpNet => (
+            "classifier.dense".into(),
+            "classifier.out_proj",
+            false,
+            "`classifier.dense` and `classifier.out_proj` (RoBERTa's and MPNet's head)",
+        ),
+        Arch::DistilBert => (
+            "pre_classifier".into(),
+            "classifier",
+            true,
+            "`pre_classifier` and `classifier` (DistilBERT's head)",
+        ),
+    }
+}
+
 impl Head {
-    /// Reads the head from the weights file and its labels from `config.json`.
-    fn load(config_path: &Path, weights: &Path) -> Result<(Head, HeadConfig), LoadError> {
+    /// Reads `arch`'s head from the weights file and its labels from `config.json`.
+    fn load(
+        config_path: &Path,
+        weights: &Path,
+        arch: Arch,
+        h: usize,
+    ) -> Result<(Head, HeadConfig), LoadError> {
         let config: HeadConfig = read_json(config_path)?;
-        let h = config.hidden_size;
         let vb = crate::formats::var_builder(weights, DType::F32, &Device::Cpu)?;
+        let (pooler, output, relu, needs) = head_names(arch, &vb);
+        let missing = |e: candle_core::Error| {
+            LoadError::weights(
+                weights,
+                format!("{e} (a sequence-classification model needs {needs} weights)"),
+            )
+        };
         let outputs = vb
-            .pp("classifier")
+            .pp(output)
             .get_unchecked("weight")
             .map(|w| w.dims().first().copied().unwrap_or(0))
-            .map_err(|e| LoadError::weights(weights, format!("{e} (a sequence-classification model needs `pooler.dense` and `classifier` weights: BERT's head)")))?;
+            .map_err(missing)?;
         let labels = labels(config_path, &config, outputs)?;
-        let pooler = if vb.contains_tensor("bert.pooler.dense.weight") {
-            vb.pp("bert.pooler.dense")
-        } else {
-            vb.pp("pooler.dense")
-        };
         let get = |vb: &VarBuilder, dims: &[usize], name: &str| -> candle_core::Result<Vec<f32>> {
             vb.get(dims, name)?.flatten_all()?.to_vec1::<f32>()
         };
         let n = labels.len();
         let read = || -> candle_core::Result<Head> {
-            let classifier = vb.pp("classifier");
+            let (pooler, output) = (vb.pp(&pooler), vb.pp(output));
             Ok(Head {
                 pooler_weight: get(&pooler, &[h, h], "weight")?,
                 pooler_bias: get(&pooler, &[h], "bias")?,
-                weight: get(&classifier, &[n, h], "weight")?,
-                bias: get(&classifier, &[n], "bias")?,
+                relu,
+                weight: get(&output, &[n, h], "weight")?,
+                bias: get(&output, &[n], "bias")?,
                 labels,
             })
         };
-        let head = read().map_err(|e| {
-            LoadError::weights(
-                weights,
-                format!(
-                    "{e} (a sequence-classification model needs `pooler.dense` and `classifier` weights: BERT's head)"
-                ),
-            )
-        })?;
+        let head = read().map_err(missing)?;
         Ok((head, config))
     }
 
-    /// The pooled `[CLS]` vector the classifier layer reads.
+    /// The pooled first-token vector the output layer reads.
     fn features(&self, cls: &[f32]) -> Vec<f32> {
         let mut pooled = affine(&self.pooler_weight, &self.pooler_bias, cls);
-        pooled.iter_mut().for_each(|v| *v = v.tanh());
+        if self.relu {
+            pooled.iter_mut().for_each(|v| *v = v.max(0.0));
+        } else {
+            pooled.iter_mut().for_each(|v| *v = v.tanh());
+        }
         pooled
     }
 
@@ -233,7 +277,12 @@ impl TextClassifier {
         let dir = dir.as_ref();
         options.refuse_embedder_options()?;
         let loaded = TextEncoder::load(dir, &options, None, false, false)?;
-        let (head, config) = Head::load(&loaded.config_path, &loaded.weights)?;
+        let (head, config) = Head::load(
+            &loaded.config_path,
+            &loaded.weights,
+            loaded.encoder.arch(),
+            loaded.encoder.hidden(),
+        )?;
         let activation = match config.problem_type.as_deref() {
             None | Some("single_label_classification") if head.labels.len() > 1 => {
                 Activation::Softmax
@@ -442,7 +491,12 @@ impl CrossEncoder {
         let dir = dir.as_ref();
         options.refuse_embedder_options()?;
         let loaded = TextEncoder::load(dir, &options, None, false, true)?;
-        let (head, _) = Head::load(&loaded.config_path, &loaded.weights)?;
+        let (head, _) = Head::load(
+            &loaded.config_path,
+            &loaded.weights,
+            loaded.encoder.arch(),
+            loaded.encoder.hidden(),
+        )?;
         if head.labels.len() != 1 {
             return Err(LoadError::Unsupported {
                 path: loaded.config_path,
@@ -453,9 +507,18 @@ impl CrossEncoder {
             });
         }
         let ce: CrossEncoderConfig = read_json(&loaded.config_path)?;
-        let named = ce
-            .sentence_transformers
-            .and_then(|st| st.activation_fn)
+        // sentence-transformers 6.x keeps it in config_sentence_transformers.json.
+        let st6_path = dir.join("config_sentence_transformers.json");
+        let st6: SentenceTransformersConfig = if st6_path.is_file() {
+            read_json(&st6_path)?
+        } else {
+            SentenceTransformersConfig {
+                activation_fn: None,
+            }
+        };
+        let named = st6
+            .activation_fn
+            .or(ce.sentence_transformers.and_then(|st| st.activation_fn))
             .or(ce.sbert_ce_default_activation_function)
             .unwrap_or_default();
         let activation = match named.rsplit('.').next().unwrap_or("") {

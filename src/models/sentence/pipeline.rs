@@ -366,12 +366,6 @@ struct SentenceBertConfig {
     modality_config: Option<BTreeMap<String, serde_json::Value>>,
 }
 
-#[derive(Deserialize, Default)]
-struct TokenizerConfig {
-    /// A number, often `1e30`-sized ("no limit"): read as a float.
-    model_max_length: Option<f64>,
-}
-
 pub(super) fn read_transformer(dir: &Path) -> Result<TransformerConfig, LoadError> {
     let path = dir.join("sentence_bert_config.json");
     let cfg: SentenceBertConfig = if path.is_file() {
@@ -410,18 +404,7 @@ pub(super) fn read_transformer(dir: &Path) -> Result<TransformerConfig, LoadErro
     }
     let max_seq_length = match cfg.max_seq_length {
         Some(n) => Some(n),
-        None => {
-            let tok_path = dir.join("tokenizer_config.json");
-            let tok: TokenizerConfig = if tok_path.is_file() {
-                read_json(&tok_path)?
-            } else {
-                TokenizerConfig::default()
-            };
-            // A value past any position table means "no limit of the tokenizer's own".
-            tok.model_max_length
-                .filter(|n| n.is_finite() && *n >= 1.0 && *n < 1e9)
-                .map(|n| n as usize)
-        }
+        None => crate::models::text::tokenizer_max_length(dir)?,
     };
     Ok(TransformerConfig {
         max_seq_length,

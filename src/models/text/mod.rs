@@ -12,13 +12,14 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
-use tokenizers::{EncodeInput, Encoding, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationParams};
 
 pub use crate::encoder::Precision;
-use crate::encoder::{BertShape, PackedBert, PortableBert, Segment};
+use crate::encoder::{Arch, BertShape, PackedBert, PortableBert, Segment, arch};
 use crate::error::{InputError, LoadError, RuntimeError};
 use crate::load::{read_json, require};
 use crate::model::BatchCost;
+use serde::Deserialize;
 
 pub use self::tokens::{TextTokens, Token};
 
@@ -160,8 +161,12 @@ pub enum Engine {
     /// The padding-free encoder written in candle tensor operations: what runs on CUDA (f32,
     /// f16, bf16). Selectable on the CPU to test it.
     PackedPortable,
-    /// candle-transformers' stock `BertModel` on padded batches (any device).
+    /// candle-transformers' stock `BertModel` on padded batches (any device; BERT only).
     Candle,
+    /// modelhost's encoder in candle tensor operations on batches padded to their longest
+    /// text, with an attention mask, as transformers computes them (every family, any
+    /// device): the reference the padding-free engines are tested against.
+    Padded,
 }
 
 /// What runs a text model's forward pass ([`SentenceEmbedder::engine_info`] and the
@@ -199,6 +204,9 @@ enum Backend {
     Portable {
         bert: PortableBert,
     },
+    Padded {
+        bert: PortableBert,
+    },
     Candle {
         /// Boxed: with the `cuda` feature `BertModel` (its device handles) is twice the
         /// size of the other variants.
@@ -214,6 +222,8 @@ pub(crate) struct TextEncoder {
     /// The same tokenizer without truncation, to count the tokens of a text's prefix.
     probe: Tokenizer,
     backend: Backend,
+    /// The encoder family (`model_type`).
+    arch: Arch,
     pad_id: u32,
     vocab_size: usize,
     type_vocab_size: usize,
@@ -276,8 +286,10 @@ impl TextEncoder {
         let config_path = require(dir.join("config.json"), "the model configuration")?;
         // The shape every engine needs; the candle engine parses its own config below.
         let config: BertShape = read_json(&config_path)?;
-        checked_architecture(&config, &config_path)?;
-        let max_len = checked_max_len(&config, &config_path, options, default_max_len, pairs)?;
+        let arch = checked_architecture(&config, &config_path)?;
+        let default_max_len = default_max_len.or(tokenizer_max_length(dir)?);
+        let max_len =
+            checked_max_len(&config, arch, &config_path, options, default_max_len, pairs)?;
         let tokenizer = load_tokenizer(dir, options.truncate, max_len)?;
         let mut probe = tokenizer.clone();
         probe
@@ -288,15 +300,21 @@ impl TextEncoder {
             })?;
         let cuts = input::Cuts::of(&tokenizer);
         let weights = crate::formats::find_weights(dir)?;
-        let backend = Backend::load(&weights, &config, &config_path, options)?;
+        let backend = Backend::load(&weights, &config, arch, &config_path, options)?;
         Ok(Loaded {
             encoder: TextEncoder {
                 tokenizer,
                 probe,
                 backend,
+                arch,
                 pad_id: config.pad_token_id as u32,
                 vocab_size: config.vocab_size,
-                type_vocab_size: config.type_vocab_size,
+                // Only BERT reads token types: the others see zeros (`tokenize`).
+                type_vocab_size: if arch.token_types() {
+                    config.type_vocab_size
+                } else {
+                    1
+                },
                 hidden: config.hidden_size,
                 lowercase,
                 max_len,
@@ -326,7 +344,7 @@ impl TextEncoder {
     /// text at the batch's longest length, the packed ones real tokens only.
     pub(crate) fn batch_cost(&self) -> BatchCost {
         match self.backend {
-            Backend::Candle { .. } => BatchCost::Padded,
+            Backend::Candle { .. } | Backend::Padded { .. } => BatchCost::Padded,
             Backend::Packed { .. } | Backend::Portable { .. } => BatchCost::Sum,
         }
     }
@@ -335,8 +353,14 @@ impl TextEncoder {
         match self.backend {
             Backend::Packed { .. } => Engine::Packed,
             Backend::Portable { .. } => Engine::PackedPortable,
+            Backend::Padded { .. } => Engine::Padded,
             Backend::Candle { .. } => Engine::Candle,
         }
+    }
+
+    /// The encoder family.
+    pub(crate) fn arch(&self) -> Arch {
+        self.arch
     }
 
     /// What runs the forward pass.
@@ -350,8 +374,8 @@ impl TextEncoder {
                 dense_weight_bytes: Some(bert.dense_bytes()),
                 dtype: DType::F32,
             },
-            Backend::Portable { bert } => EngineInfo {
-                engine: Engine::PackedPortable,
+            Backend::Portable { bert } | Backend::Padded { bert } => EngineInfo {
+                engine: self.engine(),
                 precision: Precision::F32,
                 isa: None,
                 threads: None,
@@ -394,7 +418,7 @@ impl TextEncoder {
         if let Some(&t) = encoding
             .get_type_ids()
             .iter()
-            .find(|&&t| t as usize >= self.type_vocab_size)
+            .find(|&&t| self.arch.token_types() && t as usize >= self.type_vocab_size)
         {
             return Err(InputError::Invalid {
                 field: field.into(),
@@ -404,9 +428,16 @@ impl TextEncoder {
                 ),
             });
         }
+        let type_ids = if self.arch.token_types() {
+            encoding.get_type_ids().to_vec()
+        } else {
+            // The model reads no token types (its tokenizer returns none to transformers):
+            // a pair's second text must not index a table it does not have.
+            vec![0; encoding.len()]
+        };
         Ok(TokenizedText {
             ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
+            type_ids,
         })
     }
 
@@ -447,16 +478,16 @@ impl TextEncoder {
         };
         let first = self.lower(first);
         let second = second.map(|s| self.lower(s));
-        let input: EncodeInput = match &second {
-            None => first.as_str().into(),
-            Some(second) => (first.as_str(), second.as_str()).into(),
+        let tokenize_error = |e: tokenizers::Error| InputError::Tokenize {
+            message: e.to_string(),
         };
-        let encoding = self
-            .tokenizer
-            .encode(input, true)
-            .map_err(|e| InputError::Tokenize {
-                message: e.to_string(),
-            })?;
+        let encoding = match &second {
+            None => self
+                .tokenizer
+                .encode(first.as_str(), true)
+                .map_err(tokenize_error)?,
+            Some(second) => self.encode_pair(&first, second).map_err(tokenize_error)?,
+        };
         let tokens = encoding.len();
         if tokens > self.max_len {
             return Err(InputError::TooLong {
@@ -471,6 +502,31 @@ impl TextEncoder {
             });
         }
         Ok((encoding, [Some(first), second]))
+    }
+
+    /// A pair, truncated longest-first from the lengths of the whole texts, then given its
+    /// special tokens. The tokenizer's own truncation stops tokenizing each text at the
+    /// limit (tokenizers 0.23.2's early exit), so it compares capped lengths and can cut
+    /// the wrong side by a token where Python's tokenizers (0.23.3) and so
+    /// sentence-transformers cut the other.
+    fn encode_pair(&self, first: &str, second: &str) -> tokenizers::Result<Encoding> {
+        let a = self.probe.encode(first, false)?;
+        let b = self.probe.encode(second, false)?;
+        let (a, b) = match self.tokenizer.get_truncation() {
+            Some(params) => {
+                let added = self
+                    .tokenizer
+                    .get_post_processor()
+                    .map_or(0, |p| p.added_tokens(true));
+                let params = TruncationParams {
+                    max_length: params.max_length.saturating_sub(added),
+                    ..params.clone()
+                };
+                tokenizers::truncate_encodings(a, Some(b), &params)?
+            }
+            None => (a, Some(b)),
+        };
+        self.probe.post_process(a, b, true)
     }
 
     /// `text`, lowercased when the model asks for it.
@@ -531,6 +587,10 @@ impl TextEncoder {
                 pool.install(|| bert.forward(&segments, pool.current_num_threads()))
             }
             Backend::Portable { bert } => bert.forward(&segments(batch))?,
+            Backend::Padded { bert } => {
+                let (data, len) = bert.forward_padded(&segments(batch), self.pad_id)?;
+                (data, (0..batch.len()).map(|row| row * len).collect())
+            }
             Backend::Candle { bert, device, .. } => {
                 // Padded rows: each text starts at a multiple of the longest length.
                 let (data, len) = self.forward_padded(bert, device, batch)?;
@@ -582,31 +642,47 @@ impl TextEncoder {
     }
 }
 
-/// The most tokens a text may have: `options.max_seq_length`, else `default_max_len`,
-/// capped at the model's `max_position_embeddings`. It must leave room for the special
-/// tokens and the text (of each side, for `pairs`), and a pair model needs two token types.
-/// The `model_type`s the text models run. Another architecture may share BERT's weight
-/// names (RoBERTa and XLM-R do) and would load, then answer wrongly (RoBERTa numbers
-/// positions from `padding_idx + 1`): it is refused by name instead.
-const ARCHITECTURES: &[&str] = &["bert"];
-
-/// Refuses a `model_type` this crate does not run (a config without one is read as BERT).
-fn checked_architecture(config: &BertShape, config_path: &Path) -> Result<(), LoadError> {
-    match config.model_type.as_deref() {
-        None => Ok(()),
-        Some(t) if ARCHITECTURES.contains(&t) => Ok(()),
-        Some(other) => Err(LoadError::Unsupported {
-            path: config_path.to_path_buf(),
-            what: format!(
-                "model_type `{other}`; supported are {}",
-                ARCHITECTURES.join(", ")
-            ),
-        }),
-    }
+/// The family of the `model_type` in `config.json` (a config without one is read as BERT);
+/// one this crate does not run is refused by name: another architecture may share BERT's
+/// weight names and would load, then answer wrongly.
+fn checked_architecture(config: &BertShape, config_path: &Path) -> Result<Arch, LoadError> {
+    config.arch().ok_or_else(|| LoadError::Unsupported {
+        path: config_path.to_path_buf(),
+        what: format!(
+            "model_type `{}`; supported are {}",
+            config.model_type.as_deref().unwrap_or_default(),
+            arch::SUPPORTED.join(", ")
+        ),
+    })
 }
 
+/// `tokenizer_config.json`'s `model_max_length` in `dir`, where it is a real limit (it is
+/// often `1e30`-sized: "no limit of the tokenizer's own").
+pub(crate) fn tokenizer_max_length(dir: &Path) -> Result<Option<usize>, LoadError> {
+    #[derive(Deserialize, Default)]
+    struct TokenizerConfig {
+        /// A number, often `1e30`-sized: read as a float.
+        model_max_length: Option<f64>,
+    }
+    let path = dir.join("tokenizer_config.json");
+    let config: TokenizerConfig = if path.is_file() {
+        read_json(&path)?
+    } else {
+        TokenizerConfig::default()
+    };
+    Ok(config
+        .model_max_length
+        .filter(|n| n.is_finite() && *n >= 1.0 && *n < 1e9)
+        .map(|n| n as usize))
+}
+
+/// The most tokens a text may have: `options.max_seq_length`, else `default_max_len`,
+/// capped at the positions the model's table holds (`max_position_embeddings`, less
+/// `padding_idx + 1` for RoBERTa and MPNet). It must leave room for the special tokens and
+/// the text (of each side, for `pairs`), and a BERT pair model needs two token types.
 fn checked_max_len(
     config: &BertShape,
+    arch: Arch,
     config_path: &Path,
     options: &TextOptions,
     default_max_len: Option<usize>,
@@ -615,8 +691,8 @@ fn checked_max_len(
     let max_len = options
         .max_seq_length
         .or(default_max_len)
-        .unwrap_or(config.max_position_embeddings)
-        .min(config.max_position_embeddings);
+        .unwrap_or(usize::MAX)
+        .min(arch::max_tokens(config, arch));
     let least = if pairs { 5 } else { 2 };
     if max_len < least {
         return Err(LoadError::config(
@@ -626,7 +702,7 @@ fn checked_max_len(
             ),
         ));
     }
-    if pairs && config.type_vocab_size < 2 {
+    if pairs && arch.token_types() && config.type_vocab_size < 2 {
         return Err(LoadError::Unsupported {
             path: config_path.to_path_buf(),
             what: format!(
@@ -665,6 +741,7 @@ impl Backend {
     fn load(
         weights: &Path,
         config: &BertShape,
+        arch: Arch,
         config_path: &Path,
         options: &TextOptions,
     ) -> Result<Self, LoadError> {
@@ -683,11 +760,24 @@ impl Backend {
                 ),
             ));
         }
+        if engine == Engine::Candle && arch != Arch::Bert {
+            return Err(LoadError::Unsupported {
+                path: config_path.to_path_buf(),
+                what: format!(
+                    "engine Candle (candle-transformers' BertModel) for model_type `{}`; it runs BERT only: use Engine::Padded for padded batches",
+                    arch.name()
+                ),
+            });
+        }
         Ok(match engine {
-            Engine::PackedPortable => {
+            Engine::PackedPortable | Engine::Padded => {
                 let act = crate::encoder::activation(weights, config)?;
-                Backend::Portable {
-                    bert: PortableBert::load(weights, config, act, &options.device, options.dtype)?,
+                let bert =
+                    PortableBert::load(weights, config, act, &options.device, options.dtype)?;
+                if engine == Engine::Padded {
+                    Backend::Padded { bert }
+                } else {
+                    Backend::Portable { bert }
                 }
             }
             Engine::Packed => {
