@@ -303,3 +303,71 @@ fn an_unknown_model_type_is_refused_naming_it_and_the_supported_ones() {
     }
     let _ = std::fs::remove_dir_all(&copy);
 }
+
+/// `dir`'s files in a scratch directory with `edit` applied to `config.json`.
+fn with_config(
+    dir: &std::path::Path,
+    name: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) -> PathBuf {
+    let copy = common::scratch_dir(name);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            let to = copy.join(entry.file_name());
+            std::fs::create_dir_all(&to).unwrap();
+            for inner in std::fs::read_dir(entry.path()).unwrap() {
+                let inner = inner.unwrap();
+                std::fs::copy(inner.path(), to.join(inner.file_name())).unwrap();
+            }
+        } else {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+    }
+    let config = copy.join("config.json");
+    let mut cfg: serde_json::Value = json(config.clone());
+    edit(&mut cfg);
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    copy
+}
+
+#[test]
+fn hostile_config_numbers_get_typed_errors_before_anything_is_sized_by_them() {
+    let huge = serde_json::Value::from(1u64 << 40);
+    let cases: [(&str, &str, &str, serde_json::Value); 6] = [
+        ("mpnet", "classify", "max_position_embeddings", huge.clone()),
+        (
+            "mpnet",
+            "embed",
+            "relative_attention_num_buckets",
+            huge.clone(),
+        ),
+        ("mpnet", "embed", "relative_attention_num_buckets", 8.into()),
+        ("distilbert", "embed", "n_layers", (1u64 << 60).into()),
+        ("roberta", "rerank", "hidden_size", huge.clone()),
+        ("xlm-roberta", "embed", "intermediate_size", huge),
+    ];
+    for (arch, kind, key, value) in cases {
+        let dir = with_config(&fixtures().join(arch).join(kind), "hostile-config", |cfg| {
+            cfg[key] = value.clone();
+        });
+        for engine in ENGINES {
+            let result = match kind {
+                "embed" => SentenceEmbedder::load_with(&dir, options(engine, Precision::F32)).err(),
+                "classify" => {
+                    TextClassifier::load_with(&dir, options(engine, Precision::F32)).err()
+                }
+                _ => CrossEncoder::load_with(&dir, options(engine, Precision::F32)).err(),
+            };
+            match result {
+                Some(LoadError::Weights { message, .. }) => {
+                    println!("{arch} {key} = {value} ({engine:?}): {message}");
+                }
+                other => {
+                    panic!("{arch} {key} = {value} ({engine:?}): expected Weights, got {other:?}")
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

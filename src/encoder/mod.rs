@@ -396,8 +396,9 @@ impl PackedBert {
          -> candle_core::Result<Dense> {
             // Several projections (Q, K, V) are stacked along the output dimension.
             let total = outputs * parts.len();
-            let mut weight = Vec::with_capacity(inputs * total);
-            let mut bias = Vec::with_capacity(total);
+            // Not sized from the config: its numbers are checked against the file's
+            // tensors by `get`, after which the file's bytes bound every allocation.
+            let (mut weight, mut bias) = (Vec::new(), Vec::new());
             for vb in parts {
                 weight.extend(get(vb, &[outputs, inputs], "weight")?);
                 bias.extend(get(vb, &[outputs], "bias")?);
@@ -416,7 +417,7 @@ impl PackedBert {
         let max_tokens = arch::max_tokens(shape, arch);
         let heads = shape.num_attention_heads;
         let load = || -> candle_core::Result<PackedBert> {
-            let mut layers = Vec::with_capacity(shape.num_hidden_layers);
+            let mut layers = Vec::new();
             for l in 0..shape.num_hidden_layers {
                 let (prefix, [q, k, v, o, o_norm, up, down, out_norm]) = arch.layer_names(l);
                 let lvb = vb.pp(prefix);
@@ -438,6 +439,13 @@ impl PackedBert {
             } else {
                 Vec::new()
             };
+            // Read before the relative bias is laid out: the file's table bounds
+            // max_position_embeddings, and with it the layout's size.
+            let position = get(
+                &emb,
+                &[shape.max_position_embeddings, h],
+                "position_embeddings.weight",
+            )?;
             let relative_bias = if arch == Arch::MpNet {
                 let table = get(
                     &vb.pp("encoder"),
@@ -459,11 +467,7 @@ impl PackedBert {
                 padding_idx: arch.padding_idx(shape),
                 type_vocab: shape.type_vocab_size,
                 word: get(&emb, &[shape.vocab_size, h], "word_embeddings.weight")?,
-                position: get(
-                    &emb,
-                    &[shape.max_position_embeddings, h],
-                    "position_embeddings.weight",
-                )?,
+                position,
                 token_type,
                 emb_norm: norm(emb.pp("LayerNorm"))?,
                 relative_bias,

@@ -90,7 +90,7 @@ impl PortableBert {
         let max_tokens = arch::max_tokens(shape, arch);
         let heads = shape.num_attention_heads;
         let load = || -> candle_core::Result<PortableBert> {
-            let mut layers = Vec::with_capacity(shape.num_hidden_layers);
+            let mut layers = Vec::new();
             for l in 0..shape.num_hidden_layers {
                 let (prefix, [q, k, v, o, o_norm, up, down, out_norm]) = arch.layer_names(l);
                 let lvb = vb.pp(prefix);
@@ -125,6 +125,12 @@ impl PortableBert {
             } else {
                 None
             };
+            // Read before the relative bias is laid out: the file's table bounds
+            // max_position_embeddings, and with it the layout's size.
+            let position = emb.get(
+                (shape.max_position_embeddings, h),
+                "position_embeddings.weight",
+            )?;
             let relative_bias = if arch == Arch::MpNet {
                 let buckets = super::mpnet_buckets(shape);
                 let table = vb
@@ -147,10 +153,7 @@ impl PortableBert {
                 type_vocab: shape.type_vocab_size,
                 vocab: shape.vocab_size,
                 word: emb.get((shape.vocab_size, h), "word_embeddings.weight")?,
-                position: emb.get(
-                    (shape.max_position_embeddings, h),
-                    "position_embeddings.weight",
-                )?,
+                position,
                 token_type,
                 emb_norm: norm(emb.pp("LayerNorm"))?,
                 relative_bias,
