@@ -32,7 +32,7 @@
 //! `special_tokens_map.json`, `modules.json`, `sentence_bert_config.json`,
 //! `config_sentence_transformers.json`, `preprocessor_config.json`, `model.json`,
 //! `modelhost.json` and the first weights file of
-//! [`WEIGHT_FILE_NAMES`](crate::formats::WEIGHT_FILE_NAMES) (`model.safetensors`, else
+//! [`crate::formats::WEIGHT_FILE_NAMES`] (`model.safetensors`, else
 //! `pytorch_model.bin`, …), at the repository's root and in every module directory
 //! `modules.json` lists (`1_Pooling/`, `2_Dense/`, …). A file the listing does not have is
 //! not asked for, and an optional one that answers 404 anyway is skipped; the loader then

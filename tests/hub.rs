@@ -668,3 +668,63 @@ fn references_parse_into_repository_and_revision() {
     let options = HubOptions::new().token("hf_secret");
     assert!(!format!("{options:?}").contains("hf_secret"));
 }
+
+/// `modelhost-serve --hub-model st=fixtures/st`: downloaded at start-up through the
+/// environment the server gets (its own, not this process's), linked as `ROOT/st/1` and
+/// served as a text embedder.
+#[cfg(feature = "server")]
+#[test]
+fn the_server_serves_a_hub_model_linked_into_its_repository() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let hub = FakeHub::start(standard_repos());
+    let root = common::scratch_dir("hub-serve-root");
+    let cache = common::scratch_dir("hub-serve-cache");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelhost-serve"))
+        .arg("--models")
+        .arg(&root)
+        .args(["--addr", "127.0.0.1:0", "--hub-model", "st=fixtures/st@v2"])
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_OFFLINE", "0")
+        .env_remove("HF_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .map(str::to_string);
+    let get = |path: &str| -> String {
+        let mut stream = TcpStream::connect(addr.as_deref().unwrap()).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let metadata = addr.as_ref().map(|_| get("/v2/models/st"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let metadata = metadata.unwrap_or_else(|| panic!("the server did not start: {line:?}"));
+    assert!(metadata.starts_with("HTTP/1.1 200"), "{metadata}");
+    assert!(metadata.contains("\"name\":\"st\""), "{metadata}");
+    let link = std::fs::read_link(root.join("st/1")).unwrap();
+    assert!(
+        link.ends_with(format!("models--fixtures--st/snapshots/{V2}")),
+        "{link:?}"
+    );
+    assert!(
+        file_requests(&hub.requests())
+            .iter()
+            .all(|r| r.contains(V2))
+    );
+}
