@@ -1,7 +1,7 @@
 //! Load generator for the sentence embedder: prints one JSON line per run.
 //!
 //! ```text
-//! cargo run --release --example bench_embed -- --model DIR --corpus FILE [--n 1024]
+//! cargo run --release --example bench_embed -- --model DIR|ORG/NAME[@REV] --corpus FILE [--n 1024]
 //!     [--concurrency 32] [--max-batch-size 32] [--max-delay-ms 2] [--grouping arrival|length]
 //!     [--engine packed|portable|padded|candle] [--threads T] [--direct] [--warmup 32] [--no-instrument]
 //!     [--device cpu|cuda[:N]] [--dtype f32|f16|bf16] [--precision f32|bf16|int8]
@@ -17,20 +17,23 @@
 //! "engine":..,"max_batch_size":..,"grouping":..,"threads":..,"instrument":..,"device":..,"dtype":..,
 //! "precision":..,"isa":..}`.
 
+#[path = "common/model.rs"]
+mod model;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use modelhost::{
-    Predictor, batch::Grouping, models::sentence::SentenceEmbedder, models::text::EmbedderOptions,
-    models::text::Engine, models::text::Precision,
+    Predictor, batch::Grouping, models::text::EmbedderOptions, models::text::Engine,
+    models::text::Precision,
 };
 
-const USAGE: &str = "usage: bench_embed --model DIR --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|padded|candle] [--threads T] [--direct] [--warmup W] [--no-instrument] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16] [--precision f32|bf16|int8]";
+const USAGE: &str = "usage: bench_embed --model DIR|ORG/NAME[@REV] --corpus FILE [--n N] [--concurrency C] [--max-batch-size B] [--max-delay-ms D] [--grouping arrival|length] [--engine packed|portable|padded|candle] [--threads T] [--direct] [--warmup W] [--no-instrument] [--device cpu|cuda[:N]] [--dtype f32|f16|bf16] [--precision f32|bf16|int8]";
 
 struct Args {
-    model: PathBuf,
+    model: String,
     corpus: PathBuf,
     n: usize,
     concurrency: usize,
@@ -51,7 +54,7 @@ fn parse_args() -> Result<Args, String> {
     let mut model = None;
     let mut corpus = None;
     let mut a = Args {
-        model: PathBuf::new(),
+        model: String::new(),
         corpus: PathBuf::new(),
         n: 1024,
         concurrency: 32,
@@ -72,7 +75,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{arg} needs a value\n{USAGE}"));
         let num = |v: String| v.parse::<usize>().map_err(|e| format!("{v}: {e}"));
         match arg.as_str() {
-            "--model" => model = Some(PathBuf::from(value()?)),
+            "--model" => model = Some(value()?),
             "--corpus" => corpus = Some(PathBuf::from(value()?)),
             "--n" => a.n = num(value()?)?,
             "--concurrency" => a.concurrency = num(value()?)?,
@@ -168,7 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         precision: args.precision,
         ..EmbedderOptions::default()
     };
-    let embedder = SentenceEmbedder::load_with(&args.model, options)?;
+    let embedder = model::load_embedder(&args.model, options)?;
     let info = embedder.engine_info();
     let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
     let engine = match embedder.engine() {

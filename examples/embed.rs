@@ -1,7 +1,7 @@
 //! A command-line embedder: one text per line in, one JSON object per line out.
 //!
 //! ```text
-//! cargo run --release --example embed -- --model DIR [--input FILE] [--output FILE]
+//! cargo run --release --example embed -- --model DIR|ORG/NAME[@REV] [--input FILE] [--output FILE]
 //!     [--max-batch-size 32] [--no-truncate] [--engine packed|portable|padded|candle] [--threads N]
 //!     [--precision f32|bf16|int8]
 //!     [--prompt-name NAME] [--truncate-dim N]
@@ -17,17 +17,21 @@
 //! padding-free encoder; `--threads` sets the encoder's threads (default:
 //! `RAYON_NUM_THREADS`, else one per core). `--prompt-name` embeds every text with one of
 //! the model's prompts (`config_sentence_transformers.json`) instead of its default one;
-//! `--truncate-dim` keeps the first N dimensions (Matryoshka models).
+//! `--truncate-dim` keeps the first N dimensions (Matryoshka models). Built with
+//! `--features hub`, `--model org/name[@revision]` (when no such path exists) loads from the
+//! Hugging Face Hub into its cache (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE` apply).
+
+#[path = "common/model.rs"]
+mod model;
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use modelhost::{
-    Predictor, models::sentence::SentenceEmbedder, models::text::EmbedderOptions,
-    models::text::Engine, models::text::Precision,
+    Predictor, models::text::EmbedderOptions, models::text::Engine, models::text::Precision,
 };
 
-const USAGE: &str = "usage: embed --model DIR [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate] [--engine packed|portable|padded|candle] [--threads N] [--precision f32|bf16|int8] [--prompt-name NAME] [--truncate-dim N]";
+const USAGE: &str = "usage: embed --model DIR|ORG/NAME[@REV] [--input FILE] [--output FILE] [--max-batch-size N] [--no-truncate] [--engine packed|portable|padded|candle] [--threads N] [--precision f32|bf16|int8] [--prompt-name NAME] [--truncate-dim N]";
 
 /// Texts are submitted in chunks of this many lines so memory stays bounded on big inputs.
 const CHUNK: usize = 1024;
@@ -84,7 +88,7 @@ fn next_line(
 }
 
 struct Args {
-    model: PathBuf,
+    model: String,
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     max_batch_size: usize,
@@ -99,7 +103,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut model = None;
     let mut args = Args {
-        model: PathBuf::new(),
+        model: String::new(),
         input: None,
         output: None,
         max_batch_size: 32,
@@ -114,7 +118,7 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         let mut value = || it.next().ok_or(format!("{arg} needs a value\n{USAGE}"));
         match arg.as_str() {
-            "--model" => model = Some(PathBuf::from(value()?)),
+            "--model" => model = Some(value()?),
             "--input" => args.input = Some(PathBuf::from(value()?)),
             "--output" => args.output = Some(PathBuf::from(value()?)),
             "--max-batch-size" => {
@@ -173,7 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         truncate_dim: args.truncate_dim,
         ..EmbedderOptions::default()
     };
-    let embedder = SentenceEmbedder::load_with(&args.model, options)?;
+    let embedder = model::load_embedder(&args.model, options)?;
     let predictor = Predictor::builder(embedder)
         .max_batch_size(args.max_batch_size)
         .build()?;

@@ -385,6 +385,108 @@ pub enum LoadError {
         /// What is allowed.
         allowed: String,
     },
+    /// A Hugging Face Hub repository id, revision or file path was refused before any
+    /// request was made for it (feature `hub`): it could leave the repository or the
+    /// cache directory.
+    #[error("{what} `{value}` is refused: {allowed}")]
+    HubRefused {
+        /// What the value is: "repository id", "revision", or the file that named a path
+        /// (e.g. "module path in org/name's modules.json").
+        what: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// The Hub answered a request with an HTTP error status (feature `hub`).
+    #[error("{}", hub_status(repo, revision, file.as_deref(), *status))]
+    HubStatus {
+        /// The repository id, `org/name`.
+        repo: String,
+        /// The revision asked for (a branch, tag or commit).
+        revision: String,
+        /// The file asked for; `None` for the repository's file listing.
+        file: Option<String>,
+        /// The HTTP status, e.g. 404 or 401.
+        status: u16,
+    },
+    /// The Hub could not be reached (connection, DNS, TLS), and the cache holds no copy of
+    /// the revision to fall back on (feature `hub`).
+    #[error(
+        "cannot reach the Hub at {endpoint} for {repo} (revision {revision}): {message}; the cache holds no copy of it"
+    )]
+    HubUnreachable {
+        /// The repository id.
+        repo: String,
+        /// The revision asked for.
+        revision: String,
+        /// The Hub's address.
+        endpoint: String,
+        /// The HTTP client's message.
+        message: String,
+    },
+    /// Offline (`HF_HUB_OFFLINE` or `HubOptions::offline`), and the cache holds no complete
+    /// copy of the revision (feature `hub`).
+    #[error(
+        "{repo} (revision {revision}) is not in the Hub cache {}, and downloads are off ({why}); load it once online, or point the cache at a directory that holds it",
+        cache.display()
+    )]
+    HubNotCached {
+        /// The repository id.
+        repo: String,
+        /// The revision asked for.
+        revision: String,
+        /// The cache directory that was looked in.
+        cache: PathBuf,
+        /// Why downloads are off, e.g. "HF_HUB_OFFLINE=1".
+        why: String,
+    },
+    /// A file is larger than the download limit allows, by the size the Hub declares
+    /// for it (or, where it declared none, by what arrived) (feature `hub`).
+    #[error(
+        "{repo}: {file} is {bytes} bytes; the download limit is {limit} bytes (raise HubOptions::max_bytes to load it)"
+    )]
+    HubTooLarge {
+        /// The repository id.
+        repo: String,
+        /// The file, relative to the repository.
+        file: String,
+        /// Its size (with `file` = "all files", the total the model needs).
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The Hub's answer is not what a Hub sends: a listing that is not JSON, a commit id
+    /// that is not one, a file whose size differs from the size declared (feature `hub`).
+    #[error("{repo}: unexpected answer from the Hub: {what}")]
+    HubResponse {
+        /// The repository id.
+        repo: String,
+        /// What was wrong with the answer.
+        what: String,
+    },
+}
+
+/// The message of [`LoadError::HubStatus`]: what was asked for, the status, and what
+/// usually causes it.
+fn hub_status(repo: &str, revision: &str, file: Option<&str>, status: u16) -> String {
+    let asked = match file {
+        Some(file) => format!("{file} of {repo} (revision {revision})"),
+        None => format!("repository {repo} (revision {revision})"),
+    };
+    let hint = match (status, file) {
+        (404, None) => {
+            "no such repository or revision (a private or gated one needs a token: HF_TOKEN or HubOptions::token)"
+        }
+        (404, Some(_)) => "the repository has no such file at this revision",
+        (401 | 403, _) => {
+            "the repository is private or gated: accept its terms on the Hub and give a token (HF_TOKEN or HubOptions::token)"
+        }
+        (429, _) => "rate limited; retry later",
+        (500.., _) => "the Hub failed; retry later",
+        _ => "the request was refused",
+    };
+    format!("the Hub answered HTTP {status} for {asked}: {hint}")
 }
 
 impl LoadError {

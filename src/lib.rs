@@ -49,6 +49,7 @@
 //! | [`metrics`] | counters, latency histograms and the Prometheus exposition |
 //! | `drift` | data and concept drift monitors (feature `drift`, on by default) |
 //! | [`formats`] | weight files by content: safetensors, PyTorch checkpoints, npz, GGUF, ONNX |
+//! | `hub` | models by their Hugging Face Hub id: `from_hub` on the loaders (feature `hub`) |
 //! | [`error`] | one error type per boundary |
 //!
 //! Every public type has one path: the root for the request path, its module otherwise.
@@ -63,6 +64,8 @@ pub mod drift;
 mod encoder;
 pub mod error;
 pub mod formats;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod load;
 pub mod metrics;
 mod model;

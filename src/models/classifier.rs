@@ -267,6 +267,31 @@ impl std::fmt::Debug for TextClassifier {
 }
 
 impl TextClassifier {
+    /// Loads a sequence-classification model by its Hugging Face Hub id (`org/name`), downloading what the
+    /// cache lacks (feature `hub`; see [`hub`](crate::hub)). Named after the repository.
+    #[cfg(feature = "hub")]
+    pub fn from_hub(repo_id: &str) -> Result<Self, LoadError> {
+        Self::from_hub_with(
+            repo_id,
+            &crate::hub::HubOptions::default(),
+            TextOptions::default(),
+        )
+    }
+
+    /// [`from_hub`](Self::from_hub) with [`HubOptions`](crate::hub::HubOptions) and the
+    /// options of [`load_with`](Self::load_with).
+    #[cfg(feature = "hub")]
+    pub fn from_hub_with(
+        repo_id: &str,
+        hub: &crate::hub::HubOptions,
+        options: TextOptions,
+    ) -> Result<Self, LoadError> {
+        let snapshot = crate::hub::snapshot(repo_id, hub)?;
+        let mut model = Self::load_with(snapshot.dir(), options)?;
+        model.name = snapshot.name().to_string();
+        Ok(model)
+    }
+
     /// Loads a sequence-classification directory with default options (CPU, truncation).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, LoadError> {
         Self::load_with(dir, TextOptions::default())
@@ -481,6 +506,31 @@ impl std::fmt::Debug for CrossEncoder {
 }
 
 impl CrossEncoder {
+    /// Loads a cross-encoder by its Hugging Face Hub id (`org/name`), downloading what the
+    /// cache lacks (feature `hub`; see [`hub`](crate::hub)). Named after the repository.
+    #[cfg(feature = "hub")]
+    pub fn from_hub(repo_id: &str) -> Result<Self, LoadError> {
+        Self::from_hub_with(
+            repo_id,
+            &crate::hub::HubOptions::default(),
+            TextOptions::default(),
+        )
+    }
+
+    /// [`from_hub`](Self::from_hub) with [`HubOptions`](crate::hub::HubOptions) and the
+    /// options of [`load_with`](Self::load_with).
+    #[cfg(feature = "hub")]
+    pub fn from_hub_with(
+        repo_id: &str,
+        hub: &crate::hub::HubOptions,
+        options: TextOptions,
+    ) -> Result<Self, LoadError> {
+        let snapshot = crate::hub::snapshot(repo_id, hub)?;
+        let mut model = Self::load_with(snapshot.dir(), options)?;
+        model.name = snapshot.name().to_string();
+        Ok(model)
+    }
+
     /// Loads a cross-encoder directory with default options (CPU, truncation).
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, LoadError> {
         Self::load_with(dir, TextOptions::default())

@@ -16,6 +16,17 @@ pub(crate) struct Args {
     /// The model repository: one directory per model, one subdirectory per version.
     #[arg(long, env = "MODELHOST_MODELS", value_name = "ROOT")]
     pub(crate) models: PathBuf,
+    /// Serve a Hugging Face Hub model as model NAME: `NAME=ORG/REPO[@REVISION]` (repeat the
+    /// flag, or comma-separate). Downloaded once into the Hub cache at start-up (HF_HOME,
+    /// HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE apply) and linked as ROOT/NAME/1.
+    #[cfg(feature = "hub")]
+    #[arg(
+        long = "hub-model",
+        env = "MODELHOST_HUB_MODELS",
+        value_delimiter = ',',
+        value_name = "NAME=ORG/REPO[@REV]"
+    )]
+    pub(crate) hub_models: Vec<String>,
     /// Address to listen on (port 0: any free port, printed at start-up).
     #[arg(long, env = "MODELHOST_ADDR", default_value = "127.0.0.1:8000")]
     pub(crate) addr: SocketAddr,

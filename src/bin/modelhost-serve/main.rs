@@ -10,6 +10,10 @@
 //!
 //! Every flag can be set by an environment variable instead (`--help` names them).
 //!
+//! Built with `--features hub`, `--hub-model NAME=ORG/REPO[@REVISION]` (repeatable) serves
+//! a Hugging Face Hub model as `NAME`: downloaded once into the Hub cache and linked into
+//! the repository as `ROOT/NAME/1` (`hub.rs`).
+//!
 //! `ROOT` is a model repository, `ROOT/NAME/VERSION/`. The kind of each version directory
 //! is recognised from its own files (`kind.rs`): `tabular.json` is a tabular model;
 //! `model.json` with `model.safetensors` an MLP classifier (the shipped digits model);
@@ -75,6 +79,8 @@ mod codec_kinds;
 mod config;
 mod error;
 mod guard;
+#[cfg(feature = "hub")]
+mod hub;
 mod kind;
 mod limits;
 mod listen;
@@ -182,6 +188,13 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         args.max_client_batch_size,
         args.max_bulk_rows.unwrap_or(args.queue_capacity / 2),
     ));
+    #[cfg(feature = "hub")]
+    if !args.hub_models.is_empty() {
+        let (root, specs) = (args.models.clone(), args.hub_models.clone());
+        tokio::task::spawn_blocking(move || hub::install(&root, &specs))
+            .await
+            .map_err(|e| format!("--hub-model: {e}"))??;
+    }
     let metrics = Metrics::new();
     let sets = open_sets(&args, &metrics)?;
     for set in &sets {

@@ -117,6 +117,31 @@ impl ImageClassifier {
         })
     }
 
+    /// Loads an image model (a timm or Hugging Face image-classification repository) by its
+    /// Hub id, downloading what the cache lacks (feature `hub`; see [`hub`](crate::hub)).
+    #[cfg(feature = "hub")]
+    pub fn from_hub(repo_id: &str) -> Result<Self, LoadError> {
+        Self::from_hub_with(
+            repo_id,
+            &crate::hub::HubOptions::default(),
+            ImageOptions::default(),
+        )
+    }
+
+    /// [`from_hub`](Self::from_hub) with [`HubOptions`](crate::hub::HubOptions) and the
+    /// options of [`load_with`](Self::load_with).
+    #[cfg(feature = "hub")]
+    pub fn from_hub_with(
+        repo_id: &str,
+        hub: &crate::hub::HubOptions,
+        options: ImageOptions,
+    ) -> Result<Self, LoadError> {
+        let snapshot = crate::hub::snapshot(repo_id, hub)?;
+        let mut model = Self::load_with(snapshot.dir(), options)?;
+        model.name = snapshot.name().to_string();
+        Ok(model)
+    }
+
     /// The class labels, in output order.
     pub fn labels(&self) -> &[String] {
         &self.labels

@@ -289,6 +289,33 @@ impl SentenceEmbedder {
         })
     }
 
+    /// Loads a sentence-transformers model by its Hugging Face Hub id (`org/name`),
+    /// downloading what the cache lacks (feature `hub`; revision `main`, settings from the
+    /// environment: see [`hub`](crate::hub)). The embedder is named after the repository.
+    #[cfg(feature = "hub")]
+    pub fn from_hub(repo_id: &str) -> Result<Self, LoadError> {
+        Self::from_hub_with(
+            repo_id,
+            &crate::hub::HubOptions::default(),
+            TextOptions::default(),
+        )
+    }
+
+    /// [`from_hub`](Self::from_hub) with a revision, cache, endpoint, token or offline mode
+    /// ([`HubOptions`](crate::hub::HubOptions)), and the options of
+    /// [`load_with`](Self::load_with).
+    #[cfg(feature = "hub")]
+    pub fn from_hub_with(
+        repo_id: &str,
+        hub: &crate::hub::HubOptions,
+        options: TextOptions,
+    ) -> Result<Self, LoadError> {
+        let snapshot = crate::hub::snapshot(repo_id, hub)?;
+        let mut embedder = Self::load_with(snapshot.dir(), options)?;
+        embedder.name = snapshot.name().to_string();
+        Ok(embedder)
+    }
+
     /// The same embedder taking [`EmbedRequest`]s, which can name a prompt per request;
     /// a `String` still converts into one (`predict(text.into())`).
     pub fn with_requests(self) -> SentenceEmbedder<EmbedRequest> {
