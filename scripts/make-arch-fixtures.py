@@ -28,6 +28,11 @@ mixes tokens and texts get distinct vectors) with a real tokenizer of the family
 max_position_embeddings is 66 for the families that number positions from padding_idx + 1,
 so the longest texts truncate at exactly the 64 positions the tables hold.
 
+With `--real-mpnet`, it also writes `all-mpnet-base-v2.json`: what sentence-transformers
+computes with the real all-mpnet-base-v2 (`scripts/fetch-models.sh --mpnet` puts it in
+models/) for 40 texts of ../shared/data/minilm-reference.jsonl (its 8 longest, truncated
+at 384 tokens, and 32 others), for the ignored real-weights test.
+
 `mpnet-buckets.json` holds MPNet's relative-position bucket (transformers'
 `relative_position_bucket`, 32 buckets, max distance 128) of every distance -600..600.
 """
@@ -256,7 +261,31 @@ def mpnet_buckets():
     )
 
 
+def real_mpnet():
+    import sentence_transformers
+    from sentence_transformers import SentenceTransformer
+
+    refs = [json.loads(l) for l in (ROOT.parent / "shared" / "data" / "minilm-reference.jsonl").read_text(encoding="utf8").splitlines()]
+    texts = [r["text"] for r in refs]
+    longest = sorted(texts, key=len)[-8:]
+    others = [t for t in texts if t not in longest and t == t.strip()][:32]
+    texts = longest + others
+    st = SentenceTransformer(str(ROOT / "models" / "all-mpnet-base-v2"), device="cpu")
+    vectors = st.encode(texts, batch_size=8, convert_to_numpy=True)
+    out = {
+        "sentence_transformers": sentence_transformers.__version__,
+        "texts": texts,
+        "embeddings": [[float(f"{x:.6g}") for x in v] for v in vectors.tolist()],
+    }
+    (OUT / "all-mpnet-base-v2.json").write_text(json.dumps(out, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf8")
+
+
 def main():
+    import sys
+
+    if "--real-mpnet" in sys.argv:
+        real_mpnet()
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     texts = json.loads(ST_TEXTS.read_text(encoding="utf8")) + MULTILINGUAL
     rng = random.Random(18)

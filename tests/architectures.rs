@@ -371,3 +371,44 @@ fn hostile_config_numbers_get_typed_errors_before_anything_is_sized_by_them() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[derive(serde::Deserialize)]
+struct RealRefs {
+    texts: Vec<String>,
+    embeddings: Vec<Vec<f32>>,
+}
+
+/// The real all-mpnet-base-v2 (438 MB: `scripts/fetch-models.sh --mpnet`), 40 texts of the
+/// reference set (the 8 longest, cut at its 384 tokens), against what sentence-transformers
+/// computed with it; every engine and precision. `.ci/run` runs it.
+#[test]
+#[ignore = "needs models/all-mpnet-base-v2: scripts/fetch-models.sh --mpnet"]
+fn the_real_all_mpnet_base_v2_matches_sentence_transformers() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-mpnet-base-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "run scripts/fetch-models.sh --mpnet first"
+    );
+    let refs: RealRefs = json(fixtures().join("all-mpnet-base-v2.json"));
+    let runs = [
+        (Engine::Packed, Precision::F32, 0.9999),
+        (Engine::Padded, Precision::F32, 0.9999),
+        (Engine::Packed, Precision::Bf16, 0.999),
+        (Engine::Packed, Precision::Int8, 0.99),
+    ];
+    let mut f32_runs = Vec::new();
+    for (engine, precision, bound) in runs {
+        let embedder = SentenceEmbedder::load_with(&dir, options(engine, precision)).unwrap();
+        assert_eq!(embedder.max_seq_length(), 384);
+        let ours = embed_all(&embedder, &refs.texts);
+        let cos = min_cosine(&ours, &refs.embeddings);
+        println!("all-mpnet-base-v2 {engine:?} {precision}: min cosine {cos:.6}");
+        assert!(cos >= bound, "{engine:?} {precision}: min cosine {cos}");
+        if precision == Precision::F32 {
+            f32_runs.push(ours);
+        }
+    }
+    let worst = max_difference(&f32_runs[0], &f32_runs[1]);
+    println!("all-mpnet-base-v2: packed vs padded max component difference {worst:.2e}");
+    assert!(worst <= 1e-5, "{worst}");
+}
