@@ -44,6 +44,7 @@ macro_rules! dispatch {
         }
     };
 }
+pub(crate) use dispatch;
 
 /// `exp(x)` for f32 to about 2 ulp, in plain arithmetic that vectorises (Cephes `expf`).
 /// `n = round(x · log₂e)` and `2ⁿ` come from adding `1.5 · 2²³` (the integer lands in the

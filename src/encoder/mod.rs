@@ -13,6 +13,7 @@
 //! [`kernels`].
 
 pub(crate) mod arch;
+mod attention;
 mod dense_bf16;
 mod dense_f32;
 mod dense_i8;
@@ -598,6 +599,7 @@ impl PackedBert {
         let scale = 1.0 / (d as f32).sqrt();
         let texts = offsets.len() - 1;
         let ctx_ptr = SendPtr(ctx.as_mut_ptr());
+        let span = 2 * self.max_tokens - 1;
         (0..texts * heads).into_par_iter().for_each(|task| {
             let (t, head) = (task / heads, task % heads);
             let (start, len) = (offsets[t], offsets[t + 1] - offsets[t]);
@@ -605,61 +607,34 @@ impl PackedBert {
                 return;
             }
             let ctx_ptr = &ctx_ptr;
-            SCORES.with_borrow_mut(|scores| {
-                scores.clear();
-                scores.resize(len * len, 0.0);
+            let bias = self
+                .relative_bias
+                .as_ref()
+                .map(|b| (&b[head * span..(head + 1) * span], self.max_tokens));
+            SCRATCH.with_borrow_mut(|scratch| {
                 let base = start * 3 * h + head * d;
-                let q = qkv[base..].as_ptr();
-                let k = qkv[base + h..].as_ptr();
-                let v = qkv[base + 2 * h..].as_ptr();
-                let row3 = 3 * h as isize;
-                // SAFETY: q/k/v address rows start..start+len, columns head*d..(head+1)*d of
-                // their third of qkv; scores is len×len; this task alone writes ctx rows
-                // start..start+len, columns head*d..(head+1)*d.
-                unsafe {
-                    // scores = scale · Q · Kᵀ
-                    matmul(
-                        len,
-                        len,
-                        d,
-                        scores.as_mut_ptr(),
-                        View::rows(len),
-                        false,
-                        q,
-                        View { rs: row3, cs: 1 },
-                        k,
-                        View { rs: 1, cs: row3 },
-                        scale,
-                        1,
-                    );
-                    if let Some(bias) = &self.relative_bias {
-                        // MPNet: + the bias of each key's distance from the query.
-                        let span = 2 * self.max_tokens - 1;
-                        let bias = &bias[head * span..(head + 1) * span];
-                        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
-                            // Key j is j − i positions after query i: entry j − i + max − 1.
-                            let from = self.max_tokens - 1 - i;
-                            for (s, b) in row.iter_mut().zip(&bias[from..from + len]) {
-                                *s += b;
-                            }
-                        }
+                let rows = &qkv[base..(start + len) * 3 * h];
+                let out = attention::head(
+                    rows,
+                    &rows[h..],
+                    &rows[2 * h..],
+                    3 * h,
+                    len,
+                    d,
+                    scale,
+                    bias,
+                    scratch,
+                );
+                for (i, row) in out.chunks_exact(d).enumerate() {
+                    // SAFETY: this task alone writes ctx rows start..start+len, columns
+                    // head*d..(head+1)*d, all inside ctx (total rows × h).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            row.as_ptr(),
+                            ctx_ptr.0.add((start + i) * h + head * d),
+                            d,
+                        );
                     }
-                    kernels::softmax_rows(scores, len);
-                    // ctx = P · V
-                    matmul(
-                        len,
-                        d,
-                        len,
-                        ctx_ptr.0.add(start * h + head * d),
-                        View::rows(h),
-                        false,
-                        scores.as_ptr(),
-                        View::rows(len),
-                        v,
-                        View { rs: row3, cs: 1 },
-                        1.0,
-                        1,
-                    );
                 }
             });
         });
@@ -667,8 +642,9 @@ impl PackedBert {
 }
 
 thread_local! {
-    /// Per-thread scratch for attention scores, reused across tasks and batches.
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread scratch of attention, reused across tasks and batches.
+    static SCRATCH: std::cell::RefCell<attention::Scratch> =
+        std::cell::RefCell::new(attention::Scratch::default());
 }
 
 /// A raw pointer that tasks writing disjoint parts of one buffer may share.
