@@ -386,12 +386,14 @@ pub enum LoadError {
         allowed: String,
     },
     /// A Hugging Face Hub repository id, revision or file path was refused before any
-    /// request was made for it (feature `hub`): it could leave the repository or the
-    /// cache directory.
+    /// request was made for it, or a name in the Hub's answer that would become a path in
+    /// the cache (a commit id, a blob name from an `ETag`) was refused before it was used
+    /// (feature `hub`): it could leave the repository or the cache directory.
     #[error("{what} `{value}` is refused: {allowed}")]
     HubRefused {
-        /// What the value is: "repository id", "revision", or the file that named a path
-        /// (e.g. "module path in org/name's modules.json").
+        /// What the value is: "repository id", "revision", the file that named a path
+        /// (e.g. "module path in org/name's modules.json"), or the header of an answer
+        /// (e.g. "ETag of the answer for config.json").
         what: String,
         /// The value given.
         value: String,
@@ -456,8 +458,31 @@ pub enum LoadError {
         /// The limit.
         limit: u64,
     },
+    /// A file's download did not arrive as the listing declared it (feature `hub`): the
+    /// body is longer or shorter than the declared size, or it broke off or stalled past
+    /// `HubOptions::read_timeout`. Nothing of it is kept in the cache, nor anything else
+    /// the failed load had written.
+    #[error(
+        "{repo} (revision {revision}): downloading {file} failed: {problem}; declared {}, received {received} bytes; nothing of the load is kept in the cache",
+        declared.map_or("no size".to_string(), |d| format!("{d} bytes"))
+    )]
+    HubDownload {
+        /// The repository id.
+        repo: String,
+        /// The revision asked for.
+        revision: String,
+        /// The file, relative to the repository.
+        file: String,
+        /// The size the file listing declares (`None`: it declares none; then the body is
+        /// bounded by what is left of `HubOptions::max_bytes`).
+        declared: Option<u64>,
+        /// The bytes read before the download stopped (at most one past `declared`).
+        received: u64,
+        /// What went wrong, e.g. "the server sent more bytes than declared".
+        problem: String,
+    },
     /// The Hub's answer is not what a Hub sends: a listing that is not JSON, a commit id
-    /// that is not one, a file whose size differs from the size declared (feature `hub`).
+    /// that differs from the listing's, a redirect without a target (feature `hub`).
     #[error("{repo}: unexpected answer from the Hub: {what}")]
     HubResponse {
         /// The repository id.

@@ -1,11 +1,13 @@
 //! `from_hub` against a Hub served by the test itself: a std `TcpListener` that answers the
-//! requests hf-hub makes, in the Hub's URL layout — the revision's file listing
-//! (`/api/models/{repo}/revision/{rev}`), then per file a one-byte range request for its
-//! headers (`X-Repo-Commit`, `ETag`, `Content-Range`) and the download
-//! (`/{repo}/resolve/{rev}/{file}`). It serves the sentence-transformers fixtures of
-//! `tests/fixtures/st/` and logs every request, so the tests can count downloads and show
-//! that a refused path was never asked for. No test touches the environment: every
-//! setting is an explicit `HubOptions`.
+//! requests `modelhost::hub` makes, in the Hub's URL layout — the revision's file listing
+//! (`/api/models/{repo}/revision/{rev}`), then one download per file
+//! (`/{repo}/resolve/{rev}/{file}`, with `X-Repo-Commit` and `ETag`). It serves the
+//! sentence-transformers fixtures of `tests/fixtures/st/` (and the RoBERTa / MPNet ones of
+//! `tests/fixtures/arch/`) and logs every request, so the tests can count downloads and
+//! show that a refused path was never asked for. A revision can be told to misbehave on
+//! one file ([`Fault`]): a longer, endless or stalled body, a hostile commit or ETag, a
+//! redirect elsewhere. No test touches the environment: every setting is an explicit
+//! `HubOptions`.
 
 mod common;
 
@@ -17,9 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use modelhost::error::LoadError;
 use modelhost::hub::{self, HubOptions};
+use modelhost::models::classifier::{CrossEncoder, TextClassifier, TextPair};
 use modelhost::models::sentence::{Embedding, Prompt, SentenceEmbedder};
 use modelhost::models::text::TextOptions;
 
@@ -32,14 +36,37 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// How the server misbehaves on one file.
+#[derive(Clone)]
+enum Fault {
+    /// The body is this many bytes longer than the file (and than the listing declares),
+    /// with a Content-Length that says so.
+    Extra(usize),
+    /// The file, then bytes without end, without a Content-Length.
+    Endless,
+    /// The file without a Content-Length and these bytes more: only the body's length
+    /// tells.
+    ExtraUnannounced(usize),
+    /// The headers and half the body, then nothing (the connection stays open).
+    Stall,
+    /// This `X-Repo-Commit` header.
+    Commit(&'static str),
+    /// This `ETag` header.
+    Etag(&'static str),
+    /// A 302 to the same path at this address, with the Hub's headers (`X-Repo-Commit`,
+    /// `X-Linked-Etag: "linked-…"`) on the redirect, as the Hub answers for LFS files.
+    Redirect(String),
+}
+
 /// One revision of a served repository: the names it answers to (branches, tags, its
-/// commit), the commit, the directory of its files, and files the listing names that are
-/// not there (the server answers them 404).
+/// commit), the commit, the directory of its files, files the listing names that are
+/// not there (the server answers them 404), and faults by file.
 struct Revision {
     names: Vec<&'static str>,
     commit: &'static str,
     dir: PathBuf,
     phantom: Vec<&'static str>,
+    faults: Vec<(&'static str, Fault)>,
 }
 
 impl Revision {
@@ -51,14 +78,20 @@ impl Revision {
             commit,
             dir,
             phantom: Vec::new(),
+            faults: Vec::new(),
         }
+    }
+
+    fn fault(mut self, file: &'static str, fault: Fault) -> Self {
+        self.faults.push((file, fault));
+        self
     }
 }
 
 type Repos = HashMap<&'static str, Vec<Revision>>;
 
 /// The local Hub: serves `repos` until dropped (or `stop`), logging each request as
-/// `"GET /path [range]"`.
+/// `"GET /path [range] [auth]"` (`auth`: it carried an `Authorization` header).
 struct FakeHub {
     url: String,
     log: Arc<Mutex<Vec<String>>>,
@@ -160,23 +193,28 @@ fn serve(mut stream: TcpStream, repos: &Repos, log: &Mutex<Vec<String>>) {
     if reader.read_line(&mut line).unwrap_or(0) == 0 {
         return;
     }
-    let mut range = None;
+    let (mut range, mut auth) = (None, false);
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
             break;
         }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("range")
-        {
-            range = Some(value.trim().to_string());
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("range") {
+                range = Some(value.trim().to_string());
+            }
+            auth |= name.eq_ignore_ascii_case("authorization");
         }
     }
     let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    log.lock().unwrap().push(match &range {
-        Some(r) => format!("GET {target} {r}"),
-        None => format!("GET {target}"),
-    });
+    let mut entry = format!("GET {target}");
+    if let Some(r) = &range {
+        entry.push_str(&format!(" {r}"));
+    }
+    if auth {
+        entry.push_str(" auth");
+    }
+    log.lock().unwrap().push(entry);
     let path = target.split('?').next().unwrap_or("").replace("%2F", "/");
     let not_found = |stream: &mut TcpStream, code: &str| {
         respond(
@@ -243,10 +281,58 @@ fn serve(mut stream: TcpStream, repos: &Repos, log: &Mutex<Vec<String>>) {
     bytes.hash(&mut hasher);
     let etag = format!("\"{:016x}{:08x}\"", hasher.finish(), bytes.len());
     let size = bytes.len();
+    let fault = (revision.faults.iter())
+        .find(|(f, _)| *f == file)
+        .map(|(_, fault)| fault.clone());
     let mut headers = vec![
         ("X-Repo-Commit", revision.commit.to_string()),
-        ("ETag", etag),
+        ("ETag", etag.clone()),
     ];
+    match fault {
+        None => {}
+        Some(Fault::Commit(commit)) => headers[0].1 = commit.to_string(),
+        Some(Fault::Etag(tag)) => headers[1].1 = tag.to_string(),
+        Some(Fault::Extra(extra)) => {
+            let body: Vec<u8> = bytes.iter().copied().chain(vec![b' '; extra]).collect();
+            return respond(&mut stream, "200 OK", &headers, &body);
+        }
+        Some(Fault::Redirect(to)) => {
+            headers[1] = (
+                "X-Linked-Etag",
+                format!("\"linked-{}\"", etag.trim_matches('"')),
+            );
+            headers.push(("Location", format!("{to}{target}")));
+            return respond(&mut stream, "302 Found", &headers, b"");
+        }
+        Some(fault @ (Fault::Endless | Fault::ExtraUnannounced(_) | Fault::Stall)) => {
+            let length = match fault {
+                Fault::Stall => format!("Content-Length: {size}\r\n"),
+                _ => String::new(),
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\n{length}Connection: close\r\nX-Repo-Commit: {}\r\nETag: {etag}\r\n\r\n",
+                revision.commit
+            );
+            let _ = stream.write_all(head.as_bytes());
+            match fault {
+                Fault::Stall => {
+                    let _ = stream.write_all(&bytes[..size / 2]);
+                    let _ = stream.flush();
+                    std::thread::sleep(Duration::from_secs(300));
+                }
+                Fault::ExtraUnannounced(extra) => {
+                    let _ = stream.write_all(&bytes);
+                    let _ = stream.write_all(&vec![b' '; extra]);
+                }
+                _ => {
+                    let _ = stream.write_all(&bytes);
+                    // Until the client hangs up.
+                    while stream.write_all(&[b' '; 4096]).is_ok() {}
+                }
+            }
+            return;
+        }
+    }
     let (status, body) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
         Some(r) => {
             let (start, end) = r.split_once('-').unwrap();
@@ -352,14 +438,14 @@ fn from_hub_downloads_into_the_cache_and_embeds_as_the_local_directory() {
         "{embedder:?}"
     );
 
-    // One listing, then two requests per file (headers, body) for the 10 files the
-    // loader reads: references.json (not a model file) is never asked for.
+    // One listing, then one request per file for the 10 files the loader reads:
+    // references.json (not a model file) is never asked for.
     let log = hub.requests();
     assert_eq!(
         log[0],
         format!("GET /api/models/fixtures/st/revision/main?blobs=true")
     );
-    assert_eq!(file_requests(&log).len(), 20, "{log:#?}");
+    assert_eq!(file_requests(&log).len(), 10, "{log:#?}");
     assert!(
         log.iter().all(|r| !r.contains("references.json")),
         "{log:#?}"
@@ -384,7 +470,7 @@ fn a_second_load_downloads_nothing_and_works_offline_and_with_the_hub_gone() {
     .unwrap();
     let expected = embed(&first);
     let after_first = hub.requests().len();
-    assert_eq!(file_requests(&hub.requests()).len(), 20);
+    assert_eq!(file_requests(&hub.requests()).len(), 10);
 
     // Online again: only the listing (to resolve `main`); every file comes from the cache.
     let again = SentenceEmbedder::from_hub_with(
@@ -726,5 +812,309 @@ fn the_server_serves_a_hub_model_linked_into_its_repository() {
         file_requests(&hub.requests())
             .iter()
             .all(|r| r.contains(V2))
+    );
+}
+
+/// Every file under the cache (`blobs/`, `snapshots/`, `refs/`, temporary files
+/// included); empty when a failed load left nothing behind.
+fn cache_files(cache: &Path) -> Vec<String> {
+    if cache.exists() {
+        files_under(cache)
+    } else {
+        Vec::new()
+    }
+}
+
+/// `fixtures/st` at `main` (the `cls-dense-normalize` fixture) misbehaving on its root
+/// weights, which are downloaded after six other files.
+fn faulty(fault: Fault) -> FakeHub {
+    let revision = Revision::new(MAIN, &["main"], fixture("cls-dense-normalize"))
+        .fault("model.safetensors", fault);
+    FakeHub::start(HashMap::from([("fixtures/st", vec![revision])]))
+}
+
+/// After a failed load, a Hub that answers correctly loads into the same cache.
+fn a_correct_hub_loads_into(cache: &Path) {
+    let hub = FakeHub::start(standard_repos());
+    let embedder =
+        SentenceEmbedder::from_hub_with("fixtures/st", &hub.options(cache), TextOptions::default())
+            .unwrap();
+    let local = SentenceEmbedder::load(fixture("cls-dense-normalize")).unwrap();
+    assert!(max_difference(&embed(&embedder), &embed(&local)) <= 1e-6);
+}
+
+#[test]
+fn a_body_longer_than_declared_is_refused_and_leaves_nothing_in_the_cache() {
+    let size = std::fs::metadata(fixture("cls-dense-normalize/model.safetensors"))
+        .unwrap()
+        .len();
+    for (name, fault, received) in [
+        // The Content-Length already says so: nothing of the body is read.
+        ("extra", Fault::Extra(1000), 0),
+        // Only the body tells: it is read up to one byte past the declared size.
+        ("unannounced", Fault::ExtraUnannounced(1000), size + 1),
+        ("endless", Fault::Endless, size + 1),
+    ] {
+        let hub = faulty(fault);
+        let cache = common::scratch_dir(&format!("hub-longer-{name}"));
+        let err = SentenceEmbedder::from_hub_with(
+            "fixtures/st",
+            &hub.options(&cache),
+            TextOptions::default(),
+        )
+        .unwrap_err();
+        match &err {
+            LoadError::HubDownload {
+                repo,
+                file,
+                declared,
+                received: got,
+                ..
+            } => {
+                assert_eq!(
+                    (repo.as_str(), file.as_str(), *declared, *got),
+                    ("fixtures/st", "model.safetensors", Some(size), received),
+                    "{name}: {err}"
+                );
+            }
+            other => panic!("{name}: expected HubDownload, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("declared {size} bytes")),
+            "{name}: {message}"
+        );
+        // The files downloaded before it are gone too, and no temporary file is left.
+        let repo_dir = cache.join("models--fixtures--st");
+        for dir in ["blobs", "snapshots", "refs"] {
+            assert_eq!(
+                cache_files(&repo_dir.join(dir)),
+                Vec::<String>::new(),
+                "{name}"
+            );
+        }
+        assert_eq!(cache_files(&cache), Vec::<String>::new(), "{name}");
+        // Offline, nothing is taken for a copy.
+        let offline = hub.options(&cache).offline(true);
+        assert!(matches!(
+            hub::snapshot("fixtures/st", &offline),
+            Err(LoadError::HubNotCached { .. })
+        ));
+        drop(hub);
+        a_correct_hub_loads_into(&cache);
+    }
+}
+
+#[test]
+fn a_body_that_stalls_fails_after_the_read_timeout_instead_of_hanging() {
+    let hub = faulty(Fault::Stall);
+    let cache = common::scratch_dir("hub-stall");
+    let options = hub.options(&cache).read_timeout(Duration::from_secs(1));
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(hub::snapshot("fixtures/st", &options));
+    });
+    // A bound on this test's own wait only: the load must return, not hang.
+    let result = receive
+        .recv_timeout(Duration::from_secs(240))
+        .expect("the load returned instead of hanging on the stalled body");
+    let size = std::fs::metadata(fixture("cls-dense-normalize/model.safetensors"))
+        .unwrap()
+        .len();
+    match &result {
+        Err(LoadError::HubDownload {
+            file,
+            declared,
+            received,
+            problem,
+            ..
+        }) => {
+            assert_eq!(
+                (file.as_str(), *declared),
+                ("model.safetensors", Some(size))
+            );
+            assert!(*received < size, "{result:?}");
+            assert!(problem.contains("read_timeout"), "{problem}");
+        }
+        other => panic!("expected HubDownload, got {other:?}"),
+    }
+    assert_eq!(cache_files(&cache), Vec::<String>::new());
+    drop(hub);
+    a_correct_hub_loads_into(&cache);
+}
+
+#[test]
+fn hostile_commit_and_etag_headers_are_refused_before_they_become_paths() {
+    for (name, fault, header) in [
+        ("commit", Fault::Commit("../../../../evil"), "X-Repo-Commit"),
+        ("etag", Fault::Etag("\"../../../evil\""), "ETag"),
+        ("etag-dots", Fault::Etag("\"..\""), "ETag"),
+        ("etag-slash", Fault::Etag("\"a/b\""), "ETag"),
+    ] {
+        let hub = faulty(fault);
+        let cache = common::scratch_dir(&format!("hub-hostile-{name}"));
+        let err = hub::snapshot("fixtures/st", &hub.options(&cache)).unwrap_err();
+        assert!(
+            matches!(&err, LoadError::HubRefused { what, .. } if what.contains(header) && what.contains("model.safetensors")),
+            "{name}: {err:?}"
+        );
+        assert!(err.to_string().contains("is refused"), "{err}");
+        assert_eq!(cache_files(&cache), Vec::<String>::new(), "{name}");
+        assert!(!cache.parent().unwrap().join("evil").exists());
+    }
+    // A well-formed commit that is not the listing's: the answer is from elsewhere.
+    let hub = faulty(Fault::Commit(V2));
+    let cache = common::scratch_dir("hub-hostile-other-commit");
+    let err = hub::snapshot("fixtures/st", &hub.options(&cache)).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::HubResponse { what, .. } if what.contains(V2) && what.contains(MAIN)),
+        "{err:?}"
+    );
+    assert_eq!(cache_files(&cache), Vec::<String>::new());
+}
+
+#[test]
+fn a_redirect_to_storage_gets_no_token_and_the_blob_is_named_by_the_hub() {
+    let storage = FakeHub::start(standard_repos());
+    let hub = faulty(Fault::Redirect(storage.url.clone()));
+    let cache = common::scratch_dir("hub-redirect");
+    let options = hub.options(&cache).token("hf_secret");
+    let embedder =
+        SentenceEmbedder::from_hub_with("fixtures/st", &options, TextOptions::default()).unwrap();
+    let local = SentenceEmbedder::load(fixture("cls-dense-normalize")).unwrap();
+    assert!(max_difference(&embed(&embedder), &embed(&local)) <= 1e-6);
+
+    let (ours, theirs) = (hub.requests(), storage.requests());
+    assert!(ours.iter().all(|r| r.ends_with(" auth")), "{ours:#?}");
+    assert_eq!(
+        theirs,
+        [format!("GET /fixtures/st/resolve/{MAIN}/model.safetensors")],
+        "storage got one request, without the token"
+    );
+    // The blob is named after the Hub's X-Linked-Etag, not storage's ETag.
+    let blobs = cache_files(&cache.join("models--fixtures--st/blobs"));
+    assert!(blobs.iter().any(|b| b.starts_with("linked-")), "{blobs:?}");
+    let weights = cache.join(format!(
+        "models--fixtures--st/snapshots/{MAIN}/model.safetensors"
+    ));
+    assert!(
+        std::fs::read_link(&weights)
+            .unwrap()
+            .to_string_lossy()
+            .contains("blobs/linked-")
+    );
+}
+
+fn arch_fixture(arch: &str, head: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/arch")
+        .join(arch)
+        .join(head)
+}
+
+fn arch_json<T: serde::de::DeserializeOwned>(path: PathBuf) -> T {
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn arch_repos() -> Repos {
+    HashMap::from([
+        (
+            "fixtures/roberta-classify",
+            vec![Revision::new(
+                MAIN,
+                &["main"],
+                arch_fixture("roberta", "classify"),
+            )],
+        ),
+        (
+            "fixtures/mpnet-rerank",
+            vec![Revision::new(
+                MAIN,
+                &["main"],
+                arch_fixture("mpnet", "rerank"),
+            )],
+        ),
+    ])
+}
+
+#[test]
+fn a_roberta_text_classifier_from_the_hub_classifies_as_its_directory() {
+    #[derive(serde::Deserialize)]
+    struct Refs {
+        logits: Vec<Vec<f32>>,
+    }
+    let hub = FakeHub::start(arch_repos());
+    let cache = common::scratch_dir("hub-classify");
+    let dir = arch_fixture("roberta", "classify");
+    let ours = TextClassifier::from_hub_with(
+        "fixtures/roberta-classify",
+        &hub.options(&cache),
+        TextOptions::default(),
+    )
+    .unwrap();
+    let local = TextClassifier::load(&dir).unwrap();
+    assert_eq!(ours.labels(), local.labels());
+    let texts: Vec<String> = arch_json(dir.parent().unwrap().parent().unwrap().join("texts.json"));
+    let refs: Refs = arch_json(dir.join("references.json"));
+    let (mut worst, mut worst_ref) = (0f32, 0f32);
+    for (chunk, logits) in texts.chunks(16).zip(refs.logits.chunks(16)) {
+        let classify = |c: &TextClassifier| {
+            let batch: Vec<_> = chunk.iter().map(|t| c.tokenize(t).unwrap()).collect();
+            c.classify_batch(&batch).unwrap()
+        };
+        for ((a, b), theirs) in classify(&ours).iter().zip(classify(&local)).zip(logits) {
+            assert_eq!(a.scores.len(), b.scores.len());
+            let max = theirs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = theirs.iter().map(|l| (l - max).exp()).sum();
+            for ((p, q), l) in a.scores.iter().zip(&b.scores).zip(theirs) {
+                worst = worst.max((p - q).abs());
+                worst_ref = worst_ref.max((p - (l - max).exp() / sum).abs());
+            }
+        }
+    }
+    assert_eq!(worst, 0.0, "the Hub's copy classifies as the directory");
+    assert!(worst_ref <= 1e-4, "and as transformers: {worst_ref}");
+    assert!(format!("{ours:?}").contains("roberta-classify"), "{ours:?}");
+}
+
+#[test]
+fn an_mpnet_cross_encoder_from_the_hub_scores_as_its_directory() {
+    #[derive(serde::Deserialize)]
+    struct Refs {
+        scores: Vec<f32>,
+    }
+    let hub = FakeHub::start(arch_repos());
+    let cache = common::scratch_dir("hub-rerank");
+    let dir = arch_fixture("mpnet", "rerank");
+    let ours = CrossEncoder::from_hub_with(
+        "fixtures/mpnet-rerank",
+        &hub.options(&cache),
+        TextOptions::default(),
+    )
+    .unwrap();
+    let local = CrossEncoder::load(&dir).unwrap();
+    let pairs: Vec<(String, String)> =
+        arch_json(dir.parent().unwrap().parent().unwrap().join("pairs.json"));
+    let pairs: Vec<TextPair> = pairs
+        .into_iter()
+        .map(|(q, p)| TextPair::new(q, p))
+        .collect();
+    let refs: Refs = arch_json(dir.join("references.json"));
+    assert_eq!(refs.scores.len(), pairs.len());
+    let (mut worst, mut worst_ref) = (0f32, 0f32);
+    for (chunk, theirs) in pairs.chunks(16).zip(refs.scores.chunks(16)) {
+        let score = |c: &CrossEncoder| {
+            let batch: Vec<_> = chunk.iter().map(|p| c.tokenize(p).unwrap()).collect();
+            c.score_batch(&batch).unwrap()
+        };
+        for ((a, b), t) in score(&ours).iter().zip(score(&local)).zip(theirs) {
+            worst = worst.max((a.score - b.score).abs());
+            worst_ref = worst_ref.max((a.score - t).abs());
+        }
+    }
+    assert_eq!(worst, 0.0, "the Hub's copy scores as the directory");
+    assert!(
+        worst_ref <= 1e-4,
+        "and as sentence-transformers: {worst_ref}"
     );
 }
