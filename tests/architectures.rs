@@ -412,6 +412,24 @@ fn config_numbers_that_wrapped_or_poisoned_the_arithmetic_are_refused() {
     }
 }
 
+/// A pair of two 1 MiB texts (the input limit, each side) on every family's cross-encoder:
+/// truncated to the model's length and scored. The pieces truncation cut off were merged
+/// piece by piece (millions of encodings) and aborted the process on memory.
+#[test]
+fn a_pair_of_two_texts_at_the_byte_limit_is_truncated_and_scored() {
+    let text = "word ".repeat((1 << 20) / 5);
+    let pair = TextPair::new(text.clone(), text);
+    for arch in ARCHS {
+        let model = CrossEncoder::load(fixtures().join(arch).join("rerank")).unwrap();
+        let tokens = model.tokens(&pair).unwrap();
+        assert!(tokens.truncated, "{arch}");
+        assert_eq!(tokens.tokens.len(), model.max_seq_length(), "{arch}");
+        let batch = [model.tokenize(&pair).unwrap()];
+        let score = model.score_batch(&batch).unwrap()[0];
+        assert!(score.logit.is_finite(), "{arch}: {score:?}");
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct RealRefs {
     texts: Vec<String>,
