@@ -372,6 +372,64 @@ fn hostile_config_numbers_get_typed_errors_before_anything_is_sized_by_them() {
     }
 }
 
+/// Config numbers that passed the checks but poisoned the arithmetic: a `pad_token_id` of
+/// u64::MAX wrapped `padding_idx + 1` to 0 (RoBERTa loaded with positions from 0), and a
+/// negative or f32-overflowing `layer_norm_eps` made every output NaN or 0.
+#[test]
+fn config_numbers_that_wrapped_or_poisoned_the_arithmetic_are_refused() {
+    let cases: [(&str, &str, &str, serde_json::Value); 4] = [
+        ("roberta", "classify", "pad_token_id", u64::MAX.into()),
+        ("xlm-roberta", "rerank", "pad_token_id", u64::MAX.into()),
+        ("roberta", "embed", "layer_norm_eps", (-1.0).into()),
+        ("mpnet", "classify", "layer_norm_eps", 1e300.into()),
+    ];
+    for (arch, kind, key, value) in cases {
+        let dir = with_config(
+            &fixtures().join(arch).join(kind),
+            "poisoned-config",
+            |cfg| {
+                cfg[key] = value.clone();
+            },
+        );
+        for engine in ENGINES {
+            let result = match kind {
+                "embed" => SentenceEmbedder::load_with(&dir, options(engine, Precision::F32)).err(),
+                "classify" => {
+                    TextClassifier::load_with(&dir, options(engine, Precision::F32)).err()
+                }
+                _ => CrossEncoder::load_with(&dir, options(engine, Precision::F32)).err(),
+            };
+            match result {
+                Some(LoadError::Weights { message, .. } | LoadError::Config { message, .. }) => {
+                    println!("{arch} {key} = {value} ({engine:?}): {message}");
+                }
+                other => {
+                    panic!("{arch} {key} = {value} ({engine:?}): expected a refusal, got {other:?}")
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A pair of two 1 MiB texts (the input limit, each side) on every family's cross-encoder:
+/// truncated to the model's length and scored. The pieces truncation cut off were merged
+/// piece by piece (millions of encodings) and aborted the process on memory.
+#[test]
+fn a_pair_of_two_texts_at_the_byte_limit_is_truncated_and_scored() {
+    let text = "word ".repeat((1 << 20) / 5);
+    let pair = TextPair::new(text.clone(), text);
+    for arch in ARCHS {
+        let model = CrossEncoder::load(fixtures().join(arch).join("rerank")).unwrap();
+        let tokens = model.tokens(&pair).unwrap();
+        assert!(tokens.truncated, "{arch}");
+        assert_eq!(tokens.tokens.len(), model.max_seq_length(), "{arch}");
+        let batch = [model.tokenize(&pair).unwrap()];
+        let score = model.score_batch(&batch).unwrap()[0];
+        assert!(score.logit.is_finite(), "{arch}: {score:?}");
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct RealRefs {
     texts: Vec<String>,

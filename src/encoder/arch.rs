@@ -174,7 +174,11 @@ pub(crate) fn positions(ids: &[u32], padding_idx: Option<usize>) -> impl Iterato
 /// `padding_idx + 1` for the families numbering from there.
 pub(crate) fn max_tokens(shape: &BertShape, arch: Arch) -> usize {
     match arch.padding_idx(shape) {
-        Some(pad) => shape.max_position_embeddings.saturating_sub(pad + 1),
+        // Saturating: a pad_token_id of u64::MAX wrapped `pad + 1` to 0 and loaded with
+        // positions numbered from 0, silently wrong.
+        Some(pad) => shape
+            .max_position_embeddings
+            .saturating_sub(pad.saturating_add(1)),
         None => shape.max_position_embeddings,
     }
 }

@@ -300,6 +300,15 @@ pub(crate) fn activation(weights: &Path, shape: &BertShape) -> Result<Activation
             what: format!("position_embedding_type `{kind}`; only `absolute` is supported"),
         });
     }
+    // A negative epsilon takes the square root of a negative variance (every output NaN);
+    // one past f32's range divides every row by infinity (every output 0).
+    let eps = shape.layer_norm_eps;
+    if !(eps >= 0.0 && (eps as f32).is_finite()) {
+        return Err(LoadError::weights(
+            weights,
+            format!("layer_norm_eps {eps}; it must be a finite f32 of at least 0"),
+        ));
+    }
     if !shape.hidden_size.is_multiple_of(shape.num_attention_heads) {
         return Err(LoadError::weights(
             weights,
@@ -332,7 +341,7 @@ pub(crate) fn checked_arch(weights: &Path, shape: &BertShape) -> Result<Arch, Lo
                 "max_position_embeddings {} leaves no position for a token ({} numbers positions from padding_idx + 1 = {})",
                 shape.max_position_embeddings,
                 arch.name(),
-                arch.padding_idx(shape).unwrap_or(0) + 1
+                arch.padding_idx(shape).unwrap_or(0).saturating_add(1)
             ),
         ));
     }

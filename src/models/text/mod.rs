@@ -522,7 +522,16 @@ impl TextEncoder {
                     max_length: params.max_length.saturating_sub(added),
                     ..params.clone()
                 };
-                tokenizers::truncate_encodings(a, Some(b), &params)?
+                let (mut a, mut b) = tokenizers::truncate_encodings(a, Some(b), &params)?;
+                // Truncation keeps every cut-off piece as an overflowing encoding, and
+                // post-processing a pair merges each piece of one text with each of the
+                // other: two 1 MiB texts made ~10^7 encodings and exhausted the memory.
+                // One piece per text still marks the pair truncated (`TextTokens`).
+                a.get_overflowing_mut().truncate(1);
+                if let Some(b) = b.as_mut() {
+                    b.get_overflowing_mut().truncate(1);
+                }
+                (a, b)
             }
             None => (a, Some(b)),
         };
@@ -836,4 +845,25 @@ fn segments<'t>(batch: &[&'t TokenizedText]) -> Vec<Segment<'t>> {
             type_ids: &t.type_ids,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncated_pair_keeps_one_overflowing_piece_per_text_not_their_product() {
+        // Every cut-off piece of each text used to stay, and post-processing merged each
+        // piece of one with each of the other: two 1 MiB texts exhausted the memory.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arch/roberta/rerank");
+        let loaded = TextEncoder::load(&dir, &TextOptions::default(), None, false, true).unwrap();
+        let text = "word ".repeat(5000);
+        let encoding = loaded.encoder.encode_pair(&text, &text).unwrap();
+        assert_eq!(encoding.len(), loaded.encoder.max_len());
+        let overflowing = encoding.get_overflowing().len();
+        assert!(
+            (1..=3).contains(&overflowing),
+            "{overflowing} overflowing encodings"
+        );
+    }
 }
