@@ -330,26 +330,31 @@ impl PortableBert {
             .map(|&m| if m > 0.0 { 0.0 } else { lowest })
             .collect();
         let mask = Tensor::from_vec(mask, (n, 1, 1, len), &self.device)?.to_dtype(dtype)?;
-        let bias = self
-            .position_bias(len)?
-            .map(|b| b.unsqueeze(0))
-            .transpose()?;
+        let bias = self.position_bias(len)?;
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&x)?; // [n·len, 3h]
-            let part = |i: usize| -> candle_core::Result<Tensor> {
-                qkv.narrow(1, i * h, h)?
-                    .reshape((n, len, heads, d))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-            let mut scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
-            if let Some(bias) = &bias {
-                scores = scores.broadcast_add(bias)?;
+            // Text by text (each padded to `len`, its padding masked), so the scores are
+            // one text's `[heads, len, len]` at a time, not the batch's: a batch of 64
+            // texts of 512 tokens would hold 805 MB of them per copy.
+            let mut contexts = Vec::with_capacity(n);
+            for row in 0..n {
+                let part = |i: usize| -> candle_core::Result<Tensor> {
+                    qkv.narrow(0, row * len, len)?
+                        .narrow(1, i * h, h)?
+                        .reshape((len, heads, d))?
+                        .transpose(0, 1)?
+                        .contiguous()
+                };
+                let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+                let mut scores = (q.matmul(&k.t()?)? * scale)?; // [heads, len, len]
+                if let Some(bias) = &bias {
+                    scores = scores.broadcast_add(bias)?;
+                }
+                let scores = scores.broadcast_add(&mask.get(row)?)?;
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+                contexts.push(probs.matmul(&v)?.transpose(0, 1)?.reshape((len, h))?);
             }
-            let scores = scores.broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((n * len, h))?;
+            let ctx = Tensor::cat(&contexts, 0)?;
             x = self.finish_layer(layer, &ctx, &x)?;
         }
         let x = x.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;

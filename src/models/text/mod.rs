@@ -194,6 +194,10 @@ pub struct EngineInfo {
     pub dtype: DType,
 }
 
+/// How far past the maximum length each text of a pair is tokenized to compare their
+/// lengths (see `TextEncoder::encode_pair`).
+const PAIR_LENGTH_CAP: usize = 8;
+
 /// The loaded forward pass.
 enum Backend {
     Packed {
@@ -221,6 +225,9 @@ pub(crate) struct TextEncoder {
     tokenizer: Tokenizer,
     /// The same tokenizer without truncation, to count the tokens of a text's prefix.
     probe: Tokenizer,
+    /// The same tokenizer cutting at `PAIR_LENGTH_CAP` times the maximum length: what each
+    /// text of a pair is tokenized with before the pair is truncated.
+    capped: Tokenizer,
     backend: Backend,
     /// The encoder family (`model_type`).
     arch: Arch,
@@ -298,6 +305,16 @@ impl TextEncoder {
                 path: dir.join("tokenizer.json"),
                 message: e.to_string(),
             })?;
+        let mut capped = probe.clone();
+        capped
+            .with_truncation(Some(TruncationParams {
+                max_length: PAIR_LENGTH_CAP * max_len,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| LoadError::Tokenizer {
+                path: dir.join("tokenizer.json"),
+                message: e.to_string(),
+            })?;
         let cuts = input::Cuts::of(&tokenizer);
         let weights = crate::formats::find_weights(dir)?;
         let backend = Backend::load(&weights, &config, arch, &config_path, options)?;
@@ -305,6 +322,7 @@ impl TextEncoder {
             encoder: TextEncoder {
                 tokenizer,
                 probe,
+                capped,
                 backend,
                 arch,
                 pad_id: config.pad_token_id as u32,
@@ -504,38 +522,61 @@ impl TextEncoder {
         Ok((encoding, [Some(first), second]))
     }
 
-    /// A pair, truncated longest-first from the lengths of the whole texts, then given its
-    /// special tokens. The tokenizer's own truncation stops tokenizing each text at the
-    /// limit (tokenizers 0.23.2's early exit), so it compares capped lengths and can cut
-    /// the wrong side by a token where Python's tokenizers (0.23.3) and so
-    /// sentence-transformers cut the other.
+    /// A pair, truncated longest-first as Python's tokenizers (0.23.3) and so
+    /// sentence-transformers' `CrossEncoder` do, then given its special tokens.
+    ///
+    /// The rule: when both texts do not fit, the shorter keeps what the longer leaves, or
+    /// both get half and the longer the odd token. tokenizers 0.23.2 stops tokenizing each
+    /// text at the limit before it compares lengths, so it can give the odd token to the
+    /// wrong side. Here each text is tokenized up to [`PAIR_LENGTH_CAP`] times the limit —
+    /// its exact length below that, and bounded work and memory above it — and the rule
+    /// is applied to those lengths; when both texts pass the cap, the one with more bytes
+    /// counts as the longer.
     fn encode_pair(&self, first: &str, second: &str) -> tokenizers::Result<Encoding> {
-        let a = self.probe.encode(first, false)?;
-        let b = self.probe.encode(second, false)?;
-        let (a, b) = match self.tokenizer.get_truncation() {
-            Some(params) => {
-                let added = self
-                    .tokenizer
-                    .get_post_processor()
-                    .map_or(0, |p| p.added_tokens(true));
-                let params = TruncationParams {
-                    max_length: params.max_length.saturating_sub(added),
-                    ..params.clone()
-                };
-                let (mut a, mut b) = tokenizers::truncate_encodings(a, Some(b), &params)?;
-                // Truncation keeps every cut-off piece as an overflowing encoding, and
-                // post-processing a pair merges each piece of one text with each of the
-                // other: two 1 MiB texts made ~10^7 encodings and exhausted the memory.
-                // One piece per text still marks the pair truncated (`TextTokens`).
-                a.get_overflowing_mut().truncate(1);
-                if let Some(b) = b.as_mut() {
-                    b.get_overflowing_mut().truncate(1);
-                }
-                (a, b)
-            }
-            None => (a, Some(b)),
+        let Some(params) = self.tokenizer.get_truncation() else {
+            // No truncation: the pair is refused when too long (`encode`).
+            let a = self.probe.encode(first, false)?;
+            let b = self.probe.encode(second, false)?;
+            return self.probe.post_process(a, Some(b), true);
         };
-        self.probe.post_process(a, b, true)
+        let added = self
+            .tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true));
+        let budget = params.max_length.saturating_sub(added);
+        let cap = PAIR_LENGTH_CAP * params.max_length.max(1);
+        let mut a = self.capped.encode(first, false)?;
+        let mut b = self.capped.encode(second, false)?;
+        let (la, lb) = (a.len(), b.len());
+        if la + lb > budget {
+            let first_longer = if la >= cap && lb >= cap {
+                first.len() > second.len()
+            } else {
+                la > lb
+            };
+            let (short, long) = if first_longer { (lb, la) } else { (la, lb) };
+            let mut keep = (
+                short,
+                if short > budget {
+                    short
+                } else {
+                    long.min(budget - short).max(short)
+                },
+            );
+            if keep.0 + keep.1 > budget {
+                keep = (budget / 2, budget / 2 + budget % 2);
+            }
+            let (na, nb) = if first_longer { (keep.1, keep.0) } else { keep };
+            a.truncate(na, 0, params.direction);
+            b.truncate(nb, 0, params.direction);
+        }
+        // Truncation keeps every cut-off piece as an overflowing encoding, and
+        // post-processing a pair merges each piece of one text with each of the other:
+        // two 1 MiB texts made ~10^7 encodings and exhausted the memory. One piece per
+        // text still marks the pair truncated (`TextTokens`).
+        a.get_overflowing_mut().truncate(1);
+        b.get_overflowing_mut().truncate(1);
+        self.probe.post_process(a, Some(b), true)
     }
 
     /// `text`, lowercased when the model asks for it.
@@ -850,6 +891,63 @@ fn segments<'t>(batch: &[&'t TokenizedText]) -> Vec<Segment<'t>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pair rule applied to the whole texts' lengths, as Python's tokenizers does.
+    fn whole_then_truncated(encoder: &TextEncoder, first: &str, second: &str) -> Vec<u32> {
+        let a = encoder.probe.encode(first, false).unwrap();
+        let b = encoder.probe.encode(second, false).unwrap();
+        let params = encoder.tokenizer.get_truncation().unwrap();
+        let added = encoder
+            .tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true));
+        let params = TruncationParams {
+            max_length: params.max_length - added,
+            ..params.clone()
+        };
+        let (a, b) = tokenizers::truncate_encodings(a, Some(b), &params).unwrap();
+        encoder
+            .probe
+            .post_process(a, b, true)
+            .unwrap()
+            .get_ids()
+            .to_vec()
+    }
+
+    #[test]
+    fn pairs_are_cut_as_from_their_whole_lengths_below_the_cap() {
+        for family in ["roberta", "distilbert", "mpnet", "xlm-roberta"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/arch")
+                .join(family)
+                .join("rerank");
+            let loaded =
+                TextEncoder::load(&dir, &TextOptions::default(), None, false, true).unwrap();
+            let encoder = loaded.encoder;
+            // Lengths around the budget's half, both orders, ties; and both past the cap,
+            // where the text with more bytes (here also more tokens) is the longer.
+            for (x, y) in [
+                (3, 5),
+                (20, 40),
+                (30, 31),
+                (31, 31),
+                (40, 90),
+                (90, 40),
+                (33, 400),
+                (900, 2000),
+            ] {
+                let first = "alpha ".repeat(x);
+                let second = "beta ".repeat(y);
+                let ours = encoder.encode_pair(&first, &second).unwrap();
+                assert_eq!(
+                    ours.get_ids(),
+                    whole_then_truncated(&encoder, &first, &second),
+                    "{family} {x} {y}"
+                );
+                assert!(ours.len() <= encoder.max_len());
+            }
+        }
+    }
 
     #[test]
     fn a_truncated_pair_keeps_one_overflowing_piece_per_text_not_their_product() {
