@@ -73,9 +73,10 @@ pub struct TextOptions {
     /// tokenized — cut where the tokenizer splits anyway (whitespace; for BERT tokenizers
     /// also punctuation and CJK ideographs, so Chinese and Japanese text can be cut), long
     /// enough that the result is exactly the whole text truncated — and the text is
-    /// refused only when that prefix would pass this limit (nowhere to cut before it). The texts of a pair are always tokenized
-    /// whole (how the tokenizer splits the budget between two long texts depends on which
-    /// is longer), so each is refused past this limit. Default 1 MiB.
+    /// refused only when that prefix would pass this limit (nowhere to cut before it). Each
+    /// text of a pair is refused past this limit; with truncation it is tokenized up to 8
+    /// times the maximum length (a prefix cut the same way), enough to tell which text is
+    /// longer, as the longest-first cut needs. Default 1 MiB.
     pub max_input_bytes: usize,
     /// Override the maximum sequence length (for an embedder `sentence_bert_config.json`'s
     /// `max_seq_length`, else `tokenizer_config.json`'s `model_max_length`);
@@ -239,6 +240,8 @@ pub(crate) struct TextEncoder {
     max_len: usize,
     /// What is handed to the tokenizer: `TextOptions::max_input_bytes` and `truncate`.
     bounds: input::Bounds,
+    /// The same for each text of a pair: `PAIR_LENGTH_CAP` times the maximum length.
+    pair_bounds: input::Bounds,
 }
 
 /// The last hidden states of a batch: text `i` is rows `offsets[i]..offsets[i + 1]` of
@@ -336,6 +339,12 @@ impl TextEncoder {
                 hidden: config.hidden_size,
                 lowercase,
                 max_len,
+                pair_bounds: input::Bounds {
+                    max_bytes: options.max_input_bytes,
+                    truncate: options.truncate,
+                    max_len: PAIR_LENGTH_CAP * max_len,
+                    cuts: cuts.clone(),
+                },
                 bounds: input::Bounds {
                     max_bytes: options.max_input_bytes,
                     truncate: options.truncate,
@@ -483,15 +492,26 @@ impl TextEncoder {
         first: &str,
         second: Option<&str>,
     ) -> Result<(Encoding, [Option<String>; 2]), InputError> {
+        let mut first_longer_in_bytes = false;
         let (first, second) = match second {
             None => (self.bounded(field, first)?, None),
-            // A pair is tokenized whole (each text at most `max_input_bytes`): how the
-            // tokenizer splits the budget between two long texts depends on which is longer
-            // in tokens, which prefixes cannot tell.
+            // Each text of a pair is at most `max_input_bytes`. How the tokenizer splits
+            // the budget between two long texts depends on which is longer in tokens: each
+            // is tokenized up to `PAIR_LENGTH_CAP` times the limit (a prefix cut where the
+            // tokenizer splits anyway) to tell, and past that their bytes tell.
             Some(second) => {
                 let max = self.bounds.max_bytes;
                 let first = input::whole(field, first, max)?;
-                (first, Some(input::whole(field, second, max)?))
+                let second = input::whole(field, second, max)?;
+                first_longer_in_bytes = first.len() > second.len();
+                if self.bounds.truncate {
+                    (
+                        self.bounded_to(field, first, &self.pair_bounds)?,
+                        Some(self.bounded_to(field, second, &self.pair_bounds)?),
+                    )
+                } else {
+                    (first, Some(second))
+                }
             }
         };
         let first = self.lower(first);
@@ -504,7 +524,9 @@ impl TextEncoder {
                 .tokenizer
                 .encode(first.as_str(), true)
                 .map_err(tokenize_error)?,
-            Some(second) => self.encode_pair(&first, second).map_err(tokenize_error)?,
+            Some(second) => self
+                .encode_pair(&first, second, first_longer_in_bytes)
+                .map_err(tokenize_error)?,
         };
         let tokens = encoding.len();
         if tokens > self.max_len {
@@ -532,7 +554,12 @@ impl TextEncoder {
     /// its exact length below that, and bounded work and memory above it — and the rule
     /// is applied to those lengths; when both texts pass the cap, the one with more bytes
     /// counts as the longer.
-    fn encode_pair(&self, first: &str, second: &str) -> tokenizers::Result<Encoding> {
+    fn encode_pair(
+        &self,
+        first: &str,
+        second: &str,
+        first_longer_in_bytes: bool,
+    ) -> tokenizers::Result<Encoding> {
         let Some(params) = self.tokenizer.get_truncation() else {
             // No truncation: the pair is refused when too long (`encode`).
             let a = self.probe.encode(first, false)?;
@@ -550,7 +577,7 @@ impl TextEncoder {
         let (la, lb) = (a.len(), b.len());
         if la + lb > budget {
             let first_longer = if la >= cap && lb >= cap {
-                first.len() > second.len()
+                first_longer_in_bytes
             } else {
                 la > lb
             };
@@ -591,14 +618,24 @@ impl TextEncoder {
     /// The part of `text` to tokenize (see `input::bounded_prefix`): all of it, or with
     /// truncation a prefix that yields more than `max_len` tokens on its own.
     fn bounded<'t>(&self, field: &str, text: &'t str) -> Result<&'t str, InputError> {
-        input::bounded_prefix(field, text, &self.bounds, |prefix| {
+        self.bounded_to(field, text, &self.bounds)
+    }
+
+    /// [`bounded`](Self::bounded) to `bounds.max_len` tokens.
+    fn bounded_to<'t>(
+        &self,
+        field: &str,
+        text: &'t str,
+        bounds: &input::Bounds,
+    ) -> Result<&'t str, InputError> {
+        input::bounded_prefix(field, text, bounds, |prefix| {
             let encoding =
                 self.probe
                     .encode(self.lower(prefix), false)
                     .map_err(|e| InputError::Tokenize {
                         message: e.to_string(),
                     })?;
-            Ok(encoding.len() > self.max_len)
+            Ok(encoding.len() > bounds.max_len)
         })
     }
 
@@ -905,7 +942,12 @@ mod tests {
             max_length: params.max_length - added,
             ..params.clone()
         };
-        let (a, b) = tokenizers::truncate_encodings(a, Some(b), &params).unwrap();
+        let (mut a, mut b) = tokenizers::truncate_encodings(a, Some(b), &params).unwrap();
+        // Without their cut-off pieces (merged piece by piece, they exhaust the memory).
+        a.get_overflowing_mut().clear();
+        if let Some(b) = b.as_mut() {
+            b.get_overflowing_mut().clear();
+        }
         encoder
             .probe
             .post_process(a, b, true)
@@ -935,12 +977,14 @@ mod tests {
                 (90, 40),
                 (33, 400),
                 (900, 2000),
+                (20000, 9000),
             ] {
                 let first = "alpha ".repeat(x);
                 let second = "beta ".repeat(y);
-                let ours = encoder.encode_pair(&first, &second).unwrap();
+                // Through the request path: each text cut to a prefix first.
+                let ours = encoder.tokenize("pair", &first, Some(&second)).unwrap();
                 assert_eq!(
-                    ours.get_ids(),
+                    ours.ids(),
                     whole_then_truncated(&encoder, &first, &second),
                     "{family} {x} {y}"
                 );
@@ -956,7 +1000,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arch/roberta/rerank");
         let loaded = TextEncoder::load(&dir, &TextOptions::default(), None, false, true).unwrap();
         let text = "word ".repeat(5000);
-        let encoding = loaded.encoder.encode_pair(&text, &text).unwrap();
+        let encoding = loaded.encoder.encode_pair(&text, &text, false).unwrap();
         assert_eq!(encoding.len(), loaded.encoder.max_len());
         let overflowing = encoding.get_overflowing().len();
         assert!(
