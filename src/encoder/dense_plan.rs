@@ -407,6 +407,17 @@ mod tests {
     }
 
     #[test]
+    fn one_row_block_is_one_tile_per_thread() {
+        for (rows, n, threads) in [(26, 384, 2), (26, 1152, 2), (112, 1536, 2), (33, 416, 3)] {
+            let tiles = split(rows, n, 384, threads, 14, 112);
+            assert_eq!(tiles.len(), threads, "{rows} {n} {threads}: {tiles:?}");
+            assert!(tiles.iter().all(|t| t.row0 == 0 && t.rows == rows));
+        }
+        // Two row blocks: about three tiles per thread, as before.
+        assert_eq!(split(113, 1536, 384, 2, 14, 112).len(), 6);
+    }
+
+    #[test]
     fn interleave_matches_loops() {
         let src: Vec<u32> = (0..40 * 100).map(|v| v as u32 * 2654435761).collect();
         let avx512 = super::super::isa::detected() >= super::super::isa::Isa::Avx512;
