@@ -244,11 +244,39 @@ pub(crate) fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         .for_each(|x| add_layer_norm_rows(x, &[], &[], gamma, beta, eps));
 }
 
-// Softmax of every row of `width` scores. Whole blocks of 16 run in place; a row's tail
-// is padded to a block in a buffer, so the exponentials never run in a scalar remainder
-// loop (rows of a few dozen scores, one text at a time, left up to 15 of them there).
+/// Softmax of every row of `width` scores: at AVX-512 in blocks of 16 with the row's tail
+/// padded (one layer's attention at 26 tokens 1.13× faster with the small products
+/// below), else as before (the padded tail made AVX2 up to 12 % slower).
+pub(crate) fn softmax_rows(scores: &mut [f32], width: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if super::isa::active() >= super::isa::Isa::Avx512 {
+        return softmax_rows_blocked(scores, width);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = softmax_rows_blocked;
+    softmax_rows_plain(scores, width);
+}
+
 dispatch! {
-    fn softmax_rows(scores: &mut [f32], width: usize) {
+    fn softmax_rows_plain(scores: &mut [f32], width: usize) {
+        for row in scores.chunks_exact_mut(width) {
+            let max = max(row);
+            for v in row.iter_mut() {
+                *v = exp(*v - max);
+            }
+            let inv = 1.0 / sum(row);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+// Whole blocks of 16 run in place; a row's tail is padded to a block in a buffer, so the
+// exponentials never run in a scalar remainder loop (rows of a few dozen scores, one text
+// at a time, left up to 15 of them there).
+dispatch! {
+    fn softmax_rows_blocked(scores: &mut [f32], width: usize) {
         const BLOCK: usize = 16;
         for row in scores.chunks_exact_mut(width) {
             let max = max(row);
