@@ -9,8 +9,8 @@
 //!   step adds a scaled row of `kᵀ` to the scores row;
 //! * `ctx[i, ·] = Σ_j p[i, j] · v[j, ·]`, adding scaled rows of V.
 //!
-//! No horizontal sums, so the compiled code keeps every lane busy; the multiply-adds run
-//! in the same order on every ISA level (not fused), so the levels agree bit for bit.
+//! No horizontal sums, so the compiled code keeps every lane busy; the multiply-adds are
+//! not fused, and run in the same order on every ISA level.
 
 use super::kernels::{dispatch, softmax_rows};
 

@@ -414,6 +414,7 @@ pub(crate) mod x86 {
 
     use std::arch::x86_64::*;
 
+    use super::super::dense_plan::{prefetch_ahead, prefetch_line_ahead};
     use super::{Init, NR};
 
     /// AVX-512 microkernel: `M` rows × 32 columns, 2·M `zmm` accumulators.
@@ -435,6 +436,7 @@ pub(crate) mod x86 {
         let b = b.cast::<f32>();
         let mut acc = [[_mm512_setzero_ps(); 2]; M];
         for p in 0..kc {
+            prefetch_ahead(b.wrapping_add(p * NR));
             // SAFETY: b holds kc × NR values from a 64-byte boundary; a holds kc × M.
             unsafe {
                 let b0 = _mm512_load_ps(b.add(p * NR));
@@ -522,6 +524,7 @@ pub(crate) mod x86 {
             }
             let mut acc = [[_mm256_setzero_ps(); 2]; M];
             for p in 0..kc {
+                prefetch_line_ahead(b.wrapping_add(p * NR + h0));
                 // SAFETY: b holds kc × NR values from a 64-byte boundary; a holds kc × M.
                 unsafe {
                     let b0 = _mm256_load_ps(b.add(p * NR + h0));

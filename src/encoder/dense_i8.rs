@@ -463,6 +463,7 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
+    use super::super::dense_plan::prefetch_ahead;
     use super::{Epilogue, NR};
 
     /// VNNI microkernel: `M` rows × 32 columns, 2·M `zmm` i32 accumulators, one `vpdpbusd`
@@ -486,6 +487,7 @@ mod x86 {
         let a = a.cast::<i32>();
         let mut acc = [[_mm512_setzero_si512(); 2]; M];
         for q in 0..quads {
+            prefetch_ahead(b.wrapping_add(q * NR));
             // SAFETY: in bounds and aligned per the contract.
             unsafe {
                 let b0 = _mm512_load_si512(b.add(q * NR).cast());
@@ -559,6 +561,9 @@ mod x86 {
             }
             let mut acc = [[_mm256_setzero_si256(); 2]; M];
             for q in 0..quads {
+                if c0 == 0 {
+                    prefetch_ahead(b.wrapping_add(q * NR));
+                }
                 // SAFETY: in bounds per the contract (32 bytes of the quad's 128).
                 unsafe {
                     let w = b.add(q * NR + c0).cast::<__m128i>();

@@ -125,7 +125,8 @@ pub(crate) struct Tile {
 ///
 /// Row blocks hold at most `mc` rows (a multiple of the microkernel height `mr`); when
 /// there are too few row blocks for about three tiles per thread, the panels are split
-/// too (small batches: every thread then streams a share of the weights once).
+/// too (small batches: every thread then streams a share of the weights once), into
+/// exactly `threads` chunks when all rows form one block.
 pub(crate) fn split(
     rows: usize,
     n: usize,
@@ -150,7 +151,15 @@ pub(crate) fn split(
     let row_blocks = rows.div_ceil(mc);
     // Even row blocks, rounded up to whole microkernel strips.
     let block = rows.div_ceil(row_blocks).div_ceil(mr) * mr;
-    let col_chunks = target.div_ceil(row_blocks).min(panels);
+    // One row block (up to `mc` rows, e.g. one text at a time): one tile per thread. Every
+    // tile packs (int8: quantizes) all the rows, so more tiles only repeated that work and
+    // added hand-offs: 3 tiles per thread cost 6 % (f32) and 22 % (int8) at 26 rows.
+    let col_chunks = if row_blocks == 1 {
+        threads
+    } else {
+        target.div_ceil(row_blocks)
+    }
+    .min(panels);
     let mut tiles = Vec::with_capacity(row_blocks * col_chunks);
     for row0 in (0..rows).step_by(block) {
         let block_rows = block.min(rows - row0);
@@ -216,6 +225,41 @@ pub(crate) fn interleave(
             step[r] = v ^ flip;
         }
     }
+}
+
+/// How far ahead of the step it multiplies a microkernel asks for its weight panel:
+/// 64 steps of a 32-column panel (128 bytes each, in every precision's layout). The packed
+/// weights of a whole model (32 MB in f32) come from L3 or memory at small batches, and the
+/// hardware prefetchers alone left the FMA units waiting: at 26 rows, 2 threads, the f32
+/// products of one MiniLM text took 1.3–1.5× longer without this (A/B in
+/// `docs/PERFORMANCE.md`). The address may lie past the panel (the next panel, or past the
+/// buffer): a prefetch is a hint and never faults.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const PREFETCH_BYTES: usize = 64 * 128;
+
+/// Asks for the 128 bytes (two cache lines) [`PREFETCH_BYTES`] past `p` to be loaded
+/// into L1. Any address is allowed: nothing is read through it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_ahead<T>(p: *const T) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let p = p.cast::<i8>().wrapping_add(PREFETCH_BYTES);
+    // SAFETY: a prefetch is a hint that never faults and reads nothing into the program;
+    // SSE is part of x86-64.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T0>(p);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+    }
+}
+
+/// Like [`prefetch_ahead`], one cache line (for kernels that walk a panel's halves or
+/// quarters in separate passes).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_line_ahead<T>(p: *const T) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: as in `prefetch_ahead`.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>().wrapping_add(PREFETCH_BYTES)) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -360,6 +404,17 @@ mod tests {
                 "{rows} {n} {threads}: {tiles:?}"
             );
         }
+    }
+
+    #[test]
+    fn one_row_block_is_one_tile_per_thread() {
+        for (rows, n, threads) in [(26, 384, 2), (26, 1152, 2), (112, 1536, 2), (33, 416, 3)] {
+            let tiles = split(rows, n, 384, threads, 14, 112);
+            assert_eq!(tiles.len(), threads, "{rows} {n} {threads}: {tiles:?}");
+            assert!(tiles.iter().all(|t| t.row0 == 0 && t.rows == rows));
+        }
+        // Two row blocks: about three tiles per thread, as before.
+        assert_eq!(split(113, 1536, 384, 2, 14, 112).len(), 6);
     }
 
     #[test]

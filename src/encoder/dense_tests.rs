@@ -67,7 +67,11 @@ struct Case {
 }
 
 fn cases() -> impl Iterator<Item = Case> {
-    SHAPES.iter().enumerate().map(|(i, &(rows, n, k))| Case {
+    cases_of(&SHAPES)
+}
+
+fn cases_of(shapes: &[(usize, usize, usize)]) -> impl Iterator<Item = Case> + '_ {
+    shapes.iter().enumerate().map(|(i, &(rows, n, k))| Case {
         rows,
         n,
         k,
@@ -76,6 +80,18 @@ fn cases() -> impl Iterator<Item = Case> {
         bias: (i % 2 == 0).then(|| random(n, 1001 + i as u64)),
     })
 }
+
+/// Row counts around one and two microkernel strips (14 rows with AVX-512, 6 with AVX2):
+/// one text at a time, where one row block is split into one column chunk per thread.
+/// n = 416 is 13 panels (an odd number to share), k = 385 is over the f32 reduction block.
+const SMALL_ROWS: [usize; 10] = [1, 2, 13, 14, 15, 26, 27, 31, 32, 33];
+
+fn small_shapes() -> Vec<(usize, usize, usize)> {
+    SMALL_ROWS.iter().map(|&rows| (rows, 416, 385)).collect()
+}
+
+/// Thread counts of the small-row tests (3 leaves panels unevenly shared).
+const SMALL_THREADS: [usize; 3] = [1, 2, 3];
 
 impl Case {
     fn bias(&self, c: usize) -> f64 {
@@ -137,11 +153,20 @@ fn check(ok: bool, what: &str, r: usize, c: usize, got: f32, want: f64, bound: f
 
 #[test]
 fn f32_matches_reference() {
-    for case in cases() {
+    check_f32(cases(), &[1, 2]);
+}
+
+#[test]
+fn f32_small_row_counts_match_reference() {
+    check_f32(cases_of(&small_shapes()), &SMALL_THREADS);
+}
+
+fn check_f32(cases: impl Iterator<Item = Case>, thread_counts: &[usize]) {
+    for case in cases {
         let packed = PackedF32::new(&case.w, case.n, case.k);
         assert_eq!((packed.n(), packed.k()), (case.n, case.k));
         for isa in levels() {
-            for threads in [1, 2] {
+            for &threads in thread_counts {
                 let mut out = vec![f32::NAN; case.rows * case.n];
                 dense_f32_with(
                     isa,
@@ -180,7 +205,16 @@ fn round_bf16(v: f32) -> f32 {
 
 #[test]
 fn bf16_matches_reference() {
-    for case in cases() {
+    check_bf16(cases(), &[1, 2]);
+}
+
+#[test]
+fn bf16_small_row_counts_match_reference() {
+    check_bf16(cases_of(&small_shapes()), &SMALL_THREADS);
+}
+
+fn check_bf16(cases: impl Iterator<Item = Case>, thread_counts: &[usize]) {
+    for case in cases {
         let packed = PackedBf16::new(&case.w, case.n, case.k);
         assert_eq!((packed.n(), packed.k()), (case.n, case.k));
         for c in 0..case.n {
@@ -195,7 +229,7 @@ fn bf16_matches_reference() {
         {
             // Only the vdpbf16ps path rounds the activations.
             let rounds_x = method == Method::DotBf16;
-            for threads in [1, 2] {
+            for &threads in thread_counts {
                 let mut out = vec![f32::NAN; case.rows * case.n];
                 let bias = case.bias.as_deref();
                 dense_bf16_by(
@@ -241,7 +275,16 @@ fn bf16_matches_reference() {
 
 #[test]
 fn i8_matches_quantized_math() {
-    for case in cases() {
+    check_i8(cases(), &[1, 2]);
+}
+
+#[test]
+fn i8_small_row_counts_match_quantized_math() {
+    check_i8(cases_of(&small_shapes()), &SMALL_THREADS);
+}
+
+fn check_i8(cases: impl Iterator<Item = Case>, thread_counts: &[usize]) {
+    for case in cases {
         let (n, k) = (case.n, case.k);
         let packed = PackedI8::new(&case.w, n, k);
         assert_eq!((packed.n(), packed.k()), (n, k));
@@ -264,7 +307,7 @@ fn i8_matches_quantized_math() {
             .map(|r| quantize_row(&case.x[r * k..][..k], &mut qx[r * k..][..k]))
             .collect();
         for isa in levels() {
-            for threads in [1, 2] {
+            for &threads in thread_counts {
                 let mut out = vec![f32::NAN; case.rows * n];
                 dense_i8_with(
                     isa,
