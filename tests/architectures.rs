@@ -204,26 +204,11 @@ fn a_roberta_model_read_as_bert_gives_visibly_wrong_vectors() {
     let texts = texts();
     let dir = fixtures().join("roberta").join("embed");
     let refs: EmbedRefs = json(dir.join("references.json"));
-    let copy = common::scratch_dir("roberta-as-bert");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let entry = entry.unwrap();
-        let to = copy.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-            for inner in std::fs::read_dir(entry.path()).unwrap() {
-                let inner = inner.unwrap();
-                std::fs::copy(inner.path(), to.join(inner.file_name())).unwrap();
-            }
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
-    let right = SentenceEmbedder::load(&copy).unwrap();
+    let right = SentenceEmbedder::load(&dir).unwrap();
     let right_cos = min_cosine(&embed_all(&right, &texts), &refs.embeddings);
-    let config = copy.join("config.json");
-    let mut cfg: serde_json::Value = json(config.clone());
-    cfg["model_type"] = "bert".into();
-    std::fs::write(&config, cfg.to_string()).unwrap();
+    let copy = with_config(&dir, "roberta-as-bert", |cfg| {
+        cfg["model_type"] = "bert".into()
+    });
     let wrong = SentenceEmbedder::load(&copy).unwrap();
     let wrong_cos = min_cosine(&embed_all(&wrong, &texts), &refs.embeddings);
     println!("roberta read as roberta: min cosine {right_cos:.7}; as bert: {wrong_cos:.4}");
@@ -284,14 +269,9 @@ fn the_stock_candle_engine_refuses_the_families_it_does_not_run() {
 #[test]
 fn an_unknown_model_type_is_refused_naming_it_and_the_supported_ones() {
     let dir = fixtures().join("distilbert").join("embed");
-    let copy = common::scratch_dir("unknown-model-type");
-    for name in ["tokenizer.json", "model.safetensors", "config.json"] {
-        std::fs::copy(dir.join(name), copy.join(name)).unwrap();
-    }
-    let config = copy.join("config.json");
-    let mut cfg: serde_json::Value = json(config.clone());
-    cfg["model_type"] = "deberta-v2".into();
-    std::fs::write(&config, cfg.to_string()).unwrap();
+    let copy = with_config(&dir, "unknown-model-type", |cfg| {
+        cfg["model_type"] = "deberta-v2".into();
+    });
     match TextClassifier::load(&copy) {
         Err(LoadError::Unsupported { what, .. }) => {
             assert!(what.contains("deberta-v2"), "{what}");

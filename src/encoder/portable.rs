@@ -200,6 +200,39 @@ impl PortableBert {
         self.emb_norm.forward(&x, self.eps)
     }
 
+    /// Attention of the `len` rows of one text from `start` of the fused `qkv`
+    /// (`[tokens, 3h]`), all heads: `softmax(scale · Q·Kᵀ + bias + mask) · V`, with MPNet's
+    /// relative position `bias` (`[heads, len, len]`) and a padding `mask` (`[1, 1, len]`,
+    /// 0 or the dtype's lowest value) where given. Returns the context rows `[len, h]`.
+    fn attend(
+        &self,
+        qkv: &Tensor,
+        start: usize,
+        len: usize,
+        bias: Option<&Tensor>,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (h, heads) = (self.hidden, self.heads);
+        let d = h / heads;
+        let part = |i: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(0, start, len)?
+                .narrow(1, i * h, h)?
+                .reshape((len, heads, d))?
+                .transpose(0, 1)?
+                .contiguous()
+        };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let mut scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?; // [heads, len, len]
+        if let Some(bias) = bias {
+            scores = scores.broadcast_add(bias)?;
+        }
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        probs.matmul(&v)?.transpose(0, 1)?.reshape((len, h))
+    }
+
     /// The feed-forward half of a layer and both residual norms, on `[tokens, h]` rows.
     fn finish_layer(&self, layer: &Layer, ctx: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
         let attn = (layer.attn_out.forward(ctx)? + x)?;
@@ -239,8 +272,6 @@ impl PortableBert {
             return Ok((Vec::new(), offsets));
         }
         let mut x = self.embed(ids, positions, types)?;
-        let (heads, d) = (self.heads, h / self.heads);
-        let scale = 1.0 / (d as f64).sqrt();
         let biases = offsets
             .windows(2)
             .map(|w| self.position_bias(w[1] - w[0]))
@@ -253,21 +284,7 @@ impl PortableBert {
                 if len == 0 {
                     continue;
                 }
-                let part = |i: usize| -> candle_core::Result<Tensor> {
-                    qkv.narrow(0, start, len)?
-                        .narrow(1, i * h, h)?
-                        .reshape((len, heads, d))?
-                        .transpose(0, 1)?
-                        .contiguous()
-                };
-                let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-                let mut scores = (q.matmul(&k.t()?)? * scale)?;
-                if let Some(bias) = bias {
-                    scores = (scores + bias)?;
-                }
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                let ctx = probs.matmul(&v)?.transpose(0, 1)?.reshape((len, h))?;
-                contexts.push(ctx);
+                contexts.push(self.attend(&qkv, start, len, bias.as_ref(), None)?);
             }
             let ctx = Tensor::cat(&contexts, 0)?;
             x = self.finish_layer(layer, &ctx, &x)?;
@@ -287,7 +304,6 @@ impl PortableBert {
         texts: &[Segment<'_>],
         pad_id: u32,
     ) -> candle_core::Result<(Vec<f32>, usize)> {
-        let h = self.hidden;
         let n = texts.len();
         let len = texts
             .iter()
@@ -316,8 +332,6 @@ impl PortableBert {
             }
         }
         let mut x = self.embed(ids, positions, types)?; // [n·len, h]
-        let (heads, d) = (self.heads, h / self.heads);
-        let scale = 1.0 / (d as f64).sqrt();
         let dtype = self.word.dtype();
         // 0 for a real key, the dtype's lowest value for padding (transformers' mask).
         let lowest = match dtype {
@@ -338,21 +352,8 @@ impl PortableBert {
             // texts of 512 tokens would hold 805 MB of them per copy.
             let mut contexts = Vec::with_capacity(n);
             for row in 0..n {
-                let part = |i: usize| -> candle_core::Result<Tensor> {
-                    qkv.narrow(0, row * len, len)?
-                        .narrow(1, i * h, h)?
-                        .reshape((len, heads, d))?
-                        .transpose(0, 1)?
-                        .contiguous()
-                };
-                let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-                let mut scores = (q.matmul(&k.t()?)? * scale)?; // [heads, len, len]
-                if let Some(bias) = &bias {
-                    scores = scores.broadcast_add(bias)?;
-                }
-                let scores = scores.broadcast_add(&mask.get(row)?)?;
-                let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-                contexts.push(probs.matmul(&v)?.transpose(0, 1)?.reshape((len, h))?);
+                let mask = mask.get(row)?;
+                contexts.push(self.attend(&qkv, row * len, len, bias.as_ref(), Some(&mask))?);
             }
             let ctx = Tensor::cat(&contexts, 0)?;
             x = self.finish_layer(layer, &ctx, &x)?;

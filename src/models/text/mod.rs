@@ -308,10 +308,11 @@ impl TextEncoder {
                 path: dir.join("tokenizer.json"),
                 message: e.to_string(),
             })?;
+        let pair_cap = PAIR_LENGTH_CAP * max_len;
         let mut capped = probe.clone();
         capped
             .with_truncation(Some(TruncationParams {
-                max_length: PAIR_LENGTH_CAP * max_len,
+                max_length: pair_cap,
                 ..TruncationParams::default()
             }))
             .map_err(|e| LoadError::Tokenizer {
@@ -342,7 +343,7 @@ impl TextEncoder {
                 pair_bounds: input::Bounds {
                     max_bytes: options.max_input_bytes,
                     truncate: options.truncate,
-                    max_len: PAIR_LENGTH_CAP * max_len,
+                    max_len: pair_cap,
                     cuts: cuts.clone(),
                 },
                 bounds: input::Bounds {
@@ -571,7 +572,8 @@ impl TextEncoder {
             .get_post_processor()
             .map_or(0, |p| p.added_tokens(true));
         let budget = params.max_length.saturating_sub(added);
-        let cap = PAIR_LENGTH_CAP * params.max_length.max(1);
+        // What `capped` cuts each text at (and `pair_bounds` prefixes it to).
+        let cap = self.pair_bounds.max_len;
         let mut a = self.capped.encode(first, false)?;
         let mut b = self.capped.encode(second, false)?;
         let (la, lb) = (a.len(), b.len());
