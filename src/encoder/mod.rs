@@ -325,14 +325,7 @@ pub(crate) fn activation(weights: &Path, shape: &BertShape) -> Result<Activation
 /// and checks of what the family needs from the config.
 pub(crate) fn checked_arch(weights: &Path, shape: &BertShape) -> Result<Arch, LoadError> {
     let Some(arch) = shape.arch() else {
-        return Err(LoadError::Unsupported {
-            path: weights.to_path_buf(),
-            what: format!(
-                "model_type `{}`; supported are {}",
-                shape.model_type.as_deref().unwrap_or_default(),
-                arch::SUPPORTED.join(", ")
-            ),
-        });
+        return Err(unsupported_model_type(weights, shape));
     };
     if arch::max_tokens(shape, arch) == 0 {
         return Err(LoadError::weights(
@@ -356,6 +349,18 @@ pub(crate) fn checked_arch(weights: &Path, shape: &BertShape) -> Result<Arch, Lo
         ));
     }
     Ok(arch)
+}
+
+/// The error for a `model_type` this crate does not run, naming it and the supported ones.
+pub(crate) fn unsupported_model_type(path: &Path, shape: &BertShape) -> LoadError {
+    LoadError::Unsupported {
+        path: path.to_path_buf(),
+        what: format!(
+            "model_type `{}`; supported are {}",
+            shape.model_type.as_deref().unwrap_or_default(),
+            arch::SUPPORTED.join(", ")
+        ),
+    }
 }
 
 /// Rows of MPNet's relative position bias table (transformers' default: 32).

@@ -735,14 +735,9 @@ impl TextEncoder {
 /// one this crate does not run is refused by name: another architecture may share BERT's
 /// weight names and would load, then answer wrongly.
 fn checked_architecture(config: &BertShape, config_path: &Path) -> Result<Arch, LoadError> {
-    config.arch().ok_or_else(|| LoadError::Unsupported {
-        path: config_path.to_path_buf(),
-        what: format!(
-            "model_type `{}`; supported are {}",
-            config.model_type.as_deref().unwrap_or_default(),
-            arch::SUPPORTED.join(", ")
-        ),
-    })
+    config
+        .arch()
+        .ok_or_else(|| crate::encoder::unsupported_model_type(config_path, config))
 }
 
 /// `tokenizer_config.json`'s `model_max_length` in `dir`, where it is a real limit (it is
